@@ -1,0 +1,1 @@
+//! GPT partition table, written with the `gpt` crate.

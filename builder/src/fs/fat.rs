@@ -1,0 +1,1 @@
+//! FAT (FAT32 where the partition is large enough), written with `fatfs`.

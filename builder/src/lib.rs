@@ -1,0 +1,45 @@
+//! build-image: a pure-Rust builder of bootable, reproducible appliance disk
+//! images from one `recipe.json`, without root, loop devices or host mkfs tools.
+//!
+//! The data flow runs one way (see `docs/architecture.md`):
+//! recipe → trees → plan → write regions of one sparse file → derived
+//! outputs → manifest.
+
+pub mod recipe;
+pub mod tree;
+pub mod plan;
+pub mod disk;
+pub mod fs;
+
+/// Errors of the whole build, each carrying its context. The CLI prints the
+/// chain of sources once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
+    #[error("{at}")]
+    Layer {
+        /// JSON path of the layer, e.g. `trees.root[2]`.
+        at: String,
+        #[source]
+        source: tree::LayerError,
+    },
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Region(#[from] disk::RegionError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { what: what.into(), source }
+    }
+}

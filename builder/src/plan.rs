@@ -1,0 +1,209 @@
+//! The plan: partition offsets and sizes, the disk size, and every identity
+//! (disk GUID, partition GUIDs, filesystem UUIDs and serials), derived from the
+//! recipe digest. Pure data: printable and testable without writing anything.
+//!
+//! Identities follow systemd-repart: `HMAC-SHA256(key = recipe digest,
+//! message = purpose string)`, the first 16 bytes made into a version-4,
+//! RFC 4122-variant UUID. The same recipe gives the same identities on any
+//! machine; a different recipe gives different ones.
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::recipe::size::human;
+use crate::recipe::{Filesystem, Recipe, Size};
+
+/// Logical sector size of the images we write.
+pub const SECTOR: u64 = 512;
+/// Partition alignment (and the start of the first partition).
+pub const ALIGN: u64 = 1 << 20;
+/// Sectors used by one copy of the GPT partition array (128 × 128 bytes).
+pub const GPT_ARRAY_SECTORS: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("disk.partitions need {need} ({need_bytes} bytes, including the GPT), but disk.size is {have}: make the disk at least {need}, or shrink the partitions")]
+    TooSmall { need: String, need_bytes: u64, have: String },
+    #[error("disk.partitions[{index}].size: \"fill\" has no room left: the partitions before it already reach {end} of a {disk} disk")]
+    NoRoomForFill { index: usize, end: String, disk: String },
+    #[error("disk.size: {size} bytes is not a multiple of the {SECTOR}-byte sector")]
+    Unaligned { size: u64 },
+}
+
+/// HMAC-SHA256(seed, purpose) → a v4 UUID, as systemd-repart derives its UUIDs.
+pub fn derive_uuid(seed: &[u8; 32], purpose: &str) -> Uuid {
+    let mut b = derive_bytes(seed, purpose);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(b16(&b))
+}
+
+/// 32 bytes of HMAC-SHA256(seed, purpose), for serials and hash seeds.
+pub fn derive_bytes(seed: &[u8; 32], purpose: &str) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn b16(b: &[u8; 32]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&b[..16]);
+    o
+}
+
+/// Map a recipe partition `type` to its GPT type GUID: a Discoverable
+/// Partitions Specification name, or a literal GUID.
+pub fn partition_type_guid(t: &str) -> Option<Uuid> {
+    let g = match t {
+        "esp" => "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+        "bios-boot" => "21686148-6449-6e6f-744e-656564454649",
+        "linux" => "0fc63daf-8483-4772-8e79-3d69d8477de4",
+        "root-x86-64" => "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+        "usr-x86-64" => "8484680c-9521-48c6-9c11-b0720656f69e",
+        "swap" => "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f",
+        "home" => "933ac7e1-2eb4-4f13-b844-0e14e2aef915",
+        "srv" => "3b8f8425-20e0-4f3b-907f-1a25a76f98e8",
+        "var" => "4d21b016-b534-45c2-a9fb-5c16e091fd2d",
+        "tmp" => "7ec6f557-3bc5-4aca-b293-16ef5df639d1",
+        "xbootldr" => "bc13c2ff-59e6-4262-a352-b275fd6f7172",
+        other => other,
+    };
+    Uuid::parse_str(g).ok()
+}
+
+/// One planned partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedPartition {
+    /// 1-based GPT entry number.
+    pub number: u32,
+    pub label: String,
+    pub type_guid: Uuid,
+    pub part_guid: Uuid,
+    /// Byte offset of the first byte on the disk.
+    pub offset: u64,
+    pub size: u64,
+    pub filesystem: Filesystem,
+    pub tree: Option<String>,
+    /// Filesystem UUID (FAT uses its first 4 bytes as the volume serial).
+    pub fs_uuid: Uuid,
+    /// Filesystem label.
+    pub fs_label: String,
+    /// Bytes derived for filesystem-internal seeds (directory hash seed…).
+    #[serde(skip)]
+    pub fs_seed: [u8; 32],
+}
+
+/// The full layout of one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub disk_size: u64,
+    pub disk_guid: Uuid,
+    pub partitions: Vec<PlannedPartition>,
+    pub epoch: i64,
+}
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// Lay out the disk. `auto_size(i)` gives the size of partition `i` whose
+/// size is `"auto"` (asked of its filesystem writer).
+pub fn plan(
+    recipe: &Recipe,
+    digest: &[u8; 32],
+    mut auto_size: impl FnMut(usize) -> Result<u64, crate::Error>,
+) -> Result<Plan, crate::Error> {
+    let disk = recipe.disk.clone().unwrap_or(crate::recipe::Disk { size: None, partitions: Vec::new() });
+    let backup = (GPT_ARRAY_SECTORS + 1) * SECTOR;
+    let mut sizes = Vec::new();
+    for (i, p) in disk.partitions.iter().enumerate() {
+        sizes.push(match p.size {
+            Size::Bytes(b) => Some(b),
+            Size::Auto => Some(align_up(auto_size(i)?, 4096)),
+            Size::Fill => None,
+        });
+    }
+    // Offsets of the fixed partitions, and where the fill partition starts.
+    let mut offset = ALIGN;
+    let mut offsets = Vec::new();
+    let mut fill_at = None;
+    for (i, s) in sizes.iter().enumerate() {
+        offsets.push(offset);
+        match s {
+            Some(b) => offset = align_up(offset + b, ALIGN),
+            None => {
+                fill_at = Some(i);
+                offset = align_up(offset + SECTOR, ALIGN); // placeholder: fixed below
+            }
+        }
+    }
+    let fixed_total: u64 = sizes.iter().flatten().sum();
+    let disk_size = match disk.size.and_then(|s| s.bytes()) {
+        Some(d) => {
+            if d % SECTOR != 0 {
+                return Err(PlanError::Unaligned { size: d }.into());
+            }
+            d
+        }
+        None => align_up(offset, ALIGN) + ALIGN,
+    };
+    if let Some(fi) = fill_at {
+        // Everything after the fill partition keeps its size; the fill takes
+        // what is left between its start and the backup GPT.
+        let after: u64 = sizes[fi + 1..].iter().flatten().map(|s| align_up(*s, ALIGN)).sum();
+        let start = offsets[fi];
+        let usable_end = (disk_size - backup) / 4096 * 4096;
+        let room = usable_end.checked_sub(start + after).filter(|r| *r >= ALIGN);
+        let Some(room) = room else {
+            return Err(PlanError::NoRoomForFill { index: fi, end: human(start + after), disk: human(disk_size) }.into());
+        };
+        let fill = if after == 0 { room } else { room / ALIGN * ALIGN };
+        sizes[fi] = Some(fill);
+        let mut off = align_up(start + fill, ALIGN);
+        for j in fi + 1..sizes.len() {
+            offsets[j] = off;
+            off = align_up(off + sizes[j].expect("fixed"), ALIGN);
+        }
+    }
+    let need_end = offsets.iter().zip(&sizes).map(|(o, s)| o + s.expect("all sized")).max().unwrap_or(ALIGN);
+    if need_end + backup > disk_size {
+        let need = align_up(need_end + backup, ALIGN);
+        return Err(PlanError::TooSmall { need: human(need), need_bytes: need, have: human(disk_size) }.into());
+    }
+    let _ = fixed_total;
+    let mut parts = Vec::new();
+    for (i, p) in disk.partitions.iter().enumerate() {
+        let fs_label = p.fs.label.clone().unwrap_or_else(|| p.label.clone());
+        parts.push(PlannedPartition {
+            number: i as u32 + 1,
+            label: p.label.clone(),
+            type_guid: partition_type_guid(&p.type_).expect("validated"),
+            part_guid: derive_uuid(digest, &format!("partition-guid:{}:{}", i + 1, p.label)),
+            offset: offsets[i],
+            size: sizes[i].expect("all sized"),
+            filesystem: p.filesystem,
+            tree: p.tree.clone(),
+            fs_uuid: derive_uuid(digest, &format!("filesystem-uuid:{}:{}", i + 1, p.label)),
+            fs_label,
+            fs_seed: derive_bytes(digest, &format!("filesystem-seed:{}:{}", i + 1, p.label)),
+        });
+    }
+    Ok(Plan { disk_size, disk_guid: derive_uuid(digest, "disk-guid"), partitions: parts, epoch: recipe.epoch() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_stable_and_purpose_bound() {
+        let seed = [7u8; 32];
+        let a = derive_uuid(&seed, "disk-guid");
+        assert_eq!(a, derive_uuid(&seed, "disk-guid"));
+        assert_ne!(a, derive_uuid(&seed, "partition-guid:1:ESP"));
+        assert_eq!(a.get_version_num(), 4);
+        assert_eq!(partition_type_guid("esp"), partition_type_guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+    }
+}

@@ -1,0 +1,220 @@
+//! Tree layers: `dir`, `tar`, `deb`, `file`, `mkdir`, `symlink`, `remove`.
+//!
+//! A layer is a JSON object whose *kind* is the one key among the known
+//! kinds that it carries (`{"dir": "rootfs", "to": "/"}`). Deserialization
+//! picks the kind first, so that an unknown kind or a stray field gets a
+//! message naming the layer's kind and the offending key.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+/// Owner handling for `dir` layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// Every uid/gid becomes 0; modes are kept.
+    #[default]
+    Root,
+    /// Keep the host's owners.
+    Preserve,
+}
+
+/// Copy a host directory into the tree.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirLayer {
+    /// Host directory (relative paths resolve against the recipe's folder).
+    pub dir: String,
+    /// Where in the tree it lands. Default `/`.
+    #[serde(default = "slash")]
+    pub to: String,
+    /// `root` (default) or `preserve`.
+    #[serde(default)]
+    pub owner: Owner,
+}
+
+/// Unpack a tar archive (`.tar`, `.tar.gz`/`.tgz`, `.tar.zst`, `.tar.xz`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TarLayer {
+    pub tar: String,
+    #[serde(default = "slash")]
+    pub to: String,
+}
+
+/// Unpack a Debian package's data.tar (no maintainer scripts run).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebLayer {
+    pub deb: String,
+    #[serde(default = "slash")]
+    pub to: String,
+}
+
+/// Write one file from inline text, a host file, or an RFC 2397 data URL.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLayer {
+    /// Path in the tree.
+    pub file: String,
+    /// Inline UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// A host file to copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// An RFC 2397 data URL (`data:,text` or `data:;base64,...`), as Ignition uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Octal mode as a string, e.g. `"0644"` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// Make a directory (and its parents).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirLayer {
+    pub mkdir: String,
+    /// Octal mode, default `"0755"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// Make a symbolic link.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SymlinkLayer {
+    pub symlink: String,
+    pub target: String,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// Remove a path and everything below it (no error if it is absent).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveLayer {
+    pub remove: String,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+/// One layer of a tree.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Layer {
+    Dir(DirLayer),
+    Tar(TarLayer),
+    Deb(DebLayer),
+    File(FileLayer),
+    Mkdir(MkdirLayer),
+    Symlink(SymlinkLayer),
+    Remove(RemoveLayer),
+}
+
+/// The keys that name a layer's kind.
+pub const KINDS: [&str; 7] = ["dir", "tar", "deb", "file", "mkdir", "symlink", "remove"];
+
+impl Layer {
+    /// The kind word (`dir`, `tar`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Dir(_) => "dir",
+            Layer::Tar(_) => "tar",
+            Layer::Deb(_) => "deb",
+            Layer::File(_) => "file",
+            Layer::Mkdir(_) => "mkdir",
+            Layer::Symlink(_) => "symlink",
+            Layer::Remove(_) => "remove",
+        }
+    }
+}
+
+fn typed<T: de::DeserializeOwned, E: de::Error>(kind: &str, v: serde_json::Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let p = e.path().to_string();
+        if p == "." {
+            E::custom(format_args!("{kind} layer: {}", e.into_inner()))
+        } else {
+            E::custom(format_args!("{kind} layer, field `{p}`: {}", e.into_inner()))
+        }
+    })
+}
+
+impl<'de> Deserialize<'de> for Layer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Layer, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let obj = match &v {
+            serde_json::Value::Object(o) => o,
+            other => {
+                return Err(de::Error::custom(format_args!(
+                    "expected a layer object like {{\"dir\": \"rootfs\"}}, found {}",
+                    Kind(other)
+                )))
+            }
+        };
+        let kinds: Vec<&str> = KINDS.iter().copied().filter(|k| obj.contains_key(*k)).collect();
+        match kinds.as_slice() {
+            [] => {
+                let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+                Err(de::Error::custom(format_args!(
+                    "unknown layer kind (keys: {}); a layer has exactly one of: {}",
+                    keys.join(", "),
+                    KINDS.join(", ")
+                )))
+            }
+            [k] => Ok(match *k {
+                "dir" => Layer::Dir(typed(k, v)?),
+                "tar" => Layer::Tar(typed(k, v)?),
+                "deb" => Layer::Deb(typed(k, v)?),
+                "file" => Layer::File(typed(k, v)?),
+                "mkdir" => Layer::Mkdir(typed(k, v)?),
+                "symlink" => Layer::Symlink(typed(k, v)?),
+                _ => Layer::Remove(typed(k, v)?),
+            }),
+            many => Err(de::Error::custom(format_args!(
+                "a layer has exactly one kind, this one has {}: split it into separate layers",
+                many.join(" and ")
+            ))),
+        }
+    }
+}
+
+struct Kind<'a>(&'a serde_json::Value);
+
+impl fmt::Display for Kind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::Object(_) => "an object",
+        })
+    }
+}
+
+/// Parse an octal mode string (`"0644"`, `"755"`, `"04755"`).
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim_start_matches("0o");
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("`{s}` is not an octal mode: write it as a string like \"0644\" or \"04755\"")),
+    }
+}

@@ -1,0 +1,306 @@
+//! `recipe.json`: the typed schema, loading with `extends` layering, and
+//! validation. Every error names the JSON path of the field at fault.
+//!
+//! Loading goes: read text → parse to a JSON value (syntax errors carry line
+//! and column) → merge the `extends` chain (objects merge, later wins, arrays
+//! replace) → deserialize into [`Recipe`] tracking the path of any type error
+//! or unknown field → semantic checks ([`validate`]).
+
+pub mod layer;
+pub mod size;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use layer::Layer;
+pub use size::Size;
+
+/// Errors from loading a recipe.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("reading recipe {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: malformed JSON: {msg}")]
+    Syntax { path: PathBuf, line: usize, column: usize, msg: String },
+    #[error("{path}: field `{field}`: {msg}")]
+    Field { path: PathBuf, field: String, msg: String },
+    #[error("{path}: `extends` chain includes itself via {again}")]
+    ExtendsLoop { path: PathBuf, again: PathBuf },
+}
+
+/// The whole recipe, after `extends` is merged.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Names the outputs: `out/NAME.raw`, `out/NAME.manifest.json`, …
+    /// Must match `[a-z0-9][a-z0-9._-]*`.
+    pub name: String,
+    /// Every timestamp in the image is clamped to this (seconds since 1970).
+    /// `SOURCE_DATE_EPOCH` in the environment overrides it. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
+    /// Recipes this one builds on, relative to this file; merged in order,
+    /// then this file on top (objects merge, later wins, arrays replace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extends: Vec<String>,
+    /// Named in-memory trees, each built from its layers in order.
+    #[serde(default)]
+    pub trees: BTreeMap<String, Vec<Layer>>,
+    /// The initramfs: which tree to pack, and how to compress it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<Initramfs>,
+    /// The disk: its size and GPT partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Disk>,
+    /// What to write into the output folder: `raw`, `initramfs`.
+    #[serde(default = "default_outputs")]
+    pub outputs: Vec<Output>,
+}
+
+fn default_outputs() -> Vec<Output> {
+    vec![Output::Raw]
+}
+
+/// An artifact kind written to the output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// `NAME.raw`: the sparse raw disk image.
+    Raw,
+    /// `NAME.initramfs`: the compressed cpio archive.
+    Initramfs,
+}
+
+/// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Initramfs {
+    /// Name of the tree (in `trees`) to pack.
+    pub tree: String,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Compression level: gzip 1–9 (default 6), zstd 1–19 (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+}
+
+/// Initramfs compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// `"disk": {"size": "2GiB", "partitions": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Total size. Optional when every partition has a fixed size: the disk
+    /// is then the partitions plus GPT overhead, aligned to 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    /// GPT partitions, in order.
+    #[serde(default)]
+    pub partitions: Vec<Partition>,
+}
+
+/// One GPT partition.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// GPT partition name (and the filesystem label unless `fs.label` says
+    /// otherwise). At most 36 UTF-16 code units.
+    pub label: String,
+    /// `esp`, `bios-boot`, `linux`, `root-x86-64`, `usr-x86-64`, `swap`, or a
+    /// literal type GUID.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Bytes, `"64MiB"`, `"1GB"`, or `"fill"` for the rest of the disk.
+    pub size: Size,
+    /// `vfat` or `none`.
+    #[serde(default)]
+    pub filesystem: Filesystem,
+    /// The tree (in `trees`) to write into the filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+    /// Filesystem options.
+    #[serde(default)]
+    pub fs: FsOptions,
+}
+
+/// The filesystem written into a partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    /// Nothing: the partition is left empty (zeroed at its start).
+    #[default]
+    None,
+    /// FAT (FAT32 when the partition is large enough), as ESPs use.
+    Vfat,
+}
+
+/// Options shared by the filesystem writers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FsOptions {
+    /// Filesystem label; defaults to the partition label (FAT: upper-cased,
+    /// at most 11 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Recipe {
+    /// The effective `source_date_epoch`.
+    pub fn epoch(&self) -> i64 {
+        self.source_date_epoch.unwrap_or(0)
+    }
+}
+
+/// A loaded recipe, with what the later stages need to know about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub recipe: Recipe,
+    /// Folder that relative host paths resolve against.
+    pub base_dir: PathBuf,
+    /// sha256 of the canonical merged recipe (sorted keys, with the effective
+    /// `source_date_epoch`). All identities derive from it.
+    pub digest: [u8; 32],
+    /// The canonical merged JSON that was digested.
+    pub canonical: String,
+}
+
+/// Load, merge and validate a recipe. `env_epoch` is `SOURCE_DATE_EPOCH` from
+/// the environment, if set.
+pub fn load(path: &Path, env_epoch: Option<i64>) -> Result<Loaded, RecipeError> {
+    let mut stack = Vec::new();
+    let mut value = load_merged(path, &mut stack)?;
+    if let Some(e) = env_epoch {
+        value["source_date_epoch"] = serde_json::Value::from(e);
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("extends");
+    }
+    let recipe: Recipe = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let field = e.path().to_string();
+        RecipeError::Field { path: path.to_path_buf(), field, msg: e.into_inner().to_string() }
+    })?;
+    validate::validate(&recipe).map_err(|(field, msg)| RecipeError::Field { path: path.to_path_buf(), field, msg })?;
+    let mut canonical_value = serde_json::to_value(&recipe).expect("recipe serializes");
+    canonical_value["source_date_epoch"] = serde_json::Value::from(recipe.epoch());
+    let canonical = serde_json::to_string(&canonical_value).expect("value serializes");
+    let digest: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    Ok(Loaded { recipe, base_dir, digest, canonical })
+}
+
+/// Parse one file and merge the files it extends beneath it. Relative host
+/// paths inside an extended file keep resolving against the top recipe's
+/// folder; `extends` paths resolve against the file that names them.
+fn load_merged(path: &Path, stack: &mut Vec<PathBuf>) -> Result<serde_json::Value, RecipeError> {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if stack.contains(&canon) {
+        return Err(RecipeError::ExtendsLoop { path: stack[0].clone(), again: path.to_path_buf() });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read { path: path.to_path_buf(), source })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| RecipeError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        msg: strip_position(&e.to_string()),
+    })?;
+    if !value.is_object() {
+        return Err(RecipeError::Field { path: path.to_path_buf(), field: ".".into(), msg: "a recipe must be a JSON object".into() });
+    }
+    let extends = match value.get("extends") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(items)) => {
+            let mut v = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(s) => v.push(s.to_string()),
+                    None => {
+                        return Err(RecipeError::Field {
+                            path: path.to_path_buf(),
+                            field: format!("extends[{i}]"),
+                            msg: "expected a path string to another recipe".into(),
+                        })
+                    }
+                }
+            }
+            v
+        }
+        Some(_) => {
+            return Err(RecipeError::Field {
+                path: path.to_path_buf(),
+                field: "extends".into(),
+                msg: "expected an array of recipe paths, e.g. [\"base.json\"]".into(),
+            })
+        }
+    };
+    stack.push(canon);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut merged = serde_json::Value::Object(Default::default());
+    for e in &extends {
+        let base = load_merged(&dir.join(e), stack)?;
+        merge(&mut merged, base);
+    }
+    stack.pop();
+    merge(&mut merged, value);
+    Ok(merged)
+}
+
+/// Objects merge key by key (later wins); anything else replaces.
+pub fn merge(into: &mut serde_json::Value, over: serde_json::Value) {
+    match (into, over) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The JSON Schema of [`Recipe`], as written to `recipes/schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Recipe);
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_objects_and_replace_arrays() {
+        let mut a = serde_json::json!({"a": {"x": 1, "y": [1, 2]}, "b": 1});
+        merge(&mut a, serde_json::json!({"a": {"y": [3], "z": 2}}));
+        assert_eq!(a, serde_json::json!({"a": {"x": 1, "y": [3], "z": 2}, "b": 1}));
+    }
+}

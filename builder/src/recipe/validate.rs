@@ -1,0 +1,161 @@
+//! Semantic checks that the types alone cannot express. Each failure is
+//! `(json_path, message)`, and the message says how to fix it.
+
+use super::layer::{parse_mode, Layer};
+use super::{Filesystem, Recipe, Size};
+use crate::plan::partition_type_guid;
+
+type Check = Result<(), (String, String)>;
+
+fn fail(field: impl Into<String>, msg: impl Into<String>) -> Check {
+    Err((field.into(), msg.into()))
+}
+
+/// Whether `name` matches `[a-z0-9][a-z0-9._-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+pub fn validate(r: &Recipe) -> Check {
+    if !valid_name(&r.name) {
+        return fail("name", format!("`{}` is not a valid name: use [a-z0-9][a-z0-9._-]*, e.g. \"demo\"", r.name));
+    }
+    for (tree, layers) in &r.trees {
+        if tree.is_empty() {
+            return fail("trees", "a tree name cannot be empty");
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            check_layer(&format!("trees.{tree}[{i}]"), layer)?;
+        }
+    }
+    if let Some(init) = &r.initramfs {
+        if !r.trees.contains_key(&init.tree) {
+            return fail("initramfs.tree", format!("no tree named `{}` in `trees` (have: {})", init.tree, names(r)));
+        }
+        if let Some(level) = init.level {
+            let max = match init.compression {
+                super::Compression::Gzip => 9,
+                super::Compression::Zstd => 19,
+                super::Compression::None => 0,
+            };
+            if level == 0 || level > max {
+                return fail("initramfs.level", format!("level {level} is out of range for {:?} (1–{max})", init.compression));
+            }
+        }
+    }
+    if r.outputs.contains(&super::Output::Initramfs) && r.initramfs.is_none() {
+        return fail("outputs", "output `initramfs` needs an `initramfs` section naming its tree");
+    }
+    if let Some(disk) = &r.disk {
+        let mut fills = Vec::new();
+        for (i, p) in disk.partitions.iter().enumerate() {
+            let at = format!("disk.partitions[{i}]");
+            if p.label.is_empty() || p.label.encode_utf16().count() > 36 {
+                return fail(format!("{at}.label"), "a GPT partition name must be 1 to 36 UTF-16 characters");
+            }
+            if partition_type_guid(&p.type_).is_none() {
+                return fail(
+                    format!("{at}.type"),
+                    format!(
+                        "unknown partition type `{}`: use esp, bios-boot, linux, root-x86-64, usr-x86-64, swap, home, srv, var, tmp, xbootldr, or a GUID",
+                        p.type_
+                    ),
+                );
+            }
+            match p.size {
+                Size::Fill => fills.push(i),
+                Size::Bytes(0) => return fail(format!("{at}.size"), "a partition cannot be empty"),
+                Size::Bytes(b) if b % 512 != 0 => {
+                    return fail(format!("{at}.size"), format!("{b} bytes is not a multiple of the 512-byte sector"))
+                }
+                Size::Auto => {
+                    return fail(
+                        format!("{at}.size"),
+                        format!("\"auto\" needs a filesystem that can be sized to its content; {:?} cannot: give a size", p.filesystem),
+                    )
+                }
+                _ => {}
+            }
+            if let Some(t) = &p.tree {
+                if !r.trees.contains_key(t) {
+                    return fail(format!("{at}.tree"), format!("no tree named `{t}` in `trees` (have: {})", names(r)));
+                }
+                if p.filesystem == Filesystem::None {
+                    return fail(format!("{at}.tree"), "a tree needs a filesystem to go into: set `filesystem`");
+                }
+            }
+        }
+        if fills.len() > 1 {
+            return fail(
+                format!("disk.partitions[{}].size", fills[1]),
+                format!("only one partition may be \"fill\"; partitions {fills:?} all are"),
+            );
+        }
+        if !fills.is_empty() && disk.size.is_none() {
+            return fail("disk.size", "a \"fill\" partition needs `disk.size` to know how much is left");
+        }
+        if let Some(s) = disk.size {
+            if s.bytes().is_none() {
+                return fail("disk.size", "the disk size must be a number of bytes or a string like \"2GiB\"");
+            }
+        }
+    } else if r.outputs.contains(&super::Output::Raw) {
+        return fail("disk", "output `raw` needs a `disk` with partitions (or drop \"raw\" from `outputs`)");
+    }
+    Ok(())
+}
+
+fn names(r: &Recipe) -> String {
+    let v: Vec<&str> = r.trees.keys().map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn check_mode(at: &str, mode: &Option<String>) -> Check {
+    if let Some(m) = mode {
+        parse_mode(m).map_err(|e| (format!("{at}.mode"), e))?;
+    }
+    Ok(())
+}
+
+fn check_layer(at: &str, layer: &Layer) -> Check {
+    match layer {
+        Layer::File(f) => {
+            let n = [f.content.is_some(), f.source.is_some(), f.data.is_some()].iter().filter(|b| **b).count();
+            if n != 1 {
+                return fail(at, "a file layer needs exactly one of `content`, `source` or `data`");
+            }
+            if let Some(d) = &f.data {
+                crate::tree::inline::parse_data_url(d).map_err(|e| (format!("{at}.data"), e))?;
+            }
+            check_mode(at, &f.mode)?;
+            check_tree_path(&format!("{at}.file"), &f.file)
+        }
+        Layer::Mkdir(m) => {
+            check_mode(at, &m.mode)?;
+            check_tree_path(&format!("{at}.mkdir"), &m.mkdir)
+        }
+        Layer::Symlink(s) => {
+            if s.target.is_empty() {
+                return fail(format!("{at}.target"), "a symlink target cannot be empty");
+            }
+            check_tree_path(&format!("{at}.symlink"), &s.symlink)
+        }
+        Layer::Remove(rm) => check_tree_path(&format!("{at}.remove"), &rm.remove),
+        Layer::Dir(d) => check_tree_path(&format!("{at}.to"), &d.to),
+        Layer::Tar(t) => check_tree_path(&format!("{at}.to"), &t.to),
+        Layer::Deb(d) => check_tree_path(&format!("{at}.to"), &d.to),
+    }
+}
+
+fn check_tree_path(at: &str, p: &str) -> Check {
+    if !p.starts_with('/') {
+        return fail(at, format!("`{p}` must be an absolute path in the tree, like \"/etc/hostname\""));
+    }
+    crate::tree::components(p.as_bytes()).map(|_| ()).map_err(|e| (at.to_string(), e.to_string()))
+}

@@ -1,0 +1,256 @@
+//! `tar` and `deb` layers.
+//!
+//! An uncompressed tar is referenced in place: each file's content is a slice
+//! of the archive. A compressed tar (gzip, zstd, xz, detected by magic bytes)
+//! is first decompressed into an unnamed spool file in the output folder, and
+//! the content references slices of that. A `.deb` is an `ar` archive whose
+//! `data.tar*` member is spooled the same way; maintainer scripts never run.
+//!
+//! Entry names that climb out of the tree (`../x`) and paths that traverse an
+//! absolute or escaping symlink are refused by [`Tree`]'s editing API.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::content::SourceFile;
+use super::{components, Content, Inode, Kind, LayerError, Meta, Tree};
+
+/// Compression of a stream, by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compressed {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+pub fn sniff(head: &[u8]) -> Compressed {
+    match head {
+        [0x1f, 0x8b, ..] => Compressed::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compressed::Zstd,
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Compressed::Xz,
+        [b'B', b'Z', b'h', ..] => Compressed::Bzip2,
+        _ => Compressed::None,
+    }
+}
+
+/// Wrap a reader in the decoder its magic bytes call for.
+pub fn decoder<'a>(kind: Compressed, r: impl Read + 'a, what: &Path) -> Result<Box<dyn Read + 'a>, LayerError> {
+    Ok(match kind {
+        Compressed::None => Box::new(r),
+        Compressed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compressed::Zstd => Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| LayerError::host(what, "opening zstd stream", e))?),
+        Compressed::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        Compressed::Bzip2 => {
+            return Err(LayerError::Archive {
+                archive: what.to_path_buf(),
+                msg: "bzip2 compression is not supported: recompress with gzip, zstd or xz".into(),
+            })
+        }
+    })
+}
+
+/// Decompress `r` into an unnamed spool file in `spool_dir`.
+fn spool(mut r: impl Read, spool_dir: &Path, what: &Path) -> Result<File, LayerError> {
+    let mut f = tempfile::tempfile_in(spool_dir).map_err(|e| LayerError::host(spool_dir, "creating a spool file in", e))?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
+    io::copy(&mut r, &mut w).map_err(|e| LayerError::host(what, "decompressing", e))?;
+    w.flush().map_err(|e| LayerError::host(spool_dir, "writing a spool file in", e))?;
+    drop(w);
+    Ok(f)
+}
+
+/// Apply a `tar` layer from the host archive `path`, placed at `to`.
+pub fn apply_tar(tree: &mut Tree, path: &Path, to: &str, spool_dir: &Path) -> Result<(), LayerError> {
+    let mut f = File::open(path).map_err(|e| LayerError::host(path, "opening the tar", e))?;
+    let mut head = [0u8; 6];
+    let n = read_head(&mut f, &mut head).map_err(|e| LayerError::host(path, "reading", e))?;
+    let kind = sniff(&head[..n]);
+    let source = if kind == Compressed::None {
+        SourceFile { path: path.to_path_buf(), file: f }
+    } else {
+        let dec = decoder(kind, BufReader::with_capacity(1 << 20, f), path)?;
+        SourceFile { path: path.to_path_buf(), file: spool(dec, spool_dir, path)? }
+    };
+    unpack(tree, Arc::new(source), to, spool_dir)
+}
+
+fn read_head(f: &mut File, head: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < head.len() {
+        let k = f.read(&mut head[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    f.seek(SeekFrom::Start(0))?;
+    Ok(n)
+}
+
+/// Apply a `deb` layer: the package's data.tar only.
+pub fn apply_deb(tree: &mut Tree, path: &Path, to: &str, spool_dir: &Path) -> Result<(), LayerError> {
+    let f = File::open(path).map_err(|e| LayerError::host(path, "opening the package", e))?;
+    let mut ar = ar::Archive::new(BufReader::new(f));
+    while let Some(entry) = ar.next_entry() {
+        let entry = entry.map_err(|e| LayerError::Archive { archive: path.into(), msg: format!("not a Debian package (ar): {e}") })?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        if let Some(ext) = name.strip_prefix("data.tar") {
+            let kind = match ext {
+                "" => Compressed::None,
+                ".gz" => Compressed::Gzip,
+                ".zst" => Compressed::Zstd,
+                ".xz" => Compressed::Xz,
+                other => {
+                    return Err(LayerError::Archive { archive: path.into(), msg: format!("unsupported data.tar compression `{other}`") })
+                }
+            };
+            let dec = decoder(kind, entry, path)?;
+            let file = spool(dec, spool_dir, path)?;
+            return unpack(tree, Arc::new(SourceFile { path: path.to_path_buf(), file }), to, spool_dir);
+        }
+    }
+    Err(LayerError::Archive { archive: path.into(), msg: "no data.tar member: is this a Debian package?".into() })
+}
+
+/// Walk an uncompressed tar held in `source` and add its entries under `to`.
+fn unpack(tree: &mut Tree, source: Arc<SourceFile>, to: &str, spool_dir: &Path) -> Result<(), LayerError> {
+    let archive_path = source.path.clone();
+    let err = |msg: String| LayerError::Archive { archive: archive_path.clone(), msg };
+    let mut base: Vec<u8> = Vec::new();
+    for c in components(to.as_bytes())? {
+        base.push(b'/');
+        base.extend_from_slice(c);
+    }
+    let mut reader = &source.file;
+    reader.seek(SeekFrom::Start(0)).map_err(|e| err(e.to_string()))?;
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
+        let name = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
+        let mut at = base.clone();
+        for c in &rel {
+            at.push(b'/');
+            at.extend_from_slice(c);
+        }
+        let h = entry.header().clone();
+        let (mtime, _) = tree.clamp_time(h.mtime().unwrap_or(0) as i64, 0);
+        let mut meta = Meta {
+            mode: h.mode().map_err(|e| err(format!("{shown}: {e}")))? & 0o7777,
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            mtime,
+            mtime_nsec: 0,
+            xattrs: BTreeMap::new(),
+        };
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let key = ext.key_bytes();
+                if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs.insert(x.to_vec(), ext.value_bytes().to_vec());
+                } else if key == b"uid" {
+                    meta.uid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.uid);
+                } else if key == b"gid" {
+                    meta.gid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.gid);
+                }
+            }
+        }
+        let et = h.entry_type();
+        let escape = |e: LayerError| match e {
+            LayerError::Tree(t @ super::TreeError::Escape { .. }) => {
+                err(format!("entry `{shown}` escapes the tree ({t}): refusing the archive"))
+            }
+            other => other,
+        };
+        use tar::EntryType as T;
+        let kind = match et {
+            T::Directory => Kind::Dir(BTreeMap::new()),
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let len = entry.size();
+                if et == T::GNUSparse || h.as_gnu().is_some_and(|g| g.is_extended()) {
+                    Kind::File(spool_sparse(&mut entry, &source, spool_dir).map_err(|e| err(format!("{shown}: {e}")))?)
+                } else {
+                    Kind::File(Content::Slice { source: source.clone(), offset: entry.raw_file_position(), len, sparse: None })
+                }
+            }
+            T::Symlink => {
+                let t = entry.link_name_bytes().ok_or_else(|| err(format!("{shown}: symlink without a target")))?;
+                Kind::Symlink(t.into_owned())
+            }
+            T::Link => {
+                let t = entry.link_name_bytes().ok_or_else(|| err(format!("{shown}: hardlink without a target")))?;
+                let tc = components(&t).map_err(|_| err(format!("hardlink `{shown}` points outside the tree")))?;
+                let mut target = base.clone();
+                for c in tc {
+                    target.push(b'/');
+                    target.extend_from_slice(c);
+                }
+                tree.hardlink(&at, &target).map_err(|e| escape(e.into()))?;
+                continue;
+            }
+            T::Char | T::Block => {
+                let major = h.device_major().ok().flatten().unwrap_or(0);
+                let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                if et == T::Char {
+                    Kind::CharDev { major, minor }
+                } else {
+                    Kind::BlockDev { major, minor }
+                }
+            }
+            T::Fifo => Kind::Fifo,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
+            other => return Err(err(format!("{shown}: unsupported tar entry type {other:?}"))),
+        };
+        if rel.is_empty() && !matches!(kind, Kind::Dir(_)) {
+            return Err(err(format!("entry `{shown}` would replace the root directory")));
+        }
+        tree.insert(&at, Inode { meta, kind }).map_err(|e| escape(e.into()))?;
+    }
+    Ok(())
+}
+
+/// GNU sparse entries: the tar crate expands them on read; store the
+/// expanded content in a spool file, leaving all-zero 4 KiB blocks as holes.
+fn spool_sparse(entry: &mut impl Read, source: &SourceFile, spool_dir: &Path) -> io::Result<Content> {
+    let f = tempfile::tempfile_in(spool_dir)?;
+    let mut buf = vec![0u8; 4096];
+    let mut pos = 0u64;
+    let mut ranges: Vec<Range<u64>> = Vec::new();
+    use std::os::unix::fs::FileExt;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            let k = entry.read(&mut buf[n..])?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            f.write_all_at(&buf[..n], pos)?;
+            match ranges.last_mut() {
+                Some(r) if r.end == pos => r.end = pos + n as u64,
+                _ => ranges.push(pos..pos + n as u64),
+            }
+        }
+        pos += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    f.set_len(pos)?;
+    let sparse = if ranges.len() == 1 && ranges[0] == (0..pos) { None } else { Some(Arc::from(ranges.into_boxed_slice())) };
+    let src = Arc::new(SourceFile { path: PathBuf::from(format!("{} (sparse entry)", source.path.display())), file: f });
+    Ok(Content::Slice { source: src, offset: 0, len: pos, sparse })
+}
