@@ -150,6 +150,10 @@ pub enum Filesystem {
     None,
     /// FAT (FAT32 when the partition is large enough), as ESPs use.
     Vfat,
+    /// ext4, written directly (no mke2fs).
+    Ext4,
+    /// Btrfs, written directly (no mkfs.btrfs).
+    Btrfs,
 }
 
 /// Options shared by the filesystem writers.
@@ -160,6 +164,44 @@ pub struct FsOptions {
     /// at most 11 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// ext4: bytes per inode (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode_ratio: Option<u64>,
+    /// ext4: exact inode count (overrides `inode_ratio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    /// ext4: percent of blocks reserved for root (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_percent: Option<u32>,
+    /// ext4: write an (empty, clean) journal. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<bool>,
+    /// ext4: feature changes against the defaults, e.g. ["-huge_file", "+quota"].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// `"size": "auto"`: free space to add on top of the content, as a
+    /// percentage ("20%") or a size ("64MiB").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<String>,
+    /// btrfs: subvolumes, e.g. [{"name": "@", "from": "/"}].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subvolumes: Vec<Subvolume>,
+    /// btrfs: the subvolume a plain mount shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_subvolume: Option<String>,
+    /// btrfs: `zstd` or `zlib` compression of data extents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+}
+
+/// A btrfs subvolume made from a part of the tree.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subvolume {
+    /// Name in the top level, e.g. `@home`.
+    pub name: String,
+    /// The tree directory it holds, e.g. `/home`.
+    pub from: String,
 }
 
 impl Recipe {
