@@ -10,6 +10,11 @@ pub mod tree;
 pub mod plan;
 pub mod disk;
 pub mod fs;
+pub mod initramfs;
+pub mod inspect;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
 
 /// Errors of the whole build, each carrying its context. The CLI prints the
 /// chain of sources once.
@@ -34,6 +39,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{name}")]
+    Partition {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Gpt(#[from] disk::gpt::GptError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]
     Other(String),
 }

@@ -1,0 +1,3 @@
+//! Derived outputs and the manifest.
+
+pub mod manifest;
