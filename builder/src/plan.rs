@@ -26,8 +26,8 @@ pub const GPT_ARRAY_SECTORS: u64 = 32;
 pub enum PlanError {
     #[error("disk.partitions need {need} ({need_bytes} bytes, including the GPT), but disk.size is {have}: make the disk at least {need}, or shrink the partitions")]
     TooSmall { need: String, need_bytes: u64, have: String },
-    #[error("disk.partitions[{index}].size: \"fill\" has no room left: the partitions before it already reach {end} of a {disk} disk")]
-    NoRoomForFill { index: usize, end: String, disk: String },
+    #[error("disk.partitions[{index}].size: \"fill\" has no room left: the other partitions already reach {end} of the {disk} in disk.size: make disk.size at least {need}")]
+    NoRoomForFill { index: usize, end: String, disk: String, need: String },
     #[error("disk.size: {size} bytes is not a multiple of the {SECTOR}-byte sector")]
     Unaligned { size: u64 },
 }
@@ -139,7 +139,6 @@ pub fn plan(
             }
         }
     }
-    let fixed_total: u64 = sizes.iter().flatten().sum();
     let disk_size = match disk.size.and_then(|s| s.bytes()) {
         Some(d) => {
             if d % SECTOR != 0 {
@@ -157,7 +156,13 @@ pub fn plan(
         let usable_end = (disk_size - backup) / 4096 * 4096;
         let room = usable_end.checked_sub(start + after).filter(|r| *r >= ALIGN);
         let Some(room) = room else {
-            return Err(PlanError::NoRoomForFill { index: fi, end: human(start + after), disk: human(disk_size) }.into());
+            return Err(PlanError::NoRoomForFill {
+                index: fi,
+                end: human(start + after),
+                disk: human(disk_size),
+                need: human(align_up(start + after + ALIGN + backup, ALIGN)),
+            }
+            .into());
         };
         let fill = if after == 0 { room } else { room / ALIGN * ALIGN };
         sizes[fi] = Some(fill);
@@ -172,7 +177,6 @@ pub fn plan(
         let need = align_up(need_end + backup, ALIGN);
         return Err(PlanError::TooSmall { need: human(need), need_bytes: need, have: human(disk_size) }.into());
     }
-    let _ = fixed_total;
     let mut parts = Vec::new();
     for (i, p) in disk.partitions.iter().enumerate() {
         let fs_label = p.fs.label.clone().unwrap_or_else(|| p.label.clone());

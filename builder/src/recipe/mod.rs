@@ -29,7 +29,7 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: malformed JSON: {msg}")]
+    #[error("{path}: malformed JSON at line {line}, column {column}: {msg}")]
     Syntax { path: PathBuf, line: usize, column: usize, msg: String },
     #[error("{path}: field `{field}`: {msg}")]
     Field { path: PathBuf, field: String, msg: String },

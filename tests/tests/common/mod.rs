@@ -1,0 +1,113 @@
+//! Shared helpers for the end-to-end tests: run the real `build-image`
+//! binary, run the real peer tools, hash files.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Path to the `build-image` binary, built once per test process.
+pub fn bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "build-image", "--bin", "build-image"])
+            .current_dir(root())
+            .status()
+            .expect("running cargo build");
+        assert!(st.success(), "cargo build of build-image failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+        target.join("debug").join("build-image")
+    })
+    .clone()
+}
+
+/// Run `build-image ARGS` in `cwd`.
+pub fn run(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin()).args(args).current_dir(cwd).output().expect("running build-image")
+}
+
+/// Run `build-image ARGS` and insist on success; returns stderr.
+pub fn run_ok(cwd: &Path, args: &[&str]) -> String {
+    let o = run(cwd, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "build-image {args:?} failed:\n{err}");
+    err
+}
+
+/// Run a peer tool, returning (success, stdout+stderr).
+pub fn tool(cmd: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e} (is it installed? ./build.sh deps)"));
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), s)
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut f = std::fs::File::open(path).unwrap();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// Copy `len` bytes at `offset` of `image` into a new file (a partition
+/// image for tools that take no offset).
+pub fn extract(image: &Path, offset: u64, len: u64, dest: &Path) {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::open(image).unwrap();
+    let dst = std::fs::File::create(dest).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        src.read_exact_at(&mut buf[..n], offset + done).unwrap();
+        dst.write_all_at(&buf[..n], done).unwrap();
+        done += n as u64;
+    }
+}
+
+/// Partitions from `sfdisk --json`: (name, type GUID, start byte, size bytes).
+pub fn sfdisk(image: &Path) -> Vec<(String, String, u64, u64)> {
+    let (ok, out) = tool("sfdisk", &["--json", image.to_str().unwrap()]);
+    assert!(ok, "sfdisk failed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("sfdisk json");
+    let ss = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("").to_string(),
+                p["type"].as_str().unwrap().to_lowercase(),
+                p["start"].as_u64().unwrap() * ss,
+                p["size"].as_u64().unwrap() * ss,
+            )
+        })
+        .collect()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// A deterministic pseudo-random byte stream (xorshift), for test content.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
