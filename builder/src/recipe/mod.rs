@@ -346,3 +346,30 @@ mod tests {
         assert_eq!(a, serde_json::json!({"a": {"x": 1, "y": [3], "z": 2}, "b": 1}));
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    /// `recipes/schema.json` is generated from these types; regenerate it with
+    /// `./build.sh schema` when they change.
+    #[test]
+    fn committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/schema.json");
+        let committed = std::fs::read_to_string(&path).expect("recipes/schema.json exists");
+        assert!(committed == super::schema_json(), "recipes/schema.json is stale: run ./build.sh schema");
+    }
+
+    /// Every example recipe loads and validates.
+    #[test]
+    fn example_recipes_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") && p.file_name().is_some_and(|f| f != "schema.json") {
+                super::load(&p, None).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n > 0);
+    }
+}
