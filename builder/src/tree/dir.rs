@@ -139,3 +139,47 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A host folder with the awkward cases is copied exactly.
+    #[test]
+    fn copies_special_bits_links_holes_and_xattrs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        fs::write(p.join("f"), b"data").unwrap();
+        fs::set_permissions(p.join("f"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::hard_link(p.join("f"), p.join("g")).unwrap();
+        std::os::unix::fs::symlink("f", p.join("l")).unwrap();
+        let sparse = fs::File::create(p.join("sparse")).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        sparse.write_all_at(b"end", (64 << 20) - 3).unwrap();
+        let c = CString::new(p.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cf = CString::new(p.join("f").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and buffer.
+        let xattr_ok = unsafe { libc::setxattr(cf.as_ptr(), c"user.test".as_ptr(), b"v".as_ptr().cast(), 1, 0) } == 0;
+
+        let mut t = Tree::new(i64::MAX);
+        let l = DirLayer { dir: String::new(), to: "/x".into(), owner: Owner::Root };
+        apply(&mut t, &l, p).unwrap();
+        let f = t.find(b"/x/f").unwrap();
+        assert_eq!(t.find(b"/x/g"), Some(f), "hardlink shares the inode");
+        assert_eq!(t.inode(f).meta.mode, 0o4755);
+        assert_eq!((t.inode(f).meta.uid, t.inode(f).meta.gid), (0, 0));
+        assert!(matches!(&t.inode(t.find(b"/x/l").unwrap()).kind, Kind::Symlink(s) if s == b"f"));
+        assert!(matches!(t.inode(t.find(b"/x/fifo").unwrap()).kind, Kind::Fifo));
+        if xattr_ok {
+            assert_eq!(t.inode(f).meta.xattrs.get(&b"user.test"[..]).map(Vec::as_slice), Some(&b"v"[..]));
+        }
+        let Kind::File(c) = &t.inode(t.find(b"/x/sparse").unwrap()).kind else { panic!() };
+        assert_eq!(c.len(), 64 << 20);
+        let data: u64 = c.data_ranges().iter().map(|r| r.end - r.start).sum();
+        assert!(data < 1 << 20, "holes kept: {:?}", c.data_ranges());
+    }
+}

@@ -495,3 +495,78 @@ impl LayerError {
         LayerError::Host { what, path: path.to_path_buf(), source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(tree: &mut Tree, p: &str, data: &[u8]) -> InodeId {
+        tree.insert(p.as_bytes(), Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(data)) }).unwrap()
+    }
+
+    #[test]
+    fn insert_makes_parents_and_keeps_names_sorted() {
+        let mut t = Tree::new(100);
+        file(&mut t, "/b/z", b"1");
+        file(&mut t, "/b/a", b"2");
+        file(&mut t, "/a", b"3");
+        let mut seen = Vec::new();
+        t.walk(|v| seen.push(String::from_utf8(v.path.to_vec()).unwrap()));
+        assert_eq!(seen, ["", "a", "b", "b/a", "b/z"]);
+        assert_eq!(t.inode(t.find(b"/b").unwrap()).meta.mtime, 100);
+    }
+
+    #[test]
+    fn times_are_clamped_to_the_epoch() {
+        let mut t = Tree::new(100);
+        let id = t.add_inode(Inode { meta: Meta { mtime: 5000, mtime_nsec: 7, ..Meta::new(0o644, 0) }, kind: Kind::Fifo });
+        assert_eq!((t.inode(id).meta.mtime, t.inode(id).meta.mtime_nsec), (100, 0));
+        let id = t.add_inode(Inode { meta: Meta { mtime: 50, mtime_nsec: 7, ..Meta::new(0o644, 0) }, kind: Kind::Fifo });
+        assert_eq!((t.inode(id).meta.mtime, t.inode(id).meta.mtime_nsec), (50, 7));
+    }
+
+    #[test]
+    fn hardlinks_share_an_inode_and_count_links() {
+        let mut t = Tree::new(0);
+        let a = file(&mut t, "/a", b"x");
+        t.hardlink(b"/dir/b", b"/a").unwrap();
+        assert_eq!(t.find(b"/dir/b"), Some(a));
+        let n = t.link_counts();
+        assert_eq!(n[a], 2);
+        assert_eq!(n[Tree::ROOT], 3); // ., .., and dir's ..
+        assert!(t.hardlink(b"/c", b"/missing").is_err());
+    }
+
+    #[test]
+    fn relative_symlinks_are_followed_inside_the_tree() {
+        let mut t = Tree::new(0);
+        t.insert(b"/usr/bin", Inode { meta: Meta::new(0o755, 0), kind: Kind::Dir(BTreeMap::new()) }).unwrap();
+        t.insert(b"/bin", Inode { meta: Meta::new(0o777, 0), kind: Kind::Symlink(b"usr/bin".to_vec()) }).unwrap();
+        let id = file(&mut t, "/bin/sh", b"#!");
+        assert_eq!(t.find(b"/usr/bin/sh"), Some(id));
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let mut t = Tree::new(0);
+        assert!(matches!(components(b"../x"), Err(TreeError::Escape { .. })));
+        assert!(matches!(components(b"a/../../x"), Err(TreeError::Escape { .. })));
+        t.insert(b"/evil", Inode { meta: Meta::new(0o777, 0), kind: Kind::Symlink(b"/etc".to_vec()) }).unwrap();
+        let e = t.insert(b"/evil/passwd", Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(*b"x")) });
+        assert!(matches!(e, Err(TreeError::Escape { .. })), "{e:?}");
+        t.insert(b"/up", Inode { meta: Meta::new(0o777, 0), kind: Kind::Symlink(b"../..".to_vec()) }).unwrap();
+        let e = t.insert(b"/up/x", Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(*b"x")) });
+        assert!(matches!(e, Err(TreeError::Escape { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn a_dir_over_a_dir_keeps_children_and_takes_metadata() {
+        let mut t = Tree::new(0);
+        file(&mut t, "/etc/a", b"1");
+        t.insert(b"/etc", Inode { meta: Meta::new(0o700, 0), kind: Kind::Dir(BTreeMap::new()) }).unwrap();
+        assert!(t.find(b"/etc/a").is_some());
+        assert_eq!(t.inode(t.find(b"/etc").unwrap()).meta.mode, 0o700);
+        assert!(t.remove(b"/etc").unwrap());
+        assert!(t.find(b"/etc/a").is_none());
+    }
+}
