@@ -254,3 +254,111 @@ fn spool_sparse(entry: &mut impl Read, source: &SourceFile, spool_dir: &Path) ->
     let src = Arc::new(SourceFile { path: PathBuf::from(format!("{} (sparse entry)", source.path.display())), file: f });
     Ok(Content::Slice { source: src, offset: 0, len: pos, sparse })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar with a directory, a file, a hardlink, a symlink, a device and a
+    /// PAX xattr, in the given compression.
+    fn sample(compress: Compressed) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_path("etc/").unwrap();
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("etc/passwd").unwrap();
+        h.set_mode(0o4644);
+        h.set_uid(70000);
+        h.set_mtime(5);
+        h.set_size(5);
+        h.set_cksum();
+        b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..])]).unwrap();
+        b.append(&h, &b"hello"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_path("etc/passwd-").unwrap();
+        h.set_link_name("etc/passwd").unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_path("etc/link").unwrap();
+        h.set_link_name("passwd").unwrap();
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_path("dev/null").unwrap();
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let raw = b.into_inner().unwrap();
+        match compress {
+            Compressed::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&raw).unwrap();
+                e.finish().unwrap()
+            }
+            Compressed::Zstd => zstd::encode_all(&raw[..], 3).unwrap(),
+            Compressed::Xz => {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+                e.write_all(&raw).unwrap();
+                e.finish().unwrap()
+            }
+            _ => raw,
+        }
+    }
+
+    fn check(t: &mut Tree) {
+        let p = t.find(b"/etc/passwd").expect("file");
+        assert_eq!(t.find(b"/etc/passwd-"), Some(p), "hardlink");
+        let i = t.inode(p);
+        assert_eq!((i.meta.mode, i.meta.uid, i.meta.mtime), (0o4644, 70000, 5));
+        assert_eq!(i.meta.xattrs.get(&b"user.k"[..]).map(Vec::as_slice), Some(&b"v"[..]));
+        let Kind::File(c) = &i.kind else { panic!("not a file") };
+        let mut buf = [0u8; 5];
+        c.open().unwrap().read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello");
+        assert!(matches!(t.inode(t.find(b"/dev/null").unwrap()).kind, Kind::CharDev { major: 1, minor: 3 }));
+        assert!(matches!(&t.inode(t.find(b"/etc/link").unwrap()).kind, Kind::Symlink(s) if s == b"passwd"));
+    }
+
+    #[test]
+    fn tar_in_every_compression() {
+        let d = tempfile::tempdir().unwrap();
+        for c in [Compressed::None, Compressed::Gzip, Compressed::Zstd, Compressed::Xz] {
+            let p = d.path().join(format!("x-{c:?}.tar"));
+            std::fs::write(&p, sample(c)).unwrap();
+            let mut t = Tree::new(1000);
+            apply_tar(&mut t, &p, "/", d.path()).unwrap();
+            check(&mut t);
+        }
+    }
+
+    #[test]
+    fn deb_data_tar_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.deb");
+        let mut ar = ar::Builder::new(std::fs::File::create(&p).unwrap());
+        for (name, data) in [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", sample(Compressed::Xz)), ("data.tar.xz", sample(Compressed::Xz))] {
+            ar.append(&ar::Header::new(name.as_bytes().to_vec(), data.len() as u64), &data[..]).unwrap();
+        }
+        drop(ar);
+        let mut t = Tree::new(1000);
+        apply_deb(&mut t, &p, "/", d.path()).unwrap();
+        check(&mut t);
+        assert!(apply_deb(&mut Tree::new(0), &d.path().join("x-None.tar"), "/", d.path()).is_err());
+    }
+}
