@@ -146,3 +146,51 @@ mod tests {
         assert_eq!(human(64 << 20), "64 MiB");
     }
 }
+
+/// `fs.headroom` for `"size": "auto"`: a percentage of the content
+/// (`"20%"`) or a fixed size (`"64MiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headroom {
+    Percent(u32),
+    Bytes(u64),
+}
+
+/// The default headroom: 20% of the content, as free space for first boot.
+pub const DEFAULT_HEADROOM: Headroom = Headroom::Percent(20);
+
+impl Headroom {
+    pub fn parse(s: &str) -> Result<Headroom, String> {
+        if let Some(p) = s.trim().strip_suffix('%') {
+            return p
+                .trim()
+                .parse()
+                .map(Headroom::Percent)
+                .map_err(|_| format!("`{s}` is not a percentage: write it like \"20%\""));
+        }
+        match parse(s)? {
+            Size::Bytes(b) => Ok(Headroom::Bytes(b)),
+            _ => Err(format!("`{s}`: headroom is a percentage (\"20%\") or a size (\"64MiB\")")),
+        }
+    }
+
+    /// `content` plus this headroom.
+    pub fn apply(&self, content: u64) -> u64 {
+        match self {
+            Headroom::Percent(p) => content + content * u64::from(*p) / 100,
+            Headroom::Bytes(b) => content + b,
+        }
+    }
+}
+
+#[cfg(test)]
+mod headroom_tests {
+    use super::*;
+
+    #[test]
+    fn headroom() {
+        assert_eq!(Headroom::parse("20%"), Ok(Headroom::Percent(20)));
+        assert_eq!(Headroom::parse("64MiB"), Ok(Headroom::Bytes(64 << 20)));
+        assert!(Headroom::parse("lots").is_err());
+        assert_eq!(Headroom::Percent(50).apply(100), 150);
+    }
+}

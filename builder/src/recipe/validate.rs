@@ -70,6 +70,7 @@ pub fn validate(r: &Recipe) -> Check {
                 Size::Bytes(b) if b % 512 != 0 => {
                     return fail(format!("{at}.size"), format!("{b} bytes is not a multiple of the 512-byte sector"))
                 }
+                Size::Auto if matches!(p.filesystem, Filesystem::Ext4 | Filesystem::Btrfs) => {}
                 Size::Auto => {
                     return fail(
                         format!("{at}.size"),
@@ -77,6 +78,9 @@ pub fn validate(r: &Recipe) -> Check {
                     )
                 }
                 _ => {}
+            }
+            if let Some(h) = &p.fs.headroom {
+                super::size::Headroom::parse(h).map_err(|e| (format!("{at}.fs.headroom"), e))?;
             }
             if let Some(t) = &p.tree {
                 if !r.trees.contains_key(t) {
