@@ -61,11 +61,31 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
 
     let mut pending = Vec::new();
     let mut artifacts = Vec::new();
-    if recipe.outputs.contains(&Output::Raw) {
-        let dest = opts.out_dir.join(format!("{}.raw", recipe.name));
+    let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
+    if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
         write_raw(tmp.as_file(), &plan, &trees, &progress)?;
-        pending.push(Pending { tmp, dest });
+        let raw = tmp.as_file();
+        let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
+        if recipe.outputs.contains(&Output::Qcow2) {
+            let out = temp_in(&opts.out_dir, &recipe.name)?;
+            let step = progress.step("converting to qcow2".into());
+            crate::output::qcow2::write(raw, plan.disk_size, out.as_file()).map_err(|e| Error::io("writing the qcow2 image", e))?;
+            step.done();
+            pending.push(Pending { tmp: out, dest: dest("qcow2") });
+        }
+        if recipe.outputs.contains(&Output::Vhd) {
+            let out = temp_in(&opts.out_dir, &recipe.name)?;
+            let step = progress.step("converting to VHD".into());
+            let id = *crate::plan::derive_uuid(&loaded.digest, "vhd-unique-id").as_bytes();
+            crate::output::vhd::write(raw, plan.disk_size, out.as_file(), plan.epoch, id)
+                .map_err(|e| Error::io("writing the VHD image", e))?;
+            step.done();
+            pending.push(Pending { tmp: out, dest: dest("vhd") });
+        }
+        if recipe.outputs.contains(&Output::Raw) {
+            pending.push(Pending { tmp, dest: dest("raw") });
+        }
     }
     if recipe.outputs.contains(&Output::Initramfs) {
         let init = recipe.initramfs.as_ref().expect("validated");

@@ -1,3 +1,5 @@
 //! Derived outputs and the manifest.
 
 pub mod manifest;
+pub mod qcow2;
+pub mod vhd;

@@ -61,7 +61,7 @@ pub struct Recipe {
     /// The disk: its size and GPT partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<Disk>,
-    /// What to write into the output folder: `raw`, `initramfs`.
+    /// What to write into the output folder: `raw`, `initramfs`, `qcow2`, `vhd`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
 }
@@ -78,6 +78,10 @@ pub enum Output {
     Raw,
     /// `NAME.initramfs`: the compressed cpio archive.
     Initramfs,
+    /// `NAME.qcow2`: qcow2 v3 (QEMU, OpenStack), holes and zero clusters skipped.
+    Qcow2,
+    /// `NAME.vhd`: fixed VHD (Hyper-V, Azure).
+    Vhd,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.

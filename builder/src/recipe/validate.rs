@@ -105,8 +105,8 @@ pub fn validate(r: &Recipe) -> Check {
                 return fail("disk.size", "the disk size must be a number of bytes or a string like \"2GiB\"");
             }
         }
-    } else if r.outputs.contains(&super::Output::Raw) {
-        return fail("disk", "output `raw` needs a `disk` with partitions (or drop \"raw\" from `outputs`)");
+    } else if let Some(o) = r.outputs.iter().find(|o| matches!(o, super::Output::Raw | super::Output::Qcow2 | super::Output::Vhd)) {
+        return fail("disk", format!("output `{o:?}` needs a `disk` with partitions (or drop it from `outputs`)").to_lowercase());
     }
     Ok(())
 }
