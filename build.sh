@@ -3,6 +3,7 @@
 #   ./build.sh              build the default recipe (recipes/demo.json) into out/
 #   ./build.sh test         install what the tests need, then run them all
 #   ./build.sh deps         only install the test dependencies (Debian packages)
+#   ./build.sh fetch [--update-lock]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
 set -euo pipefail
@@ -39,6 +40,11 @@ test)
 deps)
     deps
     ;;
+fetch)
+    shift
+    cargo build -q -p build-image
+    ./target/debug/build-image fetch --project . "$@"
+    ;;
 schema)
     cargo run -q -p build-image -- schema > recipes/schema.json
     ;;
@@ -51,7 +57,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] | schema | bench]" >&2
     exit 2
     ;;
 esac

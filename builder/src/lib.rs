@@ -8,6 +8,7 @@
 pub mod recipe;
 pub mod tree;
 pub mod plan;
+pub mod boot;
 pub mod disk;
 pub mod fs;
 pub mod initramfs;
@@ -47,6 +48,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Gpt(#[from] disk::gpt::GptError),
+    #[error(transparent)]
+    Package(#[from] boot::packages::PackageError),
     #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]

@@ -40,9 +40,18 @@ enum Command {
     },
     /// Print the JSON Schema of recipe.json.
     Schema,
+    /// Download the pinned Debian packages (kernel/packages.lock) into the cache and verify them.
+    Fetch {
+        /// Re-pin the lock to Debian's current versions first.
+        #[arg(long)]
+        update_lock: bool,
+        /// Project folder holding kernel/packages.lock.
+        #[arg(long, default_value = ".")]
+        project: PathBuf,
+    },
 }
 
-const VERBS: [&str; 4] = ["build", "inspect", "schema", "help"];
+const VERBS: [&str; 5] = ["build", "inspect", "schema", "fetch", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -90,6 +99,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
+        Command::Fetch { update_lock, project } => {
+            for line in build_image::boot::packages::fetch(&project, update_lock)? {
+                eprintln!("{line}");
+            }
+        }
     }
     Ok(())
 }

@@ -160,8 +160,15 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     crate::tree::tar::apply_tar(&mut tree, &host(&l.tar), &l.to, spool_dir).map_err(wrap)?;
                 }
                 Layer::Deb(l) => {
-                    inputs.push(Input::file(&at, "deb", &l.deb, &host(&l.deb)).map_err(wrap)?);
-                    crate::tree::tar::apply_deb(&mut tree, &host(&l.deb), &l.to, spool_dir).map_err(wrap)?;
+                    let path = if crate::boot::packages::is_package_name(&l.deb) {
+                        crate::boot::packages::Packages::open(&loaded.base_dir)
+                            .and_then(|p| p.deb(&l.deb))
+                            .map_err(|e| wrap(LayerError::Invalid(e.to_string())))?
+                    } else {
+                        host(&l.deb)
+                    };
+                    inputs.push(Input::file(&at, "deb", &l.deb, &path).map_err(wrap)?);
+                    crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
                 }
                 Layer::File(l) => {
                     if let Some(src) = &l.source {
