@@ -29,6 +29,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// The guest agent binary (default: $BUILD_IMAGE_AGENT, next to this
+        /// program, or the project's target folder).
+        #[arg(long)]
+        agent: Option<PathBuf>,
     },
     /// Read an image and show its partition table and filesystems.
     Inspect {
@@ -76,11 +80,12 @@ fn env_epoch() -> Result<Option<i64>, String> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build { recipe, out } => {
+        Command::Build { recipe, out, agent } => {
             let opts = build_image::pipeline::BuildOptions {
                 out_dir: out,
                 env_epoch: env_epoch().map_err(anyhow::Error::msg)?,
                 progress: !cli.quiet,
+                agent,
             };
             let res = build_image::pipeline::build(&recipe, &opts)?;
             if !cli.quiet {

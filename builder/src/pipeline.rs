@@ -28,6 +28,8 @@ pub struct BuildOptions {
     pub env_epoch: Option<i64>,
     /// Show progress on stderr.
     pub progress: bool,
+    /// The guest agent binary (found automatically when not given).
+    pub agent: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -61,12 +63,27 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
 
     let mut pending = Vec::new();
     let mut artifacts = Vec::new();
+    let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
+    let boot = match &recipe.kernel {
+        Some(_) => {
+            let project = crate::boot::packages::project_root(&loaded.base_dir);
+            let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
+            let step = progress.step("assembling the kernel, initramfs and UKI".into());
+            let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
+            step.done();
+            Some(parts)
+        }
+        None => None,
+    };
+    let esp_files = boot.as_ref().map(|b| b.esp_files.as_slice()).unwrap_or(&[]);
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        write_raw(tmp.as_file(), &plan, &trees, &progress)?;
+        write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
+        if recipe.firmware().contains(&crate::recipe::Firmware::Bios) && boot.is_some() {
+            install_bios(tmp.as_file(), &loaded, &plan, boot.as_ref().expect("checked"), &opts.out_dir)?;
+        }
         let raw = tmp.as_file();
-        let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
         if recipe.outputs.contains(&Output::Qcow2) {
             let out = temp_in(&opts.out_dir, &recipe.name)?;
             let step = progress.step("converting to qcow2".into());
@@ -87,19 +104,36 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
             pending.push(Pending { tmp, dest: dest("raw") });
         }
     }
-    if recipe.outputs.contains(&Output::Initramfs) {
-        let init = recipe.initramfs.as_ref().expect("validated");
-        let tree = &trees.trees[&init.tree];
-        let dest = opts.out_dir.join(format!("{}.initramfs", recipe.name));
-        let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        let step = progress.step(format!("packing the initramfs from tree `{}`", init.tree));
-        {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            crate::initramfs::write(tree, init.compression, init.level, &mut w)?;
-            w.flush().map_err(|e| Error::io("writing the initramfs", e))?;
+    let wants_initramfs = recipe.outputs.iter().any(|o| matches!(o, Output::Initramfs | Output::KernelInitramfs));
+    match boot {
+        Some(b) => {
+            if wants_initramfs {
+                pending.push(Pending { tmp: b.initramfs, dest: dest("initramfs") });
+            }
+            if recipe.outputs.contains(&Output::KernelInitramfs) {
+                let out = temp_in(&opts.out_dir, &recipe.name)?;
+                let r = b.kernel.image.open().map_err(|e| Error::io("reading the kernel image", e))?;
+                r.copy_to(0, b.kernel.image.len(), out.as_file(), 0).map_err(|e| Error::io("writing the kernel image", e))?;
+                pending.push(Pending { tmp: out, dest: dest("vmlinuz") });
+            }
+            if let (true, Some(uki)) = (recipe.outputs.contains(&Output::Uki), b.uki) {
+                pending.push(Pending { tmp: uki, dest: dest("efi") });
+            }
         }
-        step.done();
-        pending.push(Pending { tmp, dest });
+        None if wants_initramfs => {
+            let init = recipe.initramfs.as_ref().expect("validated");
+            let tree = &trees.trees[&init.tree];
+            let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
+            let step = progress.step(format!("packing the initramfs from tree `{}`", init.tree));
+            {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+                crate::initramfs::write(tree, init.compression, init.level, &mut w)?;
+                w.flush().map_err(|e| Error::io("writing the initramfs", e))?;
+            }
+            step.done();
+            pending.push(Pending { tmp, dest: dest("initramfs") });
+        }
+        None => {}
     }
     let step = progress.step("hashing the outputs".to_string());
     for p in &pending {
@@ -124,7 +158,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
     Ok(BuildResult { manifest_path, manifest })
 }
 
-fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
+pub fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
     tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -207,8 +241,15 @@ fn auto_size(loaded: &Loaded, _trees: &Trees, i: usize) -> Result<u64, Error> {
     )))
 }
 
-/// Write the GPT and every partition into `file`.
-fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Result<(), Error> {
+/// GRUB for BIOS boot: not in this build yet, so say so instead of writing
+/// an image that would not boot.
+fn install_bios(_file: &File, _loaded: &Loaded, _plan: &Plan, _boot: &crate::boot::assemble::BootParts, _spool: &Path) -> Result<(), Error> {
+    Err(Error::Other("boot.firmware: \"bios\" is not available in this build yet (GRUB installation lands separately); use [\"uefi\"]".into()))
+}
+
+/// Write the GPT and every partition into `file`. `esp_files` are added to
+/// the ESP's tree (the UKI, the kernel and initramfs for GRUB).
+fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crate::tree::Content)], progress: &Progress) -> Result<(), Error> {
     file.set_len(plan.disk_size).map_err(|e| Error::io("sizing the image", e))?;
     let whole = Region::new(file, 0, plan.disk_size, "disk");
     crate::disk::gpt::write(whole, plan)?;
@@ -216,7 +257,17 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Re
     for p in &plan.partitions {
         let name = format!("partition {} ({})", p.number, p.label);
         let region = Region::new(file, p.offset, p.size, &name);
-        let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+        let mut tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+        let with_boot;
+        if p.type_guid == crate::plan::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
+            let mut t = tree.clone();
+            for (path, content) in esp_files {
+                let inode = crate::tree::Inode { meta: crate::tree::Meta::new(0o644, plan.epoch), kind: crate::tree::Kind::File(content.clone()) };
+                t.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("{name}: {e}")))?;
+            }
+            with_boot = t;
+            tree = &with_boot;
+        }
         let params = FsParams { label: p.fs_label.clone(), uuid: p.fs_uuid, seed: p.fs_seed, epoch: plan.epoch };
         let step = progress.step(format!("writing {name} as {:?}", p.filesystem));
         match p.filesystem {
@@ -226,7 +277,15 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Re
                 region.zero(0, p.size.min(1 << 20))?;
             }
             Filesystem::Vfat => {
-                crate::fs::fat::write(tree, region, &params).map_err(|e| Error::Partition { name: name.clone(), source: e.into() })?;
+                crate::fs::fat::write(tree, region, &params).map_err(|e| match e {
+                    crate::fs::fat::FatError::Full { .. } => Error::Other(format!(
+                        "disk.partitions[{}].size: {name} is {} but its files need about {}: make it at least that large",
+                        p.number - 1,
+                        crate::recipe::size::human(p.size),
+                        crate::recipe::size::human(crate::fs::fat::size_needed(tree))
+                    )),
+                    e => Error::Partition { name: name.clone(), source: e.into() },
+                })?;
             }
             other => {
                 return Err(Error::Other(format!("{name}: filesystem {other:?} is not available in this build")));

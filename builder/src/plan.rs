@@ -187,7 +187,8 @@ pub fn plan(
             part_guid: derive_uuid(digest, &format!("partition-guid:{}:{}", i + 1, p.label)),
             offset: offsets[i],
             size: sizes[i].expect("all sized"),
-            filesystem: p.filesystem,
+            // An ESP is always FAT, even when the recipe leaves it implicit.
+            filesystem: if p.type_ == "esp" && p.filesystem == Filesystem::None { Filesystem::Vfat } else { p.filesystem },
             tree: p.tree.clone(),
             fs_uuid: derive_uuid(digest, &format!("filesystem-uuid:{}:{}", i + 1, p.label)),
             fs_label,

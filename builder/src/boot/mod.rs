@@ -1,4 +1,7 @@
 //! Making images boot: pinned Debian packages, the kernel and its modules,
 //! the unified kernel image for UEFI.
 
+pub mod assemble;
+pub mod kernel;
 pub mod packages;
+pub mod uki;
