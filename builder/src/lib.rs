@@ -10,6 +10,7 @@ pub mod tree;
 pub mod plan;
 pub mod disk;
 pub mod fs;
+pub mod initramfs;
 
 /// Errors of the whole build, each carrying its context. The CLI prints the
 /// chain of sources once.
