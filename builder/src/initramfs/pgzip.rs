@@ -148,10 +148,9 @@ fn write_in_order<E>(
 }
 
 fn worker(level: u32, jobs: Receiver<Job>) {
-    let mut c = Compress::new(Compression::new(level), false);
     for job in jobs.iter() {
         let prev = job.prev.as_deref().map(|p| &p[p.len().saturating_sub(WINDOW)..]);
-        let r = deflate_block(&mut c, prev.unwrap_or(&[]), &job.data, job.last).map(|bytes| {
+        let r = deflate_block(level, prev.unwrap_or(&[]), &job.data, job.last).map(|bytes| {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&job.data);
             Done { bytes, crc }
@@ -164,7 +163,12 @@ fn worker(level: u32, jobs: Receiver<Job>) {
 /// Raw deflate of one block: `prev` is the data before it (at most 32 KiB
 /// used), the result ends byte-aligned with a sync flush, or with the final
 /// block when `last`.
-pub fn deflate_block(c: &mut Compress, prev: &[u8], data: &[u8], last: bool) -> Result<Vec<u8>, String> {
+///
+/// Every compressed run gets a *fresh* deflate state: a state reused after
+/// `reset()` gives different (valid) output depending on what it compressed
+/// before (zlib-rs issue #459, also zlib-ng #2100), which would make the
+/// output depend on which worker took which block.
+pub fn deflate_block(level: u32, prev: &[u8], data: &[u8], last: bool) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
     // Runs of segments of one kind: (start, end, stored).
     let mut runs: Vec<(usize, usize, bool)> = Vec::new();
@@ -192,13 +196,13 @@ pub fn deflate_block(c: &mut Compress, prev: &[u8], data: &[u8], last: bool) -> 
                 out.extend_from_slice(chunk);
             }
         } else {
-            c.reset();
+            let mut c = Compress::new(Compression::new(level), false);
             let window = window_before(prev, &data[..start]);
             if !window.is_empty() {
                 c.set_dictionary(&window).map_err(|e| format!("setting the deflate dictionary: {e}"))?;
             }
             let flush = if fin { FlushCompress::Finish } else { FlushCompress::Sync };
-            deflate_all(c, &data[start..end], &mut out, flush)?;
+            deflate_all(&mut c, &data[start..end], &mut out, flush)?;
         }
     }
     Ok(out)
