@@ -15,8 +15,17 @@
 //! - a symlink's target is its data; then the `TRAILER!!!` entry.
 //!
 //! Nothing of the host (inode numbers, devices, time) enters the output.
-//! Extended attributes cannot be expressed in `newc` and are left out. File
-//! content is streamed from its source, never held whole in memory.
+//! Limits of the format and of the `cpio` crate: extended attributes cannot
+//! be expressed in `newc` and are left out; mtimes are clamped to
+//! `0..=u32::MAX`; a file of 4 GiB or more and a name that is not UTF-8 are
+//! errors naming the entry. File content is streamed from its source, never
+//! held whole in memory.
+//!
+//! zstd output is one multithreaded frame with a checksum and no content size
+//! (the stream length is not known in advance). zstd's multithreaded mode
+//! gives the same bytes for any worker count ≥ 1, so the worker count only
+//! changes the speed (checked by the tests); gzip output likewise (see
+//! [`pgzip`]).
 
 pub mod pgzip;
 

@@ -14,8 +14,9 @@
 //! the most time on them for nothing (see [`looks_incompressible`]). This too
 //! depends only on the data.
 //!
-//! Memory is bounded: at most `2 × threads + 2` blocks are in flight between
-//! the producer, the compressing workers and the in-order writer.
+//! Memory is bounded: at most about `2 × threads + 4` blocks (and their
+//! compressed forms) are in flight between the producer, the compressing
+//! workers and the in-order writer, whatever the size of the stream.
 //!
 //! The gzip header is fixed (no name, mtime 0, XFL 0, OS 3 = Unix); the
 //! trailer holds the CRC-32 (combined from per-block CRCs) and the size
@@ -99,15 +100,9 @@ where
         drop(job_rx);
         let producer = s.spawn(move || {
             let mut w = BlockWriter { cur: Vec::with_capacity(BLOCK), pending: None, prev: None, jobs: job_tx, order: order_tx, total: 0 };
-            let r = produce(&mut w);
-            match r {
-                Ok(()) => match w.finish() {
-                    Ok(total) => Ok(total),
-                    // Only fails when the writer side stopped; it reports why.
-                    Err(_) => Ok(u64::MAX),
-                },
-                Err(e) => Err(e),
-            }
+            // Outer error: the producer's; inner: the hand-off to the writer
+            // broke, which happens only when the writer stopped (and says why).
+            produce(&mut w).map(|()| w.finish())
         });
 
         let written = write_in_order(out, &order_rx);
@@ -115,10 +110,7 @@ where
         drop(order_rx);
         let produced = producer.join().expect("the initramfs producer thread panicked");
         let (bytes, crc) = written?;
-        let total = produced.map_err(Failure::Produce)?;
-        if total == u64::MAX {
-            return Err(Failure::Output(io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped early")));
-        }
+        let total = produced.map_err(Failure::Produce)?.map_err(Failure::Output)?;
         let mut trailer = [0u8; 8];
         trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
         trailer[4..].copy_from_slice(&(total as u32).to_le_bytes());
