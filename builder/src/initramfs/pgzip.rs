@@ -234,9 +234,14 @@ fn deflate_all(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: Flu
     }
 }
 
-/// Whether a segment is already compressed: its byte entropy is within 0.01
-/// bit of 8 bits per byte, where deflate cannot gain anything worth the time
-/// (at most 0.125 %). Depends only on the bytes, so it is deterministic.
+/// Whether a segment is already compressed: its byte distribution is so flat
+/// that its order-0 entropy is within about 0.01 bit of 8 bits per byte, where
+/// deflate cannot gain anything worth the time (at most 0.125 %).
+///
+/// Integer arithmetic only, so the decision (and the output) is the same on
+/// every platform: the entropy deficit is about χ² / (2 n ln 2) bits, with
+/// χ² = Σ (256·cᵢ − n)² / (256 n); deficit < 0.01 ⇔ Σ (256·cᵢ − n)² <
+/// 256 n² · 0.01386.
 pub fn looks_incompressible(seg: &[u8]) -> bool {
     if seg.len() < 4096 {
         return false;
@@ -245,15 +250,9 @@ pub fn looks_incompressible(seg: &[u8]) -> bool {
     for &b in seg {
         hist[b as usize] += 1;
     }
-    let n = seg.len() as f64;
-    let mut h = 0.0f64;
-    for &c in &hist {
-        if c > 0 {
-            let p = c as f64 / n;
-            h -= p * p.log2();
-        }
-    }
-    h > 7.99
+    let n = seg.len() as i128;
+    let sum: i128 = hist.iter().map(|&c| (256 * c as i128 - n).pow(2)).sum();
+    sum * 10_000 < 256 * n * n * 139
 }
 
 /// Splits what the producer writes into blocks and dispatches them.
