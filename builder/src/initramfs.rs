@@ -78,6 +78,13 @@ pub enum InitramfsError {
     Level { codec: &'static str, level: u32, range: &'static str },
     #[error("{codec} compression failed: {msg}")]
     Compress { codec: &'static str, msg: String },
+    #[error("{what} {path}")]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Write `tree` as an initramfs to `out`.
@@ -90,6 +97,36 @@ pub fn write(
     out: &mut dyn Write,
 ) -> Result<InitramfsReport, InitramfsError> {
     write_with_threads(tree, compression, level, pgzip::default_threads(), out)
+}
+
+/// [`write`] to the file `path`, atomically: the data goes to a temporary
+/// file beside it, is synced, and renamed over `path` only on success; on any
+/// error the temporary file is removed and an existing `path` stays as it was.
+pub fn write_to_path(
+    tree: &Tree,
+    compression: Compression,
+    level: Option<u32>,
+    path: &std::path::Path,
+) -> Result<InitramfsReport, InitramfsError> {
+    fn file_err<'a>(what: &'static str, p: &'a std::path::Path) -> impl FnOnce(io::Error) -> InitramfsError + 'a {
+        move |source| InitramfsError::File { what, path: p.to_path_buf(), source }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(file_err("creating a temporary file in", dir))?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, tmp);
+    let report = write(tree, compression, level, &mut out)?;
+    let tmp = out.into_inner().map_err(|e| file_err("writing", path)(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(file_err("syncing", tmp.path()))?;
+    tmp.persist(path).map_err(|e| file_err("renaming the temporary file to", path)(e.error))?;
+    Ok(report)
 }
 
 /// [`write`] with an explicit number of compressing threads. The output does
@@ -466,6 +503,27 @@ mod tests {
             assert_eq!(r.uncompressed_bytes, archive.len() as u64);
             assert!(zstd::decode_all(&z[..]).unwrap() == archive);
         }
+    }
+
+    #[test]
+    fn write_to_path_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("initrd.img");
+        let tree = sample_tree();
+        let r = write_to_path(&tree, Compression::Gzip, None, &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), r.compressed_bytes);
+        let before = std::fs::read(&path).unwrap();
+        // A failing write leaves the previous file and no temporary behind.
+        let mut bad = Tree::new(0);
+        let host = dir.path().join("vanishing");
+        std::fs::write(&host, b"x").unwrap();
+        let content = Content::host(&host).unwrap();
+        std::fs::remove_file(&host).unwrap();
+        bad.insert(b"/x", Inode { meta: meta(0o644, 0), kind: Kind::File(content) }).unwrap();
+        assert!(write_to_path(&bad, Compression::Gzip, None, &path).is_err());
+        assert!(std::fs::read(&path).unwrap() == before);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 
     #[test]
