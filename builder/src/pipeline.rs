@@ -76,6 +76,13 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         None => None,
     };
     let esp_files = boot.as_ref().map(|b| b.esp_files.as_slice()).unwrap_or(&[]);
+    let boot_info = boot.as_ref().map(|b| crate::output::manifest::BootInfo {
+        firmware: recipe.firmware(),
+        kernel: b.kernel.origin.clone(),
+        kernel_release: b.kernel.release.clone(),
+        cmdline: b.cmdline.clone(),
+        modules: b.modules.clone(),
+    });
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
@@ -141,7 +148,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         artifacts.push(Artifact::of(p.tmp.as_file(), &p.dest)?);
     }
     step.done();
-    let manifest = Manifest::new(&loaded, &plan, artifacts, trees.inputs.clone());
+    let manifest = Manifest::new(&loaded, &plan, artifacts, trees.inputs.clone(), boot_info);
     let manifest_path = opts.out_dir.join(format!("{}.manifest.json", recipe.name));
     let mut mtmp = temp_in(&opts.out_dir, &recipe.name)?;
     mtmp.write_all(manifest.to_json().as_bytes()).map_err(|e| Error::io("writing the manifest", e))?;

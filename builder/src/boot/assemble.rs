@@ -25,6 +25,8 @@ pub struct BootParts {
     pub uki: Option<tempfile::NamedTempFile>,
     /// Files the builder adds to the ESP: (tree path, content).
     pub esp_files: Vec<(String, Content)>,
+    /// Modules in the initramfs, in load order.
+    pub modules: Vec<String>,
 }
 
 /// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, next to
@@ -188,7 +190,8 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         esp_files.push(("/boot/vmlinuz".to_string(), kernel.image.clone()));
         esp_files.push(("/boot/initrd.img".to_string(), initrd_content.clone()));
     }
-    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files })
+    let modules = order.iter().map(|m| m.name.clone()).collect();
+    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules })
 }
 
 /// A content reference to a finished temp file.

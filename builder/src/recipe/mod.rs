@@ -123,7 +123,7 @@ fn default_firmware() -> Vec<Firmware> {
 }
 
 /// `"smoke": {"expect": "READY"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Smoke {
     /// Text on the serial console that means the appliance is up.
