@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils qemu-system-x86 ovmf binutils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
 
 deps() {
     local missing=()
@@ -34,6 +34,8 @@ build)
     ;;
 test)
     deps
+    cargo build -q -p build-image
+    ./target/debug/build-image fetch --project .
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;

@@ -31,8 +31,8 @@ pub enum PackageError {
     },
     #[error("{path}: not a valid package lock: {msg}")]
     BadLock { path: PathBuf, msg: String },
-    #[error("package `{name}` is not in {lock}: add it with `./build.sh fetch --update-lock`, or give a path ending in .deb")]
-    NotLocked { name: String, lock: PathBuf },
+    #[error("package `{name}` is not in {lock} (locked: {known}): use one of those, or give a path ending in .deb")]
+    NotLocked { name: String, lock: PathBuf, known: String },
     #[error("package `{name}` {version} is not fetched ({path} is missing or does not match its sha256): run `./build.sh fetch`")]
     NotFetched { name: String, version: String, path: PathBuf },
     #[error("no kernel/packages.lock found above {start}: package names need the project's lock; give a path ending in .deb instead")]
@@ -128,7 +128,11 @@ impl Packages {
 
     /// The package actually in use for `name`.
     pub fn entry(&self, name: &str) -> Result<&Locked, PackageError> {
-        let locked = self.lock.get(name).ok_or_else(|| PackageError::NotLocked { name: name.into(), lock: self.lock_path.clone() })?;
+        let locked = self.lock.get(name).ok_or_else(|| PackageError::NotLocked {
+            name: name.into(),
+            lock: self.lock_path.clone(),
+            known: self.lock.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        })?;
         Ok(self.resolved.get(name).unwrap_or(locked))
     }
 
