@@ -1,0 +1,89 @@
+//! Unit tests: the real e2fsprogs tools are the oracles.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::tree::{Content, Inode, Kind, Meta, Tree};
+
+pub(crate) fn params() -> FsParams {
+    FsParams {
+        label: "root".into(),
+        uuid: uuid::Uuid::from_bytes([0x11; 16]),
+        seed: [0x5a; 32],
+        epoch: 1_700_000_000,
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("-V").output().is_ok()
+}
+
+/// Write `tree` into a fresh image of `size` bytes at `path`.
+fn build(tree: &Tree, path: &Path, size: u64, opts: &Ext4Options) -> Result<FsReport, Ext4Error> {
+    let f = File::options().read(true).write(true).create(true).truncate(true).open(path).unwrap();
+    f.set_len(size).unwrap();
+    let r = Region::new(&f, 0, size, "test");
+    write(tree, r, &params(), opts)
+}
+
+fn fsck(path: &Path) {
+    if !have("e2fsck") {
+        eprintln!("e2fsck missing: skipping the fsck check");
+        return;
+    }
+    let out = Command::new("e2fsck").arg("-fn").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn empty_tree_is_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("e.img");
+    let tree = Tree::new(1_700_000_000);
+    build(&tree, &img, 64 << 20, &Ext4Options::default()).unwrap();
+    fsck(&img);
+}
+
+#[test]
+fn multi_group_and_small_are_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = Tree::new(1_700_000_000);
+    for (i, size) in [(0, 5u64 << 20), (1, 300 << 20), (2, (1 << 30) + 12345)].into_iter() {
+        let img = d.path().join(format!("g{i}.img"));
+        build(&tree, &img, size, &Ext4Options::default()).unwrap();
+        fsck(&img);
+    }
+}
+
+#[test]
+fn small_tree_is_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("s.img");
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) })
+        .unwrap();
+    tree.insert(b"bin", Inode { meta: Meta::new(0o777, 1), kind: Kind::Symlink(b"usr/bin".to_vec()) }).unwrap();
+    build(&tree, &img, 32 << 20, &Ext4Options::default()).unwrap();
+    fsck(&img);
+}
+
+#[test]
+fn features_are_checked() {
+    let mut o = FsOptions::default();
+    o.features = vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()];
+    let r = Ext4Options::from_fs_options(&o).unwrap();
+    assert!(!r.resize_inode && !r.journal);
+    o.features = vec!["+frobnicate".into()];
+    let e = Ext4Options::from_fs_options(&o).unwrap_err().to_string();
+    assert!(e.contains("frobnicate"), "{e}");
+    o.features = vec!["+orphan_file".into()];
+    assert!(Ext4Options::from_fs_options(&o).unwrap_err().to_string().contains("orphan_file"));
+}
