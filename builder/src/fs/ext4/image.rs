@@ -130,6 +130,8 @@ pub struct Plan {
     inodes: Vec<PInode>,
     /// End of the block allocation: every block below is in use.
     cursor: u64,
+    /// Blocks handed out by the allocator (a lower bound on any size).
+    data_blocks: u64,
     dind: Option<u64>,
     journal: Option<(u64, u64)>,
     notes: Vec<String>,
@@ -226,24 +228,17 @@ pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
     for _ in 0..64 {
         match Plan::try_new(tree, &o, blocks, params, opts) {
             Ok(p) => {
-                // Shrink while it still fits: the estimate may overshoot.
-                let mut lo = blocks;
-                let used = p.cursor;
-                let mut best = blocks;
-                while lo > used {
-                    let mid = used + (lo - used) / 2;
-                    if mid == lo {
-                        break;
-                    }
+                // Bisect down to the boundary: `bad` does not fit, `good` does.
+                let mut good = blocks;
+                let mut bad = p.data_blocks.saturating_sub(1).max(63);
+                while good - bad > 1 {
+                    let mid = bad + (good - bad) / 2;
                     match Plan::try_new(tree, &o, mid, params, opts) {
-                        Ok(_) => {
-                            best = mid;
-                            lo = mid;
-                        }
-                        Err(_) => break,
+                        Ok(_) => good = mid,
+                        Err(_) => bad = mid,
                     }
                 }
-                return best;
+                return good;
             }
             Err(PlanErr::Need(n)) => blocks = n.max(blocks + blocks / 64 + 16),
             Err(PlanErr::Fatal(_)) => return blocks,
@@ -308,6 +303,7 @@ impl Plan {
             csum_seed: csum_seed(&uuid),
             inodes: Vec::new(),
             cursor: 0,
+            data_blocks: 0,
             dind: None,
             journal: None,
             notes,
@@ -461,6 +457,7 @@ impl Plan {
             p.inodes[(ino - 1) as usize] = pi;
         }
         p.cursor = alloc.cursor;
+        p.data_blocks = alloc.handed_out;
         if p.cursor > geo.blocks {
             // Estimate: the missing blocks plus their share of metadata.
             let missing = p.cursor - geo.blocks;

@@ -205,11 +205,12 @@ pub struct Alloc<'g> {
     meta: &'g [Range<u64>],
     idx: usize,
     pub cursor: u64,
+    pub handed_out: u64,
 }
 
 impl<'g> Alloc<'g> {
     pub fn new(g: &'g Geometry) -> Alloc<'g> {
-        let mut a = Alloc { meta: &g.meta, idx: 0, cursor: 0 };
+        let mut a = Alloc { meta: &g.meta, idx: 0, cursor: 0, handed_out: 0 };
         a.skip();
         a
     }
@@ -242,6 +243,7 @@ impl<'g> Alloc<'g> {
                 _ => out.push((self.cursor, k)),
             }
             self.cursor += k;
+            self.handed_out += k;
             n -= k;
         }
         self.skip();
