@@ -197,6 +197,48 @@ fn fill_holes(path: &Path) {
     f.sync_all().unwrap();
 }
 
+/// Metadata block ranges that `dumpe2fs` reports (superblocks, GDT and
+/// reserved GDT copies, bitmaps, inode tables), inclusive.
+fn metadata_ranges(img: &Path) -> Vec<(u64, u64)> {
+    let out = Command::new("dumpe2fs").arg(img).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = Vec::new();
+    for line in text.lines() {
+        for part in line.split(',') {
+            let part = part.trim();
+            let Some(at) = part.find(" at ") else { continue };
+            let what = &part[..at];
+            if !(what.contains("superblock")
+                || what.contains("Group descriptors")
+                || what.contains("Reserved GDT")
+                || what.contains("bitmap")
+                || what.contains("Inode table"))
+            {
+                continue;
+            }
+            let nums = part[at + 4..].split_whitespace().next().unwrap();
+            let (a, b) = nums.split_once('-').unwrap_or((nums, nums));
+            v.push((a.parse().unwrap(), b.parse().unwrap()));
+        }
+    }
+    v
+}
+
+/// Every metadata block is written: none lies in a hole of the image.
+fn assert_metadata_written(img: &Path) {
+    let f = File::open(img).unwrap();
+    let hs = holes(&f);
+    let meta = metadata_ranges(img);
+    assert!(meta.len() > 4, "dumpe2fs output not understood");
+    for (a, b) in meta {
+        let (s, e) = (a * 4096, (b + 1) * 4096);
+        for &(hs_, he) in &hs {
+            assert!(e <= hs_ || s >= he, "metadata blocks {a}-{b} lie in a hole {hs_}..{he}");
+        }
+    }
+}
+
 struct Mount(PathBuf);
 
 impl Mount {
@@ -303,6 +345,9 @@ fn awkward_tree_fsck_readback_dd_resize() {
     let report = build_at(&tree, &img, size).unwrap();
     assert!(report.used_bytes > 6 << 20);
     fsck(&img);
+    if let Ok(keep) = std::env::var("EXT4_KEEP") {
+        std::fs::copy(&img, keep).unwrap();
+    }
 
     // Bit-identical when built again.
     let img2 = d.path().join("b.img");
@@ -319,7 +364,8 @@ fn awkward_tree_fsck_readback_dd_resize() {
         eprintln!("not root: skipping the loop-mount read-back");
     }
 
-    // dd-safety: junk in every hole changes nothing.
+    // dd-safety: all metadata written, and junk in every hole changes nothing.
+    assert_metadata_written(&img2);
     fill_holes(&img2);
     fsck(&img2);
     if is_root() {
@@ -344,6 +390,11 @@ fn empty_tree_and_too_small() {
     let img = d.path().join("e.img");
     build_at(&tree, &img, 16 << 20).unwrap();
     fsck(&img);
+    for size in [300u64 << 20, (1 << 30) + 12345] {
+        build_at(&tree, &img, size).unwrap();
+        assert_metadata_written(&img);
+        fsck(&img);
+    }
 
     let tree = awkward_tree(d.path());
     let e = build_at(&tree, &img, 4 << 20).unwrap_err();
