@@ -99,3 +99,39 @@ fn keep_image() {
     let size: u64 = std::env::var("EXT4_SIZE").map(|s| s.parse().unwrap()).unwrap_or(1 << 30);
     build(&tree, Path::new(&path), size, &Ext4Options::default()).unwrap();
 }
+
+#[test]
+fn dx_hash_matches_debugfs() {
+    if !have("debugfs") {
+        eprintln!("debugfs missing: skipping");
+        return;
+    }
+    let seed_bytes: Vec<u8> = (0u8..16).map(|i| i.wrapping_mul(17).wrapping_add(3)).collect();
+    let mut seed = [0u32; 4];
+    for (i, w) in seed.iter_mut().enumerate() {
+        *w = u32::from_le_bytes(seed_bytes[i * 4..i * 4 + 4].try_into().unwrap());
+    }
+    let uuid = uuid::Uuid::from_slice(&seed_bytes).unwrap().hyphenated().to_string();
+    let long = "x".repeat(70);
+    let utf = "é".repeat(127);
+    for name in ["a", "lost+found", "héllo", "日本語のファイル名", long.as_str(), utf.as_str(), "abcd", "abcdefgh"] {
+        let out = Command::new("debugfs").arg("-R").arg(format!("dx_hash -h half_md4 -s {uuid} {name}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.split("is 0x").nth(1).and_then(|s| s.split_whitespace().next()).expect("debugfs output");
+        let want = u32::from_str_radix(hex, 16).unwrap();
+        assert_eq!(super::image::hash_for_tests(name.as_bytes(), &seed), want, "hash of {name}");
+    }
+}
+
+#[test]
+fn too_small_names_the_size() {
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"big", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![7u8; 3 << 20])) }).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let e = build(&tree, &d.path().join("t.img"), 2 << 20, &Ext4Options::default()).unwrap_err();
+    let min = min_size(&tree, &params(), &Ext4Options::default());
+    assert!(matches!(e, Ext4Error::TooSmall { needed, .. } if needed == min), "{e}");
+    assert!(e.to_string().contains(&min.to_string()));
+    build(&tree, &d.path().join("t.img"), min, &Ext4Options::default()).unwrap();
+    fsck(&d.path().join("t.img"));
+}
