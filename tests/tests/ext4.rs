@@ -135,6 +135,11 @@ fn awkward_tree(host: &Path) -> Tree {
             ins(&mut t, &p, file(0o644, Content::bytes(format!("{i}").into_bytes())));
         }
     }
+    // A directory whose htree needs an interior level (> 507 leaves).
+    for i in 0..10000u32 {
+        let p = format!("wide/{i:06}{}", "w".repeat(234));
+        ins(&mut t, &p, Inode { meta: Meta::new(0o644, EPOCH), kind: Kind::Fifo });
+    }
     // Sparse, empty, odd-sized and several-MiB files from the host.
     let sparse = host.join("sparse");
     let f = File::create(&sparse).unwrap();
@@ -352,11 +357,14 @@ fn compare(tree: &Tree, mnt: &Path) -> usize {
 fn awkward_tree_fsck_readback_dd_resize() {
     let d = tempfile::tempdir().unwrap();
     let tree = awkward_tree(d.path());
-    let size = 96u64 << 20;
+    let size = 128u64 << 20;
     let img = d.path().join("a.img");
     let report = build_at(&tree, &img, size).unwrap();
     assert!(report.used_bytes > 6 << 20);
     fsck(&img);
+    let out = Command::new("debugfs").arg("-R").arg("htree_dump /wide").arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Indirect levels: 1"), "/wide should have a two-level htree");
     if let Ok(keep) = std::env::var("EXT4_KEEP") {
         std::fs::copy(&img, keep).unwrap();
     }
@@ -441,5 +449,60 @@ fn debootstrap_minbase_if_present() {
     if is_root() {
         let m = Mount::new(&img, &d.path().join("mnt"));
         compare(&tree, &m.0);
+    }
+}
+
+/// `cargo test --release -p e2e-tests --test ext4 bench -- --ignored --nocapture`:
+/// our writer against `mke2fs -d` on the debootstrap tree, same size, same run.
+#[test]
+#[ignore]
+fn bench_minbase_against_mke2fs() {
+    let src = Path::new("/work/cache/minbase");
+    if !src.is_dir() {
+        eprintln!("NOTICE: {} is absent; nothing to measure", src.display());
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let mut tree = Tree::new(EPOCH);
+    let layer: build_image::recipe::layer::DirLayer =
+        serde_json::from_value(serde_json::json!({"dir": src, "to": "/", "owner": "preserve"})).unwrap();
+    build_image::tree::dir::apply(&mut tree, &layer, src).unwrap();
+    let load = t0.elapsed();
+    let t0 = std::time::Instant::now();
+    let min = ext4::min_size(&tree, &params(), &Ext4Options::default());
+    let min_t = t0.elapsed();
+    let size = (min * 3 / 2).div_ceil(1 << 20) << 20;
+    let d = tempfile::tempdir().unwrap();
+    let ours = d.path().join("ours.img");
+    let theirs = d.path().join("theirs.img");
+    let mut best_ours = std::time::Duration::MAX;
+    let mut best_theirs = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        build_at(&tree, &ours, size).unwrap();
+        best_ours = best_ours.min(t0.elapsed());
+        let _ = std::fs::remove_file(&theirs);
+        File::create(&theirs).unwrap().set_len(size).unwrap();
+        let t0 = std::time::Instant::now();
+        let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"]).arg(src).arg(&theirs).status().unwrap();
+        best_theirs = best_theirs.min(t0.elapsed());
+        assert!(st.success());
+    }
+    fsck(&ours);
+    eprintln!(
+        "minbase: load {load:?}, min_size {min_t:?} ({} MiB); image {} MiB: ours {best_ours:?}, mke2fs -d {best_theirs:?}, ratio {:.2}",
+        min >> 20,
+        size >> 20,
+        best_ours.as_secs_f64() / best_theirs.as_secs_f64()
+    );
+    for img in [&ours, &theirs] {
+        let out = Command::new("du").args(["-k", "--apparent-size"]).arg(img).output().unwrap();
+        let real = Command::new("du").arg("-k").arg(img).output().unwrap();
+        eprintln!("{}: allocated {}", img.display(), String::from_utf8_lossy(&real.stdout).trim());
+        let _ = out;
+    }
+    if let Ok(keep) = std::env::var("EXT4_KEEP") {
+        std::fs::copy(&ours, format!("{keep}.ours")).unwrap();
+        std::fs::copy(&theirs, format!("{keep}.mke2fs")).unwrap();
     }
 }

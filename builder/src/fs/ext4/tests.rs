@@ -135,3 +135,34 @@ fn too_small_names_the_size() {
     build(&tree, &d.path().join("t.img"), min, &Ext4Options::default()).unwrap();
     fsck(&d.path().join("t.img"));
 }
+
+#[test]
+fn option_variants_are_clean() {
+    let mut tree = Tree::new(1_700_000_000);
+    for i in 0..600 {
+        tree.insert(format!("d/f{i:04}").as_bytes(), Inode { meta: Meta::new(0o644, 1), kind: Kind::Fifo }).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let variants: Vec<(Vec<&str>, Option<u64>, Option<u32>)> = vec![
+        (vec!["-has_journal"], None, None),
+        (vec!["-resize_inode"], None, Some(0)),
+        (vec!["-dir_index", "-huge_file", "-dir_nlink"], Some(2048), None),
+        (vec![], Some(700), Some(50)),
+    ];
+    for (k, (features, inodes, reserved)) in variants.into_iter().enumerate() {
+        let fo = FsOptions {
+            features: features.iter().map(|s| s.to_string()).collect(),
+            inodes,
+            reserved_percent: reserved,
+            ..FsOptions::default()
+        };
+        let opts = Ext4Options::from_fs_options(&fo).unwrap();
+        let img = d.path().join(format!("v{k}.img"));
+        build(&tree, &img, 200 << 20, &opts).unwrap();
+        fsck(&img);
+    }
+    // Too few explicit inodes is an error, not a silent change.
+    let fo = FsOptions { inodes: Some(100), ..FsOptions::default() };
+    let e = build(&tree, &d.path().join("x.img"), 200 << 20, &Ext4Options::from_fs_options(&fo).unwrap()).unwrap_err();
+    assert!(matches!(e, Ext4Error::TooFewInodes { .. }), "{e}");
+}
