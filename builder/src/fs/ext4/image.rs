@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::csum::{crc32c, dx_hash};
-use super::layout::{backup_groups, has_super, Alloc, Geometry, NoFit, BPG, DESC_SIZE, FLEX, INODE_SIZE};
+use super::layout::{backup_groups, Alloc, Geometry, NoFit, BPG, DESC_SIZE, FLEX, INODE_SIZE};
 use super::{Ext4Error, Ext4Options, BS};
 use crate::disk::Region;
 use crate::fs::{FsParams, FsReport};
@@ -766,7 +766,6 @@ impl Plan {
             }
             region.write_at(&gdt, base + BS)?;
         }
-        let _ = has_super;
         Ok(FsReport {
             kind: "ext4".into(),
             used_bytes: (g.blocks - free_blocks_total) * BS,
@@ -800,7 +799,7 @@ impl Plan {
         put32(&mut s, 0x54, FIRST_INO as u32);
         put16(&mut s, 0x58, INODE_SIZE as u16);
         put16(&mut s, 0x5A, grp as u16);
-        let mut compat = 0x8 | 0x20 * self.opts.dir_index as u32; // ext_attr, dir_index
+        let mut compat = 0x8 | (0x20 * self.opts.dir_index as u32); // ext_attr, dir_index
         if self.journal.is_some() {
             compat |= 0x4;
         }
@@ -808,7 +807,7 @@ impl Plan {
             compat |= 0x10;
         }
         let incompat = 0x2 | 0x40 | 0x80 | 0x200; // filetype extent 64bit flex_bg
-        let ro = 0x1 | 0x2 | 0x40 | 0x400 | 0x8 * self.opts.huge_file as u32 | 0x20 * self.opts.dir_nlink as u32;
+        let ro = 0x1 | 0x2 | 0x40 | 0x400 | (0x8 * self.opts.huge_file as u32) | (0x20 * self.opts.dir_nlink as u32);
         put32(&mut s, 0x5C, compat);
         put32(&mut s, 0x60, incompat);
         put32(&mut s, 0x64, ro);
@@ -1168,9 +1167,12 @@ fn xattr_hash(name: &[u8], value: &[u8]) -> u32 {
 
 type XEntry = (u8, Vec<u8>, Vec<u8>);
 
+/// (in-inode xattr area, xattr block) or (attribute name, what is wrong).
+type XattrLayout = Result<(Vec<u8>, Option<Vec<u8>>), (String, String)>;
+
 /// Lay out xattrs: in the inode while they fit, the rest in one block.
 /// Returns (in-inode area from offset 160, block without checksum).
-fn xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(Vec<u8>, Option<Vec<u8>>), (String, String)> {
+fn xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> XattrLayout {
     if x.is_empty() {
         return Ok((Vec::new(), None));
     }

@@ -77,8 +77,10 @@ fn small_tree_is_clean() {
 
 #[test]
 fn features_are_checked() {
-    let mut o = FsOptions::default();
-    o.features = vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()];
+    let mut o = FsOptions {
+        features: vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()],
+        ..FsOptions::default()
+    };
     let r = Ext4Options::from_fs_options(&o).unwrap();
     assert!(!r.resize_inode && !r.journal);
     o.features = vec!["+frobnicate".into()];
