@@ -138,7 +138,10 @@ pub struct Plan {
 }
 
 enum PlanErr {
+    /// More blocks are needed (a guess of how many in all).
     Need(u64),
+    /// The content did not fit by `missing` blocks, with this journal.
+    Shortage { missing: u64, journal: Option<u64>, need: u64 },
     Fatal(Ext4Error),
 }
 
@@ -226,21 +229,23 @@ pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
     let Ok(o) = order(tree) else { return 64 };
     let mut blocks: u64 = 64 + need_inodes(&o) * INODE_SIZE / BS;
     for _ in 0..64 {
-        match Plan::try_new(tree, &o, blocks, params, opts) {
+        match Plan::fit(tree, &o, blocks, params, opts) {
             Ok(p) => {
                 // Bisect down to the boundary: `bad` does not fit, `good` does.
                 let mut good = blocks;
-                let mut bad = p.data_blocks.saturating_sub(1).max(63);
+                // A lower bound: everything allocated, with the smallest journal.
+                let j = p.journal.map_or(0, |j| j.1);
+                let mut bad = (p.data_blocks - j + j.min(1024)).saturating_sub(1).max(63);
                 while good - bad > 1 {
                     let mid = bad + (good - bad) / 2;
-                    match Plan::try_new(tree, &o, mid, params, opts) {
+                    match Plan::fit(tree, &o, mid, params, opts) {
                         Ok(_) => good = mid,
                         Err(_) => bad = mid,
                     }
                 }
                 return good;
             }
-            Err(PlanErr::Need(n)) => blocks = n.max(blocks + blocks / 64 + 16),
+            Err(PlanErr::Need(n) | PlanErr::Shortage { need: n, .. }) => blocks = n.max(blocks + blocks / 64 + 16),
             Err(PlanErr::Fatal(_)) => return blocks,
         }
     }
@@ -254,16 +259,52 @@ fn csum_seed(uuid: &[u8; 16]) -> u32 {
 impl Plan {
     pub fn new(tree: &Tree, blocks: u64, params: &FsParams, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         let o = order(tree)?;
-        match Plan::try_new(tree, &o, blocks, params, opts) {
+        match Plan::fit(tree, &o, blocks, params, opts) {
             Ok(p) => Ok(p),
             Err(PlanErr::Fatal(e)) => Err(e),
-            Err(PlanErr::Need(_)) => {
+            Err(PlanErr::Need(_) | PlanErr::Shortage { .. }) => {
                 Err(Ext4Error::TooSmall { size: blocks * BS, needed: min_blocks(tree, params, opts) * BS })
             }
         }
     }
 
-    fn try_new(tree: &Tree, o: &Order, blocks: u64, params: &FsParams, opts: &Ext4Options) -> Result<Plan, PlanErr> {
+    /// Plan with the default journal size; when only the journal is what
+    /// does not fit, shrink it (down to 1024 blocks) rather than fail, so
+    /// that a larger region never fits less than a smaller one.
+    fn fit(tree: &Tree, o: &Order, blocks: u64, params: &FsParams, opts: &Ext4Options) -> Result<Plan, PlanErr> {
+        match Plan::try_new(tree, o, blocks, params, opts, None) {
+            Err(PlanErr::Shortage { missing, journal: Some(j), need }) if j > 1024 => {
+                let smaller = (j.saturating_sub(missing + 64) / 1024 * 1024).max(1024);
+                let mut r = Plan::try_new(tree, o, blocks, params, opts, Some(smaller));
+                if smaller > 1024 && matches!(r, Err(PlanErr::Shortage { .. })) {
+                    r = Plan::try_new(tree, o, blocks, params, opts, Some(1024));
+                }
+                match r {
+                    Ok(mut p) => {
+                        p.notes.push(format!(
+                            "journal shrunk from {} to {} MiB to fit the content",
+                            j * BS >> 20,
+                            p.journal.map_or(0, |j| j.1) * BS >> 20
+                        ));
+                        Ok(p)
+                    }
+                    Err(PlanErr::Shortage { .. }) => Err(PlanErr::Need(need)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(PlanErr::Shortage { need, .. }) => Err(PlanErr::Need(need)),
+            r => r,
+        }
+    }
+
+    fn try_new(
+        tree: &Tree,
+        o: &Order,
+        blocks: u64,
+        params: &FsParams,
+        opts: &Ext4Options,
+        journal_cap: Option<u64>,
+    ) -> Result<Plan, PlanErr> {
         let need = need_inodes(o);
         let (geo, raised) = Geometry::new(blocks, opts, need).map_err(|NoFit { need_blocks }| PlanErr::Need(need_blocks))?;
         if geo.inodes_count() < need {
@@ -330,7 +371,7 @@ impl Plan {
         }
         // The journal.
         if opts.journal {
-            match journal_blocks(geo.blocks) {
+            match journal_blocks(geo.blocks).map(|n| journal_cap.map_or(n, |c| c.min(n))) {
                 Some(n) => {
                     let runs = alloc.take(n);
                     let exts = to_exts(0, &runs);
@@ -461,7 +502,11 @@ impl Plan {
         if p.cursor > geo.blocks {
             // Estimate: the missing blocks plus their share of metadata.
             let missing = p.cursor - geo.blocks;
-            return Err(PlanErr::Need(geo.blocks + missing + missing / 32 + 256));
+            return Err(PlanErr::Shortage {
+                missing,
+                journal: p.journal.map(|j| j.1),
+                need: geo.blocks + missing + missing / 32 + 256,
+            });
         }
         Ok(p)
     }

@@ -168,3 +168,22 @@ fn option_variants_are_clean() {
     let e = build(&tree, &d.path().join("x.img"), 200 << 20, &Ext4Options::from_fs_options(&fo).unwrap()).unwrap_err();
     assert!(matches!(e, Ext4Error::TooFewInodes { .. }), "{e}");
 }
+
+/// A larger region never fits less: around the journal-size steps
+/// (32768 blocks: 4 → 16 MiB) the journal shrinks instead of failing.
+#[test]
+fn bigger_regions_always_fit() {
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"blob", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![1u8; 118 << 20])) }).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let min = min_size(&tree, &params(), &Ext4Options::default());
+    assert!(min < 128 << 20, "min {min}");
+    for size in [min, min + 4096, 128 << 20, (128 << 20) + (4 << 20), (128 << 20) + (12 << 20), 160 << 20] {
+        let img = d.path().join("j.img");
+        let rep = build(&tree, &img, size, &Ext4Options::default()).unwrap_or_else(|e| panic!("size {size}: {e}"));
+        if size == (128 << 20) + (4 << 20) {
+            assert!(rep.notes.iter().any(|n| n.contains("journal shrunk")), "{:?}", rep.notes);
+        }
+        fsck(&img);
+    }
+}
