@@ -506,3 +506,79 @@ fn bench_minbase_against_mke2fs() {
         std::fs::copy(&theirs, format!("{keep}.mke2fs")).unwrap();
     }
 }
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(r, 0, "setxattr {} {name}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+fn remove_xattr(p: &Path, name: &str) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings.
+    let r = unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) };
+    assert_eq!(r, 0, "removexattr {} {name}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+/// The kernel can modify what we wrote (htree inserts and deletes, extent
+/// trees, xattr blocks, link counts, the journal) and the result is clean.
+#[test]
+fn kernel_writes_then_fsck() {
+    if !is_root() {
+        eprintln!("not root: skipping the read-write mount test");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = awkward_tree(d.path());
+    let img = d.path().join("rw.img");
+    build_at(&tree, &img, 400 << 20).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt).status().unwrap();
+    assert!(st.success());
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let guard = Umount(&mnt);
+    for i in 0..3000 {
+        std::fs::write(mnt.join(format!("big/new-{i}-{}", "q".repeat(i % 50))), format!("{i}")).unwrap();
+    }
+    let mut removed = 0;
+    for e in std::fs::read_dir(mnt.join("big")).unwrap() {
+        let e = e.unwrap();
+        if removed < 1000 && e.file_type().unwrap().is_file() && e.file_name().as_bytes().starts_with(b"entry-") {
+            std::fs::remove_file(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    for i in (0..10000).step_by(3) {
+        std::fs::remove_file(mnt.join(format!("wide/{i:06}{}", "w".repeat(234)))).unwrap();
+    }
+    for i in 0..2000 {
+        std::fs::write(mnt.join(format!("wide/new{i:06}{}", "v".repeat(200))), b"").unwrap();
+    }
+    let large = File::options().append(true).open(mnt.join("files/large")).unwrap();
+    std::io::Write::write_all(&mut &large, &vec![9u8; 1 << 20]).unwrap();
+    let sparse = File::options().write(true).open(mnt.join("files/sparse")).unwrap();
+    sparse.write_all_at(b"into the hole", 30 << 20).unwrap();
+    let islands = File::options().write(true).open(mnt.join("files/islands")).unwrap();
+    islands.write_all_at(&vec![1u8; 3 * 4096 * 100], 3 * 4096 * 700).unwrap();
+    set_xattr(&mnt.join("xattr/large"), "user.added", b"new value");
+    remove_xattr(&mnt.join("xattr/large"), "trusted.big");
+    set_xattr(&mnt.join("xattr/small"), "user.small", b"changed in the inode");
+    std::fs::remove_file(mnt.join("hard/a")).unwrap();
+    std::fs::rename(mnt.join("hard/b"), mnt.join("modes/sticky/b")).unwrap();
+    for i in 0..50 {
+        std::fs::create_dir(mnt.join(format!("dir{i}"))).unwrap();
+    }
+    std::fs::remove_file(mnt.join("links/slow")).unwrap();
+    drop((large, sparse, islands));
+    drop(guard);
+    fsck(&img);
+}

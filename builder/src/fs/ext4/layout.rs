@@ -88,11 +88,15 @@ impl Geometry {
             let total = match opts.inodes {
                 Some(n) => n,
                 None => {
+                    // Too few for the tree: raise, with a quarter spare so
+                    // the running system can still create files.
                     let by_ratio = blocks * BS / opts.inode_ratio;
                     if by_ratio < need_inodes {
                         raised = true;
+                        need_inodes + need_inodes / 4
+                    } else {
+                        by_ratio
                     }
-                    by_ratio.max(need_inodes)
                 }
             };
             let mut ipg = total.div_ceil(groups).max(INODES_PER_BLOCK);

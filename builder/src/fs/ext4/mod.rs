@@ -91,7 +91,8 @@ pub enum Ext4Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ext4Options {
     /// Bytes per inode (default 16384). The count is raised when the tree
-    /// needs more inodes than the ratio gives (unless `inodes` is set).
+    /// needs more inodes than the ratio gives (to the need plus a quarter;
+    /// unless `inodes` is set).
     pub inode_ratio: u64,
     /// Exact inode count, overriding the ratio.
     pub inodes: Option<u64>,
