@@ -239,13 +239,26 @@ pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
 }
 
 /// The size a partition marked `"auto"` needs: its filesystem's minimum for
-/// the tree, plus the recipe's headroom.
-fn auto_size(loaded: &Loaded, _trees: &Trees, i: usize) -> Result<u64, Error> {
+/// the tree, plus the recipe's headroom (default 20%).
+fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     let p = &loaded.recipe.disk.as_ref().expect("auto needs a disk").partitions[i];
-    Err(Error::Other(format!(
-        "disk.partitions[{i}].size: \"auto\" is not available for filesystem {:?} (partition `{}`): give a size",
-        p.filesystem, p.label
-    )))
+    let empty = Tree::new(loaded.recipe.epoch());
+    let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+    let (uuid, seed) = crate::plan::fs_identity(&loaded.digest, i, &p.label);
+    let params = FsParams { label: p.fs.label.clone().unwrap_or_else(|| p.label.clone()), uuid, seed, epoch: loaded.recipe.epoch() };
+    let at = format!("disk.partitions[{i}]");
+    let min = match p.filesystem {
+        Filesystem::Ext4 => {
+            let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+            crate::fs::ext4::min_size(tree, &params, &o)
+        }
+        other => return Err(Error::Other(format!("{at}.size: \"auto\" is not available for {other:?}: give a size"))),
+    };
+    let headroom = match &p.fs.headroom {
+        Some(h) => crate::recipe::size::Headroom::parse(h).map_err(|e| Error::Other(format!("{at}.fs.headroom: {e}")))?,
+        None => crate::recipe::size::DEFAULT_HEADROOM,
+    };
+    Ok(headroom.apply(min))
 }
 
 /// GRUB for BIOS boot: not in this build yet, so say so instead of writing
@@ -291,6 +304,14 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crat
                         crate::recipe::size::human(p.size),
                         crate::recipe::size::human(crate::fs::fat::size_needed(tree))
                     )),
+                    e => Error::Partition { name: name.clone(), source: e.into() },
+                })?;
+            }
+            Filesystem::Ext4 => {
+                let at = format!("disk.partitions[{}]", p.number - 1);
+                let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+                crate::fs::ext4::write(tree, region, &params, &o).map_err(|e| match e {
+                    e @ crate::fs::ext4::Ext4Error::TooSmall { .. } => Error::Other(format!("{at}.size: {e}")),
                     e => Error::Partition { name: name.clone(), source: e.into() },
                 })?;
             }
