@@ -206,7 +206,13 @@ fn order(tree: &Tree) -> Result<Order, Ext4Error> {
     if let Some(e) = err {
         return Err(e);
     }
-    let lpf = tree.child(Tree::ROOT, b"lost+found").is_none();
+    let lpf = match tree.child(Tree::ROOT, b"lost+found") {
+        None => true,
+        Some(id) if matches!(tree.inode(id).kind, Kind::Dir(_)) => false,
+        Some(id) => {
+            return Err(Ext4Error::LostFound { kind: tree.inode(id).kind.word() });
+        }
+    };
     let mut ino = vec![0u32; links.len()];
     let mut next = if lpf { FIRST_INO + 1 } else { FIRST_INO };
     for &(id, _) in &list {

@@ -76,6 +76,8 @@ pub enum Ext4Error {
     FileTooLarge { path: String, size: u64 },
     #[error("{path}: extended attribute `{name}`: {why}")]
     Xattr { path: String, name: String, why: String },
+    #[error("/lost+found is a {kind} in the tree; ext4 needs it to be a directory (e2fsck would flag it): remove or rename it")]
+    LostFound { kind: &'static str },
     #[error("{path}: reading the content from {origin}")]
     Content {
         path: String,

@@ -187,3 +187,41 @@ fn bigger_regions_always_fit() {
         fsck(&img);
     }
 }
+
+#[test]
+fn errors_name_the_entry() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("x.img");
+    let opts = Ext4Options::default();
+    let f = |c: &[u8]| Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(c.to_vec())) };
+
+    let mut t = Tree::new(1_700_000_000);
+    t.insert(format!("d/{}", "n".repeat(256)).as_bytes(), f(b"")).unwrap();
+    let e = build(&t, &img, 16 << 20, &opts).unwrap_err();
+    assert!(matches!(&e, Ext4Error::NameTooLong { len: 256, path } if path.starts_with("/d/nnn")), "{e}");
+
+    let mut t = Tree::new(1_700_000_000);
+    let mut i = f(b"x");
+    i.meta.xattrs.insert(b"user.huge".to_vec(), vec![1; 5000]);
+    t.insert(b"a/x", i).unwrap();
+    let e = build(&t, &img, 16 << 20, &opts).unwrap_err();
+    assert!(matches!(&e, Ext4Error::Xattr { path, .. } if path == "/a/x"), "{e}");
+
+    let mut t = Tree::new(1_700_000_000);
+    let mut i = f(b"x");
+    i.meta.xattrs.insert(b"os2.name".to_vec(), vec![1]);
+    t.insert(b"b", i).unwrap();
+    let e = build(&t, &img, 16 << 20, &opts).unwrap_err();
+    assert!(e.to_string().contains("os2.name"), "{e}");
+
+    let mut t = Tree::new(1_700_000_000);
+    t.insert(b"lost+found", f(b"oops")).unwrap();
+    let e = build(&t, &img, 16 << 20, &opts).unwrap_err();
+    assert!(matches!(e, Ext4Error::LostFound { .. }), "{e}");
+
+    // A tree's own lost+found directory is used as it is.
+    let mut t = Tree::new(1_700_000_000);
+    t.insert(b"lost+found/keep", f(b"kept")).unwrap();
+    build(&t, &img, 16 << 20, &opts).unwrap();
+    fsck(&img);
+}
