@@ -233,7 +233,10 @@ fn need_inodes(o: &Order) -> u64 {
 /// Smallest number of blocks that holds the tree.
 pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
     let Ok(o) = order(tree) else { return 64 };
-    let mut blocks: u64 = 64 + need_inodes(&o) * INODE_SIZE / BS;
+    // With a journal wanted, never answer below the size that gets one
+    // (under 2048 blocks there is none, as with mke2fs).
+    let floor: u64 = if opts.journal { 2048 } else { 64 };
+    let mut blocks: u64 = floor.max(64 + need_inodes(&o) * INODE_SIZE / BS);
     for _ in 0..64 {
         match Plan::fit(tree, &o, blocks, params, opts) {
             Ok(p) => {
@@ -241,7 +244,7 @@ pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
                 let mut good = blocks;
                 // A lower bound: everything allocated, with the smallest journal.
                 let j = p.journal.map_or(0, |j| j.1);
-                let mut bad = (p.data_blocks - j + j.min(1024)).saturating_sub(1).max(63);
+                let mut bad = (p.data_blocks - j + j.min(1024)).saturating_sub(1).max(floor - 1);
                 while good - bad > 1 {
                     let mid = bad + (good - bad) / 2;
                     match Plan::fit(tree, &o, mid, params, opts) {

@@ -124,8 +124,16 @@ impl Geometry {
                 inode_table: vec![0; groups as usize],
                 meta: Vec::new(),
             };
-            g.place(sb_area)?;
-            return Ok((g, raised));
+            match g.place(sb_area) {
+                Ok(()) => return Ok((g, raised)),
+                // A small last group that starts a flex group cannot hold
+                // its bitmaps and inode table: drop it, as mke2fs does.
+                Err(_) if groups > 1 => {
+                    blocks = (groups - 1) * BPG;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -225,3 +225,38 @@ fn errors_name_the_entry() {
     build(&t, &img, 16 << 20, &opts).unwrap();
     fsck(&img);
 }
+
+/// Sizes just around group boundaries, including a small last group that
+/// would have to hold a whole flex group's bitmaps and inode table.
+#[test]
+fn awkward_sizes_are_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"f", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![3u8; 100_000])) }).unwrap();
+    let bpg = 32768u64;
+    let cases = [(1, 0), (1, 1), (1, 49), (1, 180), (1, 700), (3, 130), (16, 100), (16, 600), (16, 2000)];
+    for (groups, extra) in cases {
+        let size = (groups * bpg + extra) * BS + 1000;
+        let img = d.path().join("s.img");
+        build(&tree, &img, size, &Ext4Options::default()).unwrap_or_else(|e| panic!("{groups} groups + {extra}: {e}"));
+        fsck(&img);
+    }
+}
+
+#[test]
+fn small_trees_keep_their_journal() {
+    let d = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"f", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![3u8; 4 << 20])) }).unwrap();
+    let min = min_size(&tree, &params(), &Ext4Options::default());
+    assert!(min >= 2048 * BS, "{min}");
+    for extra in [0u64, 1, 100, 1000, 3000] {
+        let img = d.path().join("t.img");
+        let rep = build(&tree, &img, min + extra * BS, &Ext4Options::default()).unwrap();
+        assert!(!rep.notes.iter().any(|n| n.contains("no journal")), "{:?}", rep.notes);
+        fsck(&img);
+    }
+    // Without a journal the minimum is smaller.
+    let nj = Ext4Options { journal: false, ..Ext4Options::default() };
+    assert!(min_size(&tree, &params(), &nj) < min);
+}
