@@ -40,7 +40,7 @@ fn be32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// `ext2fs_default_journal_size` (in blocks) for a filesystem of `blocks`.
-fn journal_blocks(blocks: u64) -> Option<u64> {
+pub(super) fn journal_blocks(blocks: u64) -> Option<u64> {
     Some(match blocks {
         0..2048 => return None,
         2048..32768 => 1024,

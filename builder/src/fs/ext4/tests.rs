@@ -260,3 +260,23 @@ fn small_trees_keep_their_journal() {
     let nj = Ext4Options { journal: false, ..Ext4Options::default() };
     assert!(min_size(&tree, &params(), &nj) < min);
 }
+
+/// Geometry as mke2fs 1.47 computes it (`mke2fs -t ext4 -b 4096 -T default`
+/// on empty files of these sizes, then `dumpe2fs -h`).
+#[test]
+fn geometry_matches_mke2fs() {
+    // size, inodes, blocks, reserved GDT, inodes per group, journal blocks
+    let cases: [(u64, u64, u64, u64, u64, u64); 6] = [
+        (64 << 20, 4096, 16384, 7, 4096, 1024),
+        (200 << 20, 12800, 51200, 24, 6400, 4096),
+        (1 << 30, 65536, 262144, 127, 8192, 8192),
+        (5 << 30, 327680, 1310720, 639, 8192, 16384),
+        (64 << 30, 4194304, 16777216, 1024, 8192, 131072),
+        (300 << 30, 19660800, 78643200, 1024, 8192, 262144),
+    ];
+    for (size, inodes, blocks, rsv, ipg, journal) in cases {
+        let (g, _) = super::layout::Geometry::new(size / BS, &Ext4Options::default(), 11).unwrap();
+        assert_eq!((g.inodes_count(), g.blocks, g.rsv_gdt, g.ipg), (inodes, blocks, rsv, ipg), "size {size}");
+        assert_eq!(super::image::journal_blocks(g.blocks), Some(journal), "size {size}");
+    }
+}
