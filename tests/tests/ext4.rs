@@ -695,3 +695,42 @@ fn random_trees_at_min_size() {
         }
     }
 }
+
+/// `cargo test --release -p e2e-tests --test ext4 bench_many -- --ignored --nocapture`:
+/// 200,000 small files in 200 directories, ours against `mke2fs -d`.
+#[test]
+#[ignore]
+fn bench_many_files_against_mke2fs() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let mut tree = Tree::new(EPOCH);
+    for i in 0..200_000u32 {
+        let dir = format!("d{:03}", i % 200);
+        let name = format!("file-{i:07}");
+        let body = format!("content of {i}\n").repeat((i % 7) as usize);
+        std::fs::create_dir_all(src.join(&dir)).unwrap();
+        std::fs::write(src.join(&dir).join(&name), &body).unwrap();
+        tree.insert(format!("{dir}/{name}").as_bytes(), file(0o644, Content::bytes(body.into_bytes()))).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let min = ext4::min_size(&tree, &params(), &Ext4Options::default());
+    let min_t = t0.elapsed();
+    let size = (min * 3 / 2).div_ceil(1 << 20) << 20;
+    let ours = d.path().join("ours.img");
+    let theirs = d.path().join("theirs.img");
+    let t0 = std::time::Instant::now();
+    build_at(&tree, &ours, size).unwrap();
+    let ours_t = t0.elapsed();
+    File::create(&theirs).unwrap().set_len(size).unwrap();
+    let t0 = std::time::Instant::now();
+    let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-b", "4096", "-N", "300000", "-d"]).arg(&src).arg(&theirs).status().unwrap();
+    let theirs_t = t0.elapsed();
+    assert!(st.success());
+    fsck(&ours);
+    eprintln!(
+        "200k files: min_size {min_t:?} ({} MiB); image {} MiB: ours {ours_t:?}, mke2fs -d {theirs_t:?}, ratio {:.2}",
+        min >> 20,
+        size >> 20,
+        ours_t.as_secs_f64() / theirs_t.as_secs_f64()
+    );
+}

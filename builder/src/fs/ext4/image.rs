@@ -240,16 +240,41 @@ pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
     for _ in 0..64 {
         match Plan::fit(tree, &o, blocks, params, opts) {
             Ok(p) => {
-                // Bisect down to the boundary: `bad` does not fit, `good` does.
-                let mut good = blocks;
-                // A lower bound: everything allocated, with the smallest journal.
+                // Content demand hardly depends on the size: everything the
+                // allocator handed out but the journal and the resize block.
                 let j = p.journal.map_or(0, |j| j.1);
-                let mut bad = (p.data_blocks - j + j.min(1024)).saturating_sub(1).max(floor - 1);
+                let demand = p.data_blocks - j - p.dind.is_some() as u64;
+                let jmin = if opts.journal { j.min(1024) } else { 0 };
+                let need = need_inodes(&o);
+                // Cheap bisection on geometry alone: the smallest size
+                // whose free blocks hold the demand and the smallest journal.
+                let fits_geo = |b: u64| match Geometry::new(b, opts, need) {
+                    Ok((g, _)) if g.inodes_count() >= need => {
+                        g.free_blocks() >= demand + jmin + (g.rsv_gdt > 0) as u64
+                    }
+                    _ => false,
+                };
+                let (mut bad, mut good) = ((demand + jmin).max(floor) - 1, blocks);
                 while good - bad > 1 {
                     let mid = bad + (good - bad) / 2;
-                    match Plan::fit(tree, &o, mid, params, opts) {
-                        Ok(_) => good = mid,
-                        Err(_) => bad = mid,
+                    if fits_geo(mid) {
+                        good = mid;
+                    } else {
+                        bad = mid;
+                    }
+                }
+                // Confirm with full plans; fall back to bisecting on them.
+                let full = |b: u64| Plan::fit(tree, &o, b, params, opts).is_ok();
+                if full(good) && (good <= floor || !full(good - 1)) {
+                    return good;
+                }
+                let (mut bad, mut good) = if full(good) { (floor - 1, good - 1) } else { (good, blocks) };
+                while good - bad > 1 {
+                    let mid = bad + (good - bad) / 2;
+                    if full(mid) {
+                        good = mid;
+                    } else {
+                        bad = mid;
                     }
                 }
                 return good;

@@ -200,6 +200,12 @@ impl Geometry {
         Ok(())
     }
 
+    /// Blocks not taken by fixed metadata.
+    pub fn free_blocks(&self) -> u64 {
+        let meta: u64 = self.meta.iter().filter(|r| r.start < self.blocks).map(|r| r.end.min(self.blocks) - r.start).sum();
+        self.blocks - meta
+    }
+
     pub fn inodes_count(&self) -> u64 {
         self.ipg * self.groups
     }
