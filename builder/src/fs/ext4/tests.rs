@@ -280,3 +280,33 @@ fn geometry_matches_mke2fs() {
         assert_eq!(super::image::journal_blocks(g.blocks), Some(journal), "size {size}");
     }
 }
+
+/// Every size from the minimum up fits (planning only, no writing): no
+/// pockets where a larger region holds less (group dropping, journal steps).
+#[test]
+fn every_size_above_min_fits() {
+    let d = tempfile::tempdir().unwrap();
+    let host = d.path().join("data");
+    std::fs::write(&host, vec![0x77u8; 1 << 20]).unwrap();
+    let mut tree = Tree::new(1_700_000_000);
+    for i in 0..110 {
+        let c = Content::host(&host).unwrap();
+        tree.insert(format!("blobs/{i}").as_bytes(), Inode { meta: Meta::new(0o644, 1), kind: Kind::File(c) }).unwrap();
+    }
+    for i in 0..3000 {
+        tree.insert(format!("small/{i}").as_bytes(), Inode { meta: Meta::new(0o644, 1), kind: Kind::Fifo }).unwrap();
+    }
+    let p = params();
+    let o = Ext4Options::default();
+    let min = min_size(&tree, &p, &o) / BS;
+    assert!(super::image::Plan::new(&tree, min - 1, &p, &o).is_err());
+    let mut b = min;
+    let mut failures = Vec::new();
+    while b < min + 3 * 32768 {
+        if let Err(e) = super::image::Plan::new(&tree, b, &p, &o) {
+            failures.push((b, e.to_string()));
+        }
+        b += 61;
+    }
+    assert!(failures.is_empty(), "min {min}: sizes above the minimum fail: {:?}", &failures[..failures.len().min(5)]);
+}
