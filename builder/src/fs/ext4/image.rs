@@ -634,15 +634,15 @@ impl Plan {
         (out, true)
     }
 
+    /// Write everything: file data on a second thread, metadata on this one
+    /// (they never share a block).
     pub fn write(self, tree: &Tree, region: Region<'_>) -> Result<FsReport, Ext4Error> {
-        let data = std::thread::scope(|s| {
-            let h = s.spawn(|| self.write_data(tree, region));
-            let m = self.write_meta(region);
-            let d = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            d?;
-            m
-        })?;
-        Ok(data)
+        std::thread::scope(|s| {
+            let data = s.spawn(|| self.write_data(tree, region));
+            let report = self.write_meta(region);
+            data.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            report
+        })
     }
 
     /// File content: each extent's bytes, the gaps between data ranges and

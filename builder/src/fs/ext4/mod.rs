@@ -78,7 +78,7 @@ pub enum Ext4Error {
     Xattr { path: String, name: String, why: String },
     #[error("/lost+found is a {kind} in the tree; ext4 needs it to be a directory (e2fsck would flag it): remove or rename it")]
     LostFound { kind: &'static str },
-    #[error("{path}: reading the content from {origin}")]
+    #[error("{path}: copying the content from {origin} into the image")]
     Content {
         path: String,
         origin: String,
