@@ -345,3 +345,20 @@ fn region_at_an_offset() {
         assert!(out.stdout.len() == 5 << 20 && out.stdout.iter().all(|&b| b == 0xC3), "content read back by debugfs");
     }
 }
+
+/// More than 65000 subdirectories: `dir_nlink` stores the count as 1.
+#[test]
+fn many_subdirectories() {
+    let mut tree = Tree::new(1_700_000_000);
+    for i in 0..65010 {
+        tree.insert(format!("many/{i}").as_bytes(), Inode { meta: Meta::new(0o755, 1), kind: Kind::Dir(Default::default()) })
+            .unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("n.img");
+    let size = min_size(&tree, &params(), &Ext4Options::default());
+    build(&tree, &img, size, &Ext4Options::default()).unwrap();
+    fsck(&img);
+    let nl = Ext4Options { dir_nlink: false, ..Ext4Options::default() };
+    assert!(matches!(build(&tree, &img, size, &nl), Err(Ext4Error::TooManyLinks { .. })));
+}
