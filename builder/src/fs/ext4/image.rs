@@ -848,7 +848,17 @@ impl Plan {
         Ok(FsReport {
             kind: "ext4".into(),
             used_bytes: (g.blocks - free_blocks_total) * BS,
-            notes: self.notes.clone(),
+            notes: std::iter::once(format!(
+                "{} blocks of 4 KiB in {} groups, {} inodes ({} used), journal {} MiB, {} reserved GDT blocks",
+                g.blocks,
+                g.groups,
+                g.inodes_count(),
+                last_ino,
+                self.journal.map_or(0, |j| j.1 * BS >> 20),
+                g.rsv_gdt
+            ))
+            .chain(self.notes.iter().cloned())
+            .collect(),
         })
     }
 
