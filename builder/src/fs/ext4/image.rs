@@ -317,8 +317,8 @@ impl Plan {
                     Ok(mut p) => {
                         p.notes.push(format!(
                             "journal shrunk from {} to {} MiB to fit the content",
-                            j * BS >> 20,
-                            p.journal.map_or(0, |j| j.1) * BS >> 20
+                            (j * BS) >> 20,
+                            (p.journal.map_or(0, |j| j.1) * BS) >> 20
                         ));
                         Ok(p)
                     }
@@ -854,7 +854,7 @@ impl Plan {
                 g.groups,
                 g.inodes_count(),
                 last_ino,
-                self.journal.map_or(0, |j| j.1 * BS >> 20),
+                self.journal.map_or(0, |j| (j.1 * BS) >> 20),
                 g.rsv_gdt
             ))
             .chain(self.notes.iter().cloned())
