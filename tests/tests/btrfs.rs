@@ -1,0 +1,293 @@
+//! The btrfs writer against real oracles: `btrfs check` and the kernel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use build_image::disk::region::Region;
+use build_image::fs::btrfs::{self, BtrfsOptions, Compression, SubvolumeSpec};
+use build_image::fs::FsParams;
+use build_image::tree::{Content, Inode, Kind, Meta, Tree};
+
+const EPOCH: i64 = 1_700_000_000;
+
+fn params() -> FsParams {
+    FsParams {
+        label: "test-btrfs".into(),
+        uuid: uuid::Uuid::from_bytes([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x47, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x01]),
+        seed: [7u8; 32],
+        epoch: EPOCH,
+    }
+}
+
+fn have_btrfs() -> bool {
+    Command::new("btrfs").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Write `tree` into a fresh sparse image of `size` bytes (default: the
+/// writer's minimum plus 64 MiB).
+fn image(dir: &Path, name: &str, tree: &Tree, opts: &BtrfsOptions, size: Option<u64>) -> PathBuf {
+    let p = dir.join(name);
+    let f = File::options().read(true).write(true).create_new(true).open(&p).unwrap();
+    let size = size.unwrap_or_else(|| btrfs::min_size(tree, &params(), opts) + (64 << 20));
+    f.set_len(size).unwrap();
+    let r = Region::new(&f, 0, size, "test");
+    btrfs::write(tree, r, &params(), opts).unwrap();
+    p
+}
+
+fn check(img: &Path) {
+    if !have_btrfs() {
+        eprintln!("SKIP: btrfs-progs not installed; `btrfs check` not run on {}", img.display());
+        return;
+    }
+    let o = Command::new("btrfs").args(["check", "--readonly", "--check-data-csum"]).arg(img).output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let bad = out.lines().any(|l| {
+        l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found"))
+    });
+    assert!(o.status.success() && !bad, "btrfs check failed on {}:\n{out}", img.display());
+}
+
+fn meta(mode: u32) -> Meta {
+    Meta::new(mode, EPOCH)
+}
+
+fn file(tree: &mut Tree, path: &str, mode: u32, data: impl Into<Vec<u8>>) {
+    tree.insert(path.as_bytes(), Inode { meta: meta(mode), kind: Kind::File(Content::bytes(data)) }).unwrap();
+}
+
+fn pseudo(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tree with the awkward cases. `host` holds the sparse host file.
+fn awkward(host: &Path) -> Tree {
+    let mut t = Tree::new(EPOCH);
+    file(&mut t, "/setuid", 0o4755, vec![b'x'; 100]);
+    t.insert(b"/setgid", Inode { meta: meta(0o2775), kind: Kind::Dir(Default::default()) }).unwrap();
+    t.insert(b"/tmp", Inode { meta: meta(0o1777), kind: Kind::Dir(Default::default()) }).unwrap();
+    let mut m = meta(0o640);
+    m.uid = 70_000;
+    m.gid = 80_001;
+    m.mtime = EPOCH - 1000;
+    m.mtime_nsec = 123_456_789;
+    t.insert(b"/setgid/owned", Inode { meta: m, kind: Kind::File(Content::bytes(b"owned by a big uid\n".to_vec())) }).unwrap();
+    t.insert(b"/links/short", Inode { meta: meta(0o777), kind: Kind::Symlink(b"a".to_vec()) }).unwrap();
+    let long: Vec<u8> = std::iter::repeat_n(b"abcdefghi/".as_slice(), 400).flatten().copied().collect();
+    t.insert(b"/links/long", Inode { meta: meta(0o777), kind: Kind::Symlink(long) }).unwrap();
+    file(&mut t, "/h/a", 0o644, b"hardlinked content\n".to_vec());
+    t.hardlink(b"/h/b", b"/h/a").unwrap();
+    t.hardlink(b"/other/c", b"/h/a").unwrap();
+    file(&mut t, "/h/big1", 0o644, pseudo(70_000, 9));
+    t.hardlink(b"/h/big2", b"/h/big1").unwrap();
+    t.insert(b"/fifo", Inode { meta: meta(0o600), kind: Kind::Fifo }).unwrap();
+    t.insert(b"/sock", Inode { meta: meta(0o755), kind: Kind::Socket }).unwrap();
+    t.insert(b"/dev/null", Inode { meta: meta(0o666), kind: Kind::CharDev { major: 1, minor: 3 } }).unwrap();
+    t.insert(b"/dev/sda1", Inode { meta: meta(0o660), kind: Kind::BlockDev { major: 8, minor: 1 } }).unwrap();
+    t.insert(b"/dev/odd", Inode { meta: meta(0o600), kind: Kind::CharDev { major: 300, minor: 70_000 } }).unwrap();
+    let mut m = meta(0o755);
+    m.xattrs.insert(b"user.comment".to_vec(), b"hello xattr".to_vec());
+    m.xattrs.insert(b"trusted.big".to_vec(), vec![0x5a; 3000]);
+    // vfs_cap_data revision 2: cap_net_bind_service permitted + effective.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 10).to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&[0; 8]);
+    m.xattrs.insert(b"security.capability".to_vec(), cap);
+    t.insert(b"/bin/ping", Inode { meta: m, kind: Kind::File(Content::bytes(pseudo(5000, 3))) }).unwrap();
+    let mut m = meta(0o755);
+    m.xattrs.insert(b"user.dir".to_vec(), b"on a directory".to_vec());
+    t.insert(b"/xdir", Inode { meta: m, kind: Kind::Dir(Default::default()) }).unwrap();
+    let name: String = "é".repeat(127) + "a";
+    assert_eq!(name.len(), 255);
+    file(&mut t, &format!("/names/{name}"), 0o644, b"long name".to_vec());
+    file(&mut t, "/names/日本語のファイル名", 0o644, b"utf8".to_vec());
+    for i in 0..5000 {
+        file(&mut t, &format!("/many/entry-{i:05}"), 0o644, if i % 7 == 0 { format!("{i}\n").into_bytes() } else { Vec::new() });
+    }
+    file(&mut t, "/empty", 0o644, Vec::new());
+    file(&mut t, "/inline-max", 0o644, pseudo(2048, 1));
+    file(&mut t, "/just-over", 0o644, pseudo(2049, 2));
+    file(&mut t, "/one-sector", 0o644, pseudo(4096, 4));
+    file(&mut t, "/multi-mib", 0o644, pseudo((3 << 20) + 123, 5));
+    let mut compressible = Vec::new();
+    for i in 0..40_000 {
+        compressible.extend_from_slice(format!("line {i} of a very compressible text file\n").as_bytes());
+    }
+    file(&mut t, "/text", 0o644, compressible);
+    // Sparse host file: data at 0, 5 MiB and at the end of 10 MiB.
+    let f = File::create(host).unwrap();
+    f.set_len(10 << 20).unwrap();
+    f.write_all_at(&pseudo(8192, 6), 0).unwrap();
+    f.write_all_at(&pseudo(100_000, 7), 5 << 20).unwrap();
+    f.write_all_at(b"tail", (10 << 20) - 4).unwrap();
+    drop(f);
+    let c = Content::host(host).unwrap();
+    t.insert(b"/sparse", Inode { meta: meta(0o644), kind: Kind::File(c) }).unwrap();
+    // An all-hole file.
+    let hole = host.with_extension("hole");
+    File::create(&hole).unwrap().set_len(3 << 20).unwrap();
+    t.insert(b"/all-hole", Inode { meta: meta(0o644), kind: Kind::File(Content::host(&hole).unwrap()) }).unwrap();
+    t
+}
+
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(img: &Path, opts: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new("mount").args(["-t", "btrfs", "-o", &format!("loop,{opts}")]).arg(img).arg(dir.path()).output().unwrap();
+        assert!(o.status.success(), "mount -o {opts} failed: {}", String::from_utf8_lossy(&o.stderr));
+        Mount { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 65536];
+    // SAFETY: buffers are valid for their lengths.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "llistxattr {}", p.display());
+    let mut out = BTreeMap::new();
+    for name in names[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        // SAFETY: as above.
+        let l = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(l >= 0, "lgetxattr {}", p.display());
+        v.truncate(l as usize);
+        out.insert(name.to_vec(), v);
+    }
+    out
+}
+
+/// Compare everything reachable from `from` in the tree with the mounted
+/// directory; `skip` are directories shown empty (subvolume mount points).
+fn compare(tree: &Tree, from: &str, mnt: &Path, skip: &[&str]) -> usize {
+    let start = tree.find(from.as_bytes()).unwrap();
+    let prefix = build_image::tree::components(from.as_bytes()).unwrap().join(&b'/');
+    let mut seen: HashMap<usize, u64> = HashMap::new();
+    let mut inos: HashMap<u64, usize> = HashMap::new();
+    let mut n = 0;
+    tree.walk(|v| {
+        let rel: &[u8] = if prefix.is_empty() {
+            v.path
+        } else if v.path == prefix.as_slice() {
+            b""
+        } else if v.path.starts_with(&prefix) && v.path.get(prefix.len()) == Some(&b'/') {
+            &v.path[prefix.len() + 1..]
+        } else {
+            return;
+        };
+        let rel_s = String::from_utf8_lossy(rel).to_string();
+        if skip.iter().any(|s| rel_s.starts_with(&format!("{s}/"))) {
+            return;
+        }
+        let _ = start;
+        let p = mnt.join(std::ffi::OsStr::from_bytes(rel));
+        let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let node = tree.inode(v.ino);
+        assert_eq!(md.mode(), node.st_mode(), "mode of {rel_s}");
+        assert_eq!((md.uid(), md.gid()), (node.meta.uid, node.meta.gid), "owner of {rel_s}");
+        if !rel.is_empty() {
+            assert_eq!((md.mtime(), md.mtime_nsec() as u32), (node.meta.mtime, node.meta.mtime_nsec), "mtime of {rel_s}");
+        }
+        assert_eq!(xattrs(&p), node.meta.xattrs, "xattrs of {rel_s}");
+        match &node.kind {
+            Kind::File(c) => {
+                assert_eq!(md.len(), c.len(), "size of {rel_s}");
+                let got = fs::read(&p).unwrap();
+                let r = c.open().unwrap();
+                let mut want = vec![0u8; c.len() as usize];
+                r.read_exact_at(&mut want, 0).unwrap();
+                assert!(got == want, "content of {rel_s}");
+            }
+            Kind::Symlink(t) => assert_eq!(fs::read_link(&p).unwrap().as_os_str().as_bytes(), t.as_slice(), "target of {rel_s}"),
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                assert_eq!((libc::major(md.rdev()), libc::minor(md.rdev())), (*major, *minor), "rdev of {rel_s}")
+            }
+            Kind::Dir(children) => {
+                if skip.contains(&rel_s.as_str()) {
+                    assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "{rel_s} should be an empty mount point");
+                } else {
+                    assert_eq!(fs::read_dir(&p).unwrap().count(), children.len(), "entries of {rel_s}");
+                }
+            }
+            _ => {}
+        }
+        if !matches!(node.kind, Kind::Dir(_)) {
+            if let Some(&ino) = seen.get(&v.ino) {
+                assert_eq!(md.ino(), ino, "hardlink {rel_s}");
+            } else {
+                assert!(inos.insert(md.ino(), v.ino).is_none(), "{rel_s} shares an inode it should not");
+                seen.insert(v.ino, md.ino());
+            }
+            assert_eq!(md.nlink() as usize, count_names(tree, v.ino, &prefix), "nlink of {rel_s}");
+        }
+        n += 1;
+    });
+    n
+}
+
+fn count_names(tree: &Tree, ino: usize, _prefix: &[u8]) -> usize {
+    let mut n = 0;
+    tree.walk(|v| {
+        if v.ino == ino {
+            n += 1;
+        }
+    });
+    n
+}
+
+#[test]
+fn empty_tree_passes_check() {
+    let d = tempfile::tempdir().unwrap();
+    let t = Tree::new(EPOCH);
+    let img = image(d.path(), "empty.img", &t, &BtrfsOptions::default(), None);
+    check(&img);
+}
+
+#[test]
+fn awkward_tree_passes_check_and_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let t = awkward(&d.path().join("sparse.host"));
+    let img = image(d.path(), "awkward.img", &t, &BtrfsOptions::default(), None);
+    check(&img);
+    if !is_root() {
+        eprintln!("SKIP: not root; kernel read-back not run");
+        return;
+    }
+    let m = Mount::new(&img, "ro");
+    let n = compare(&t, "/", m.path(), &[]);
+    assert!(n > 5000);
+}
