@@ -291,3 +291,228 @@ fn awkward_tree_passes_check_and_reads_back() {
     let n = compare(&t, "/", m.path(), &[]);
     assert!(n > 5000);
 }
+
+fn opts_with(f: impl FnOnce(&mut BtrfsOptions)) -> BtrfsOptions {
+    let mut o = BtrfsOptions::default();
+    f(&mut o);
+    o
+}
+
+fn compressed(kind: Compression, name: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let t = awkward(&d.path().join("sparse.host"));
+    let opts = opts_with(|o| o.compression = Some(kind));
+    let img = image(d.path(), name, &t, &opts, None);
+    check(&img);
+    let plain = image(d.path(), "plain.img", &t, &BtrfsOptions::default(), None);
+    let used = |p: &Path| {
+        let o = Command::new("btrfs").args(["inspect-internal", "dump-super"]).arg(p).output().unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let l = s.lines().find(|l| l.starts_with("bytes_used")).unwrap().to_string();
+        l.split_whitespace().last().unwrap().parse::<u64>().unwrap()
+    };
+    if have_btrfs() {
+        assert!(used(&img) < used(&plain), "compression should save space");
+    }
+    if !is_root() {
+        eprintln!("SKIP: not root; kernel read-back not run");
+        return;
+    }
+    let m = Mount::new(&img, "ro");
+    compare(&t, "/", m.path(), &[]);
+}
+
+#[test]
+fn zstd_compressed_passes_check_and_reads_back() {
+    compressed(Compression::Zstd, "zstd.img");
+}
+
+#[test]
+fn zlib_compressed_passes_check_and_reads_back() {
+    compressed(Compression::Zlib, "zlib.img");
+}
+
+fn subvol_opts() -> BtrfsOptions {
+    opts_with(|o| {
+        o.subvolumes = vec![
+            SubvolumeSpec { name: "@".into(), from: "/".into() },
+            SubvolumeSpec { name: "@home".into(), from: "/home".into() },
+        ];
+        o.default_subvolume = Some("@".into());
+    })
+}
+
+#[test]
+fn subvolumes_pass_check_and_read_back() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = awkward(&d.path().join("sparse.host"));
+    let mut m = meta(0o750);
+    m.uid = 1000;
+    t.insert(b"/home", Inode { meta: meta(0o755), kind: Kind::Dir(Default::default()) }).unwrap();
+    t.insert(b"/home/user", Inode { meta: m, kind: Kind::Dir(Default::default()) }).unwrap();
+    file(&mut t, "/home/user/notes.txt", 0o600, pseudo(10_000, 11));
+    file(&mut t, "/home/user/small", 0o600, b"small".to_vec());
+    let img = image(d.path(), "subvol.img", &t, &subvol_opts(), None);
+    check(&img);
+    if have_btrfs() && is_root() {
+        let m = Mount::new(&img, "ro");
+        // The default subvolume is `@`: the root of the tree, /home empty.
+        compare(&t, "/", m.path(), &["home"]);
+        drop(m);
+        let m = Mount::new(&img, "ro,subvol=@home");
+        compare(&t, "/home", m.path(), &[]);
+        drop(m);
+        let m = Mount::new(&img, "ro,subvolid=5");
+        let mut names: Vec<String> = fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        assert_eq!(names, vec!["@", "@home"]);
+        drop(m);
+        let o = Command::new("btrfs").args(["subvolume", "list"]).output();
+        let _ = o;
+    } else {
+        eprintln!("SKIP: not root; kernel read-back not run");
+    }
+}
+
+#[test]
+fn two_builds_are_bit_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let t = awkward(&d.path().join("sparse.host"));
+    let a = image(d.path(), "a.img", &t, &subvol_opts_without_home(), Some(256 << 20));
+    let b = image(d.path(), "b.img", &t, &subvol_opts_without_home(), Some(256 << 20));
+    assert!(fs::read(a).unwrap() == fs::read(b).unwrap(), "two builds differ");
+}
+
+fn subvol_opts_without_home() -> BtrfsOptions {
+    opts_with(|o| {
+        o.subvolumes = vec![SubvolumeSpec { name: "@".into(), from: "/".into() }];
+        o.default_subvolume = Some("@".into());
+        o.compression = Some(Compression::Zstd);
+    })
+}
+
+/// Fill every hole of `img` with 0xA5, as a disk full of old data would.
+fn fill_holes(img: &Path) -> u64 {
+    let f = File::options().read(true).write(true).open(img).unwrap();
+    let len = f.metadata().unwrap().len();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut holes = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < len {
+        // SAFETY: lseek on an open fd.
+        let h = unsafe { libc::lseek(fd, pos, libc::SEEK_HOLE) };
+        if h < 0 || h as u64 >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let dnext = unsafe { libc::lseek(fd, h, libc::SEEK_DATA) };
+        let end = if dnext < 0 { len } else { dnext as u64 };
+        holes.push((h as u64, end));
+        pos = end as i64;
+    }
+    let junk = vec![0xA5u8; 1 << 20];
+    let mut filled = 0;
+    for (s, e) in holes {
+        let mut o = s;
+        while o < e {
+            let n = (e - o).min(junk.len() as u64);
+            f.write_all_at(&junk[..n as usize], o).unwrap();
+            o += n;
+            filled += n;
+        }
+    }
+    filled
+}
+
+#[test]
+fn junk_in_the_holes_does_not_matter() {
+    let d = tempfile::tempdir().unwrap();
+    let t = awkward(&d.path().join("sparse.host"));
+    for (name, opts, size) in [
+        ("dd.img", BtrfsOptions::default(), 300u64 << 20),
+        ("dd-subvol.img", subvol_opts_without_home(), 100 << 20),
+    ] {
+        let img = image(d.path(), name, &t, &opts, Some(size));
+        let filled = fill_holes(&img);
+        assert!(filled > 0);
+        check(&img);
+        if is_root() && have_btrfs() {
+            let m = Mount::new(&img, "ro");
+            let sub = if opts.subvolumes.is_empty() { "/" } else { "/" };
+            compare(&t, sub, m.path(), &[]);
+        }
+    }
+}
+
+#[test]
+fn read_write_mount_then_check() {
+    if !is_root() || !have_btrfs() {
+        eprintln!("SKIP: needs root and btrfs-progs");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut t = awkward(&d.path().join("sparse.host"));
+    file(&mut t, "/home/user/file", 0o644, pseudo(100_000, 5));
+    let img = image(d.path(), "rw.img", &t, &subvol_opts(), Some(512 << 20));
+    {
+        let m = Mount::new(&img, "rw");
+        let p = m.path();
+        fs::write(p.join("new-file"), pseudo(5 << 20, 99)).unwrap();
+        fs::remove_file(p.join("multi-mib")).unwrap();
+        fs::remove_dir_all(p.join("many")).unwrap();
+        fs::write(p.join("h/b"), b"rewritten through a hardlink").unwrap();
+        fs::create_dir(p.join("newdir")).unwrap();
+        for i in 0..200 {
+            fs::write(p.join(format!("newdir/{i}")), pseudo(i * 100, i as u32)).unwrap();
+        }
+        let o = Command::new("btrfs").args(["subvolume", "create"]).arg(p.join("newsub")).output().unwrap();
+        assert!(o.status.success());
+        let o = Command::new("sync").status().unwrap();
+        assert!(o.success());
+    }
+    check(&img);
+    let m = Mount::new(&img, "ro");
+    assert_eq!(fs::read(m.path().join("new-file")).unwrap(), pseudo(5 << 20, 99));
+    assert_eq!(fs::read(m.path().join("h/a")).unwrap(), b"rewritten through a hardlink");
+}
+
+#[test]
+fn too_small_region_says_how_much_is_needed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(EPOCH);
+    file(&mut t, "/big", 0o644, pseudo(20 << 20, 1));
+    let need = btrfs::min_size(&t, &params(), &BtrfsOptions::default());
+    let p = d.path().join("small.img");
+    let f = File::create(&p).unwrap();
+    f.set_len(need - 4096).unwrap();
+    let err = btrfs::write(&t, Region::new(&f, 0, need - 4096, "test"), &params(), &BtrfsOptions::default()).unwrap_err();
+    assert!(err.to_string().contains(&need.to_string()), "{err}");
+    // Exactly the minimum works.
+    drop(f);
+    let img = image(d.path(), "exact.img", &t, &BtrfsOptions::default(), Some(need));
+    check(&img);
+}
+
+#[test]
+fn minbase_tree_if_present() {
+    let host = Path::new("/work/cache/minbase");
+    if !host.is_dir() {
+        eprintln!("SKIP: /work/cache/minbase not present");
+        return;
+    }
+    let mut t = Tree::new(EPOCH);
+    let layer: build_image::recipe::layer::DirLayer =
+        serde_json::from_value(serde_json::json!({"dir": host.to_str().unwrap(), "owner": "preserve"})).unwrap();
+    build_image::tree::dir::apply(&mut t, &layer, host).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let img = image(d.path(), "minbase.img", &t, &BtrfsOptions::default(), Some(1 << 30));
+    eprintln!("minbase: written in {:?}", start.elapsed());
+    check(&img);
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        compare(&t, "/", m.path(), &[]);
+    }
+    let img = image(d.path(), "minbase-zstd.img", &t, &opts_with(|o| o.compression = Some(Compression::Zstd)), Some(1 << 30));
+    check(&img);
+}

@@ -613,11 +613,13 @@ fn free_space_items(chunks: &[Chunk], used: &[(u64, u64)]) -> Vec<Item> {
     for c in sorted {
         let mut free = Vec::new();
         let mut pos = c.logical;
-        for &(s, l) in used.iter().filter(|(s, _)| c.contains(*s)) {
+        let end = c.logical + c.length;
+        for &(s, l) in used.iter().filter(|(s, l)| *s < end && s + l > c.logical) {
+            let (s, e) = (s.max(c.logical), (s + l).min(end));
             if s > pos {
                 free.push((pos, s - pos));
             }
-            pos = s + l;
+            pos = e;
         }
         if pos < c.logical + c.length {
             free.push((pos, c.logical + c.length - pos));
