@@ -516,3 +516,53 @@ fn minbase_tree_if_present() {
     let img = image(d.path(), "minbase-zstd.img", &t, &opts_with(|o| o.compression = Some(Compression::Zstd)), Some(1 << 30));
     check(&img);
 }
+
+/// `BTRFS_BENCH_SRC=DIR cargo test --release -p e2e-tests --test btrfs -- --ignored --nocapture bench`
+/// (default DIR: /work/cache/minbase): our writer against `mkfs.btrfs -q
+/// --rootdir` on the same tree, medians of 3 runs, and the ratio. Keeps
+/// the images in `BTRFS_BENCH_OUT` when set, for dump-tree comparisons.
+#[test]
+#[ignore]
+fn bench_against_mkfs_btrfs() {
+    let src = std::env::var("BTRFS_BENCH_SRC").unwrap_or_else(|_| "/work/cache/minbase".into());
+    let host = Path::new(&src);
+    if !host.is_dir() || !have_btrfs() {
+        eprintln!("SKIP: {src} missing or no btrfs-progs");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = std::env::var("BTRFS_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| d.path().to_path_buf());
+    let mut t = Tree::new(EPOCH);
+    let layer: build_image::recipe::layer::DirLayer =
+        serde_json::from_value(serde_json::json!({"dir": src, "owner": "preserve"})).unwrap();
+    build_image::tree::dir::apply(&mut t, &layer, host).unwrap();
+    let size = 1u64 << 30;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        let p = out.join(format!("ours-{i}.img"));
+        let _ = fs::remove_file(&p);
+        let f = File::options().read(true).write(true).create_new(true).open(&p).unwrap();
+        f.set_len(size).unwrap();
+        let s = std::time::Instant::now();
+        btrfs::write(&t, Region::new(&f, 0, size, "bench"), &params(), &BtrfsOptions::default()).unwrap();
+        f.sync_data().unwrap();
+        ours.push(s.elapsed());
+        let p = out.join(format!("mkfs-{i}.img"));
+        let _ = fs::remove_file(&p);
+        File::create(&p).unwrap().set_len(size).unwrap();
+        let s = std::time::Instant::now();
+        let st = Command::new("mkfs.btrfs").args(["-q", "--rootdir"]).arg(host).arg(&p).output().unwrap();
+        File::open(&p).unwrap().sync_data().unwrap();
+        theirs.push(s.elapsed());
+        assert!(st.status.success());
+    }
+    ours.sort();
+    theirs.sort();
+    eprintln!(
+        "btrfs bench on {src}: ours {:?}, mkfs.btrfs --rootdir {:?}, ratio {:.2}",
+        ours[1],
+        theirs[1],
+        ours[1].as_secs_f64() / theirs[1].as_secs_f64()
+    );
+}

@@ -61,6 +61,9 @@ pub struct FsRootPlan {
     pub inodes: Vec<InodePlan>,
 }
 
+/// Longest name btrfs stores (BTRFS_NAME_LEN).
+pub const NAME_MAX: usize = 255;
+
 pub fn ftype(k: &Kind) -> u8 {
     match k {
         Kind::Dir(_) => FT_DIR,
@@ -83,9 +86,15 @@ pub fn rdev(major: u32, minor: u32) -> u64 {
 impl FsRootPlan {
     /// Walk the tree from `start` (None: a synthetic empty root), numbering
     /// inodes; directories in `stops` are written empty.
-    pub fn walk(id: u64, tree: &Tree, start: Option<InodeId>, stops: &[InodeId], ninodes: usize) -> FsRootPlan {
+    pub fn walk(
+        id: u64,
+        tree: &Tree,
+        start: Option<InodeId>,
+        stops: &[InodeId],
+        ninodes: usize,
+    ) -> Result<FsRootPlan, BtrfsError> {
         let mut inodes = vec![InodePlan { src: start, ..Default::default() }];
-        let Some(start) = start else { return FsRootPlan { id, inodes } };
+        let Some(start) = start else { return Ok(FsRootPlan { id, inodes }) };
         let mut map = vec![0u64; ninodes];
         map[start] = FIRST_FREE_OBJECTID;
         // Depth-first, children numbered when their directory is visited.
@@ -94,6 +103,9 @@ impl FsRootPlan {
             let Kind::Dir(children) = &tree.inode(dir).kind else { continue };
             let mut subdirs = Vec::new();
             for (i, (name, &child)) in children.iter().enumerate() {
+                if name.len() > NAME_MAX {
+                    return Err(BtrfsError::NameTooLong { name: String::from_utf8_lossy(name).into_owned(), len: name.len() });
+                }
                 let index = 2 + i as u64;
                 let cino = if map[child] == 0 {
                     let ino = FIRST_FREE_OBJECTID + inodes.len() as u64;
@@ -120,7 +132,7 @@ impl FsRootPlan {
             }
             stack.extend(subdirs.into_iter().rev());
         }
-        FsRootPlan { id, inodes }
+        Ok(FsRootPlan { id, inodes })
     }
 
     /// Add a subvolume entry to this tree's root directory.

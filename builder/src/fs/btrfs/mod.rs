@@ -70,6 +70,8 @@ pub enum BtrfsError {
     BadSubvolume { name: String, why: String },
     #[error("btrfs default_subvolume `{0}` is not one of the listed subvolumes")]
     BadDefault(String),
+    #[error("name `{name}` is {len} bytes long; btrfs names are at most 255 bytes")]
+    NameTooLong { name: String, len: usize },
     #[error("btrfs label `{0}` is longer than 255 bytes")]
     BadLabel(String),
     #[error("the partition of {have} bytes is too small for this btrfs filesystem: it needs at least {need} bytes")]
@@ -214,7 +216,7 @@ struct SubvolRef {
 fn plan_roots(tree: &Tree, opts: &BtrfsOptions) -> Result<(Vec<FsRootPlan>, Vec<SubvolRef>), BtrfsError> {
     let n = tree.link_counts().len();
     if opts.subvolumes.is_empty() {
-        return Ok((vec![FsRootPlan::walk(FS_TREE, tree, Some(Tree::ROOT), &[], n)], Vec::new()));
+        return Ok((vec![FsRootPlan::walk(FS_TREE, tree, Some(Tree::ROOT), &[], n)?], Vec::new()));
     }
     let mut froms = Vec::new();
     for s in &opts.subvolumes {
@@ -224,11 +226,11 @@ fn plan_roots(tree: &Tree, opts: &BtrfsOptions) -> Result<(Vec<FsRootPlan>, Vec<
         froms.push(id);
     }
     let top_start = if froms.contains(&Tree::ROOT) { None } else { Some(Tree::ROOT) };
-    let mut roots = vec![FsRootPlan::walk(FS_TREE, tree, top_start, &froms, n)];
+    let mut roots = vec![FsRootPlan::walk(FS_TREE, tree, top_start, &froms, n)?];
     let mut refs = Vec::new();
     for (i, s) in opts.subvolumes.iter().enumerate() {
         let id = FIRST_FREE_OBJECTID + i as u64;
-        roots.push(FsRootPlan::walk(id, tree, Some(froms[i]), &froms, n));
+        roots.push(FsRootPlan::walk(id, tree, Some(froms[i]), &froms, n)?);
         if roots[0].inodes[0].entries.iter().any(|e| e.name == s.name.as_bytes()) {
             return Err(BtrfsError::BadSubvolume {
                 name: s.name.clone(),
@@ -365,7 +367,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
         }
         fs_trees.push(TreeItems { owner: root.id, items });
     }
-    let reloc = FsRootPlan::walk(DATA_RELOC_TREE, tree, None, &[], 0);
+    let reloc = FsRootPlan::walk(DATA_RELOC_TREE, tree, None, &[], 0)?;
     let reloc_items = reloc.items(tree, epoch, &mut |_, _| Ok(Vec::new()))?;
     fs_trees.push(TreeItems { owner: DATA_RELOC_TREE, items: reloc_items });
     let csum_items = csum_items(&csums);
