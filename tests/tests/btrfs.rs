@@ -56,6 +56,12 @@ fn check(img: &Path) {
         l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found"))
     });
     assert!(o.status.success() && !bad, "btrfs check failed on {}:\n{out}", img.display());
+    // The first mirror superblock, where the image has room for it.
+    if fs::metadata(img).unwrap().len() >= (64 << 20) + 4096 {
+        let o = Command::new("btrfs").args(["check", "--readonly", "-s", "1"]).arg(img).output().unwrap();
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && out.contains("no error found"), "btrfs check -s 1 failed on {}:\n{out}", img.display());
+    }
 }
 
 fn meta(mode: u32) -> Meta {
@@ -565,4 +571,101 @@ fn bench_against_mkfs_btrfs() {
         theirs[1],
         ours[1].as_secs_f64() / theirs[1].as_secs_f64()
     );
+}
+
+#[test]
+fn subvolume_beside_a_top_level_tree() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(EPOCH);
+    file(&mut t, "/etc/os-release", 0o644, b"ID=test\n".to_vec());
+    file(&mut t, "/srv/data/blob", 0o644, pseudo(200_000, 1));
+    file(&mut t, "/srv/data/x", 0o644, b"x".to_vec());
+    let opts = opts_with(|o| o.subvolumes = vec![SubvolumeSpec { name: "@data".into(), from: "/srv/data".into() }]);
+    let img = image(d.path(), "beside.img", &t, &opts, None);
+    check(&img);
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        compare(&t, "/etc", &m.path().join("etc"), &[]);
+        assert_eq!(fs::read_dir(m.path().join("srv/data")).unwrap().count(), 0);
+        assert!(m.path().join("@data").is_dir());
+        drop(m);
+        let m = Mount::new(&img, "ro,subvol=@data");
+        compare(&t, "/srv/data", m.path(), &[]);
+    }
+}
+
+#[test]
+fn file_over_128_mib_is_split_into_extents() {
+    let d = tempfile::tempdir().unwrap();
+    let host = d.path().join("big.host");
+    let f = File::create(&host).unwrap();
+    let chunk = pseudo(1 << 20, 42);
+    for i in 0..130u64 {
+        f.write_all_at(&chunk, i << 20).unwrap();
+    }
+    f.write_all_at(b"end", 130 << 20).unwrap();
+    drop(f);
+    let mut t = Tree::new(EPOCH);
+    t.insert(b"/big", Inode { meta: meta(0o644), kind: Kind::File(Content::host(&host).unwrap()) }).unwrap();
+    let img = image(d.path(), "big.img", &t, &BtrfsOptions::default(), None);
+    check(&img);
+    if have_btrfs() {
+        let o = Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "5"]).arg(&img).output().unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        // Extents are capped at 128 MiB (and also end at data chunk ends).
+        let sizes: Vec<u64> = s
+            .lines()
+            .filter(|l| l.contains("extent data disk byte"))
+            .map(|l| l.split_whitespace().last().unwrap().parse().unwrap())
+            .collect();
+        assert!(sizes.len() >= 2 && sizes.iter().all(|&n| n <= 128 << 20), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<u64>(), (130 << 20) + 4096);
+    }
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        compare(&t, "/", m.path(), &[]);
+    }
+}
+
+/// The DUP stripes (physical offset, length) of the metadata and system
+/// chunks, from `dump-tree -t chunk`.
+fn dup_stripes(img: &Path) -> Vec<(u64, u64)> {
+    let o = Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "chunk"]).arg(img).output().unwrap();
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut out = Vec::new();
+    let mut len = 0u64;
+    let mut dup = false;
+    for l in s.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.first() == Some(&"length") {
+            len = w[1].parse().unwrap();
+            dup = l.contains("DUP");
+        }
+        if dup && w.first() == Some(&"stripe") && w.get(1) == Some(&"0") {
+            out.push((w[5].parse().unwrap(), len));
+        }
+    }
+    out
+}
+
+#[test]
+fn second_metadata_copy_is_complete() {
+    if !is_root() || !have_btrfs() {
+        eprintln!("SKIP: needs root and btrfs-progs");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = awkward(&d.path().join("sparse.host"));
+    let img = image(d.path(), "dup.img", &t, &BtrfsOptions::default(), None);
+    let stripes = dup_stripes(&img);
+    assert_eq!(stripes.len(), 2, "system and metadata DUP chunks");
+    // Destroy the first copy of every tree block; the kernel must read
+    // everything from the second one.
+    let f = File::options().write(true).open(&img).unwrap();
+    for (off, len) in stripes {
+        f.write_all_at(&vec![0xA5u8; len as usize], off).unwrap();
+    }
+    drop(f);
+    let m = Mount::new(&img, "ro");
+    compare(&t, "/", m.path(), &[]);
 }
