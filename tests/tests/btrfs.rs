@@ -296,6 +296,10 @@ fn awkward_tree_passes_check_and_reads_back() {
     let m = Mount::new(&img, "ro");
     let n = compare(&t, "/", m.path(), &[]);
     assert!(n > 5000);
+    // The kernel verifies every data checksum and both metadata copies.
+    let o = Command::new("btrfs").args(["scrub", "start", "-B", "-r"]).arg(m.path()).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && out.contains("no errors found"), "scrub: {out}");
 }
 
 fn opts_with(f: impl FnOnce(&mut BtrfsOptions)) -> BtrfsOptions {
@@ -668,4 +672,28 @@ fn second_metadata_copy_is_complete() {
     drop(f);
     let m = Mount::new(&img, "ro");
     compare(&t, "/", m.path(), &[]);
+}
+
+#[test]
+fn many_hardlinks_in_one_directory_use_extrefs() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(EPOCH);
+    file(&mut t, "/links/0", 0o644, b"one inode, many names".to_vec());
+    for i in 1..400 {
+        let name = format!("/links/{i}-{}", "n".repeat(150));
+        t.hardlink(name.as_bytes(), b"/links/0").unwrap();
+    }
+    let img = image(d.path(), "extref.img", &t, &BtrfsOptions::default(), None);
+    check(&img);
+    if have_btrfs() {
+        let o = Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "5"]).arg(&img).output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).contains("INODE_EXTREF"));
+    }
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        compare(&t, "/", m.path(), &[]);
+        let o = Command::new("btrfs").args(["scrub", "start", "-B", "-r"]).arg(m.path()).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && out.contains("no errors found"), "scrub: {out}");
+    }
 }

@@ -37,6 +37,7 @@ pub const DEV_ITEMS_OBJECTID: u64 = 1;
 // Item types.
 pub const INODE_ITEM: u8 = 1;
 pub const INODE_REF: u8 = 12;
+pub const INODE_EXTREF: u8 = 13;
 pub const XATTR_ITEM: u8 = 24;
 pub const DIR_ITEM: u8 = 84;
 pub const DIR_INDEX: u8 = 96;

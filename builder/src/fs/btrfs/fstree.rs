@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::btree::MAX_ITEM_DATA;
-use super::crc::name_hash;
+use super::crc::{crc32c_raw, name_hash};
 use super::disk::*;
 use super::BtrfsError;
 use crate::tree::{InodeId, Kind, Tree};
@@ -206,15 +206,28 @@ impl FsRootPlan {
                 inode_ref(&mut b, 0, b"..");
                 out.push(Item::new(Key::new(ino, INODE_REF, ino), b.into_vec()));
             } else {
+                // Names that overflow a parent's INODE_REF item go to
+                // INODE_EXTREF items (the `extref` feature), keyed by hash.
                 let mut by_parent: BTreeMap<u64, Buf> = BTreeMap::new();
+                let mut extrefs: BTreeMap<u64, Buf> = BTreeMap::new();
                 for (p, index, name) in &ip.refs {
-                    inode_ref(by_parent.entry(*p).or_default(), *index, name);
+                    let b = by_parent.entry(*p).or_default();
+                    if b.0.len() + 10 + name.len() <= MAX_ITEM_DATA {
+                        inode_ref(b, *index, name);
+                    } else {
+                        let e = extrefs.entry(extref_hash(*p, name)).or_default();
+                        e.u64(*p);
+                        inode_ref(e, *index, name);
+                    }
                 }
                 for (p, b) in by_parent {
-                    if b.0.len() > MAX_ITEM_DATA {
-                        return Err(too_big(format!("{}: hardlinks in one directory", what()), b.0.len()));
-                    }
                     out.push(Item::new(Key::new(ino, INODE_REF, p), b.into_vec()));
+                }
+                for (h, b) in extrefs {
+                    if b.0.len() > MAX_ITEM_DATA {
+                        return Err(too_big(format!("{}: colliding hardlink names", what()), b.0.len()));
+                    }
+                    out.push(Item::new(Key::new(ino, INODE_EXTREF, h), b.into_vec()));
                 }
             }
             // XATTR_ITEM, grouped by name hash.
@@ -280,6 +293,12 @@ impl FsRootPlan {
         }
         Ok(out)
     }
+}
+
+/// Key offset of an INODE_EXTREF: crc32c seeded with the parent's
+/// (truncated) inode number, as the kernel's `btrfs_extref_hash`.
+fn extref_hash(parent: u64, name: &[u8]) -> u64 {
+    crc32c_raw(parent as u32, name) as u64
 }
 
 fn inline_extent(data: &[u8]) -> Vec<u8> {
