@@ -164,7 +164,7 @@ mod tests {
     fn built_blocks_are_checksummed() {
         let items: Vec<Item> = (0..300u64).map(|i| Item::new(Key::new(i, 1, 0), vec![7u8; 100])).collect();
         let n = block_count(items.iter().map(|i| i.data.len()));
-        let addrs: Vec<u64> = (0..n as u64).map(|i| 1 << 20 | i * 16384).collect();
+        let addrs: Vec<u64> = (0..n as u64).map(|i| (1 << 20) + i * 16384).collect();
         let stamp = Stamp { fsid: [1; 16], chunk_tree_uuid: [2; 16] };
         let t = build(&items, 5, &addrs, &stamp);
         assert_eq!(t.level, 1);
