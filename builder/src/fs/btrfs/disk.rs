@@ -27,6 +27,7 @@ pub const DEV_TREE: u64 = 4;
 pub const FS_TREE: u64 = 5;
 pub const ROOT_TREE_DIR: u64 = 6;
 pub const CSUM_TREE: u64 = 7;
+pub const UUID_TREE: u64 = 9;
 pub const FREE_SPACE_TREE: u64 = 10;
 pub const DATA_RELOC_TREE: u64 = -9i64 as u64;
 pub const EXTENT_CSUM_OBJECTID: u64 = -10i64 as u64;
@@ -56,6 +57,7 @@ pub const FREE_SPACE_EXTENT: u8 = 199;
 pub const DEV_EXTENT: u8 = 204;
 pub const DEV_ITEM: u8 = 216;
 pub const CHUNK_ITEM: u8 = 228;
+pub const UUID_KEY_SUBVOL: u8 = 251;
 
 // Block group / chunk type flags.
 pub const BG_DATA: u64 = 1;

@@ -14,8 +14,7 @@
 //! one device with DUP metadata and system chunks and SINGLE data,
 //! `extref`, `skinny-metadata`, `no-holes` and the free-space tree. The
 //! trees are root, extent, chunk, dev, one fs tree per subvolume, csum,
-//! free-space and data-reloc; the kernel creates the uuid tree on the first
-//! read-write mount. No block-group tree.
+//! uuid, free-space and data-reloc. No block-group tree.
 //!
 //! # Layout strategy
 //! Everything is computed before metadata is written, and written once:
@@ -389,13 +388,15 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let n_dev = block_count(sizes(&dev_items(&chunks_of(&meta), &chunk_uuid)));
     let n_chunk = block_count(sizes(&chunk_items(&chunks_of(&meta), 0, &dev_uuid, &fsid, dev_size)));
     let n_csum = block_count(sizes(&csum_items));
+    let uuid_items = uuid_items(&roots, params);
+    let n_uuid = block_count(sizes(&uuid_items));
     let fs_counts: Vec<usize> = fs_trees.iter().map(|t| block_count(sizes(&t.items))).collect();
     if n_chunk as u64 * NODESIZE as u64 > SYS_CHUNK / 2 {
         return Err(BtrfsError::Internal("chunk tree does not fit the system chunk".into()));
     }
 
     // 5. Iterate the metadata block count until it settles.
-    let fixed = n_root + n_dev + n_csum + fs_counts.iter().sum::<usize>();
+    let fixed = n_root + n_dev + n_csum + n_uuid + fs_counts.iter().sum::<usize>();
     let mut m = fixed + 2;
     let (n_ext, n_fst) = loop {
         meta.length = meta_chunk_size(m);
@@ -429,6 +430,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let a_ext = take(n_ext);
     let a_dev = take(n_dev);
     let a_csum = take(n_csum);
+    let a_uuid = take(n_uuid);
     let a_fst = take(n_fst);
     let a_fs: Vec<Vec<u64>> = fs_counts.iter().map(|&n| take(n)).collect();
     let a_chunk: Vec<u64> = (0..n_chunk as u64).map(|i| sys.logical + i * NODESIZE as u64).collect();
@@ -441,6 +443,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
         (&a_ext, EXTENT_TREE),
         (&a_dev, DEV_TREE),
         (&a_csum, CSUM_TREE),
+        (&a_uuid, UUID_TREE),
         (&a_fst, FREE_SPACE_TREE),
         (&a_chunk, CHUNK_TREE),
     ] {
@@ -482,6 +485,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let b_ext = build_tree(&ext_items, EXTENT_TREE, &a_ext)?;
     let b_dev = build_tree(&dev_items(&chunks, &chunk_uuid), DEV_TREE, &a_dev)?;
     let b_csum = build_tree(&csum_items, CSUM_TREE, &a_csum)?;
+    let b_uuid = build_tree(&uuid_items, UUID_TREE, &a_uuid)?;
     let b_fst = build_tree(&fst_items, FREE_SPACE_TREE, &a_fst)?;
     let b_chunk = build_tree(&chunk_items(&chunks, dev_allocated, &dev_uuid, &fsid, dev_size), CHUNK_TREE, &a_chunk)?;
     let b_fs: Vec<btree::Built> =
@@ -490,6 +494,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
         extent: (b_ext.root, b_ext.level, n_ext),
         dev: (b_dev.root, b_dev.level, n_dev),
         csum: (b_csum.root, b_csum.level, n_csum),
+        uuid: (b_uuid.root, b_uuid.level, n_uuid),
         fst: (b_fst.root, b_fst.level, n_fst),
         fs: BTreeMap::new(),
     };
@@ -501,7 +506,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     // 7. Write tree blocks to every stripe.
     let region = region.expect("checked above");
     built.push((sys.clone(), b_chunk));
-    for b in [b_root, b_ext, b_dev, b_csum, b_fst].into_iter().chain(b_fs) {
+    for b in [b_root, b_ext, b_dev, b_csum, b_uuid, b_fst].into_iter().chain(b_fs) {
         built.push((meta.clone(), b));
     }
     let mut root_info = (0u64, 0u8);
@@ -660,6 +665,28 @@ fn chunk_items(chunks: &[Chunk], allocated: u64, dev_uuid: &[u8; 16], fsid: &[u8
     v
 }
 
+/// The UUID of a subvolume (tree 5 included), derived from the seed.
+fn subvol_uuid(params: &FsParams, id: u64) -> [u8; 16] {
+    *derive_uuid(&params.seed, &format!("btrfs-subvol-uuid-{id}")).as_bytes()
+}
+
+/// The uuid tree: each subvolume's UUID (split into two little-endian
+/// halves as the key) to its id, so a first read-write mount need not
+/// rescan.
+fn uuid_items(roots: &[FsRootPlan], params: &FsParams) -> Vec<Item> {
+    let mut v: Vec<Item> = roots
+        .iter()
+        .map(|r| {
+            let u = subvol_uuid(params, r.id);
+            let hi = u64::from_le_bytes(u[0..8].try_into().expect("8 bytes"));
+            let lo = u64::from_le_bytes(u[8..16].try_into().expect("8 bytes"));
+            Item::new(Key::new(hi, UUID_KEY_SUBVOL, lo), r.id.to_le_bytes().to_vec())
+        })
+        .collect();
+    v.sort_by_key(|i| i.key);
+    v
+}
+
 fn csum_items(csums: &data::Csums) -> Vec<Item> {
     // The kernel's MAX_CSUM_ITEMS for 4-byte checksums.
     let max = (disk::LEAF_DATA - 2 * ITEM_SIZE) / 4 - 1;
@@ -683,6 +710,7 @@ struct RootAddrs {
     extent: (u64, u8, usize),
     dev: (u64, u8, usize),
     csum: (u64, u8, usize),
+    uuid: (u64, u8, usize),
     fst: (u64, u8, usize),
     fs: BTreeMap<u64, (u64, u8, usize)>,
 }
@@ -693,7 +721,7 @@ fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params:
     };
     let fs = |id: u64| {
         let (bytenr, level, n) = a.fs.get(&id).copied().unwrap_or_default();
-        let uuid = if id == DATA_RELOC_TREE { [0; 16] } else { *derive_uuid(&params.seed, &format!("btrfs-subvol-uuid-{id}")).as_bytes() };
+        let uuid = if id == DATA_RELOC_TREE { [0; 16] } else { subvol_uuid(params, id) };
         RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: FIRST_FREE_OBJECTID, uuid, time: epoch }.encode()
     };
     let mut v = vec![
@@ -701,6 +729,7 @@ fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params:
         Item::new(Key::new(DEV_TREE, ROOT_ITEM, 0), plain(a.dev)),
         Item::new(Key::new(FS_TREE, ROOT_ITEM, 0), fs(FS_TREE)),
         Item::new(Key::new(CSUM_TREE, ROOT_ITEM, 0), plain(a.csum)),
+        Item::new(Key::new(UUID_TREE, ROOT_ITEM, 0), plain(a.uuid)),
         Item::new(Key::new(FREE_SPACE_TREE, ROOT_ITEM, 0), plain(a.fst)),
         Item::new(Key::new(DATA_RELOC_TREE, ROOT_ITEM, 0), fs(DATA_RELOC_TREE)),
     ];
@@ -780,7 +809,7 @@ fn superblock(c: &SuperCtx<'_>, bytenr: u64) -> Vec<u8> {
     label[..c.label.len()].copy_from_slice(c.label);
     b.bytes(&label);
     b.u64(0) // cache_generation
-        .u64(0) // uuid_tree_generation
+        .u64(GENERATION) // uuid_tree_generation
         .zeros(16) // metadata_uuid
         .u64(0) // nr_global_roots
         .zeros(27 * 8);
