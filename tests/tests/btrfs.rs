@@ -697,3 +697,118 @@ fn many_hardlinks_in_one_directory_use_extrefs() {
         assert!(o.status.success() && out.contains("no errors found"), "scrub: {out}");
     }
 }
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    fn name(&mut self) -> Vec<u8> {
+        let len = match self.below(10) {
+            0 => 200 + self.below(56) as usize,
+            _ => 1 + self.below(20) as usize,
+        };
+        let mut n: Vec<u8> = (0..len).map(|_| (self.below(254) + 1) as u8).map(|b| if b == b'/' { b'_' } else { b }).collect();
+        if n == b"." || n == b".." {
+            n.push(b'x');
+        }
+        n
+    }
+}
+
+/// A random tree: every kind of entry, random names (not always UTF-8),
+/// modes, owners, times, xattrs and sizes.
+fn random_tree(seed: u64) -> Tree {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut t = Tree::new(EPOCH);
+    let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..400 {
+        let parent = dirs[r.below(dirs.len() as u64) as usize].clone();
+        let mut path = parent.clone();
+        path.push(b'/');
+        path.extend(r.name());
+        if t.find(&path).is_some() {
+            continue;
+        }
+        let mut m = Meta::new(r.below(0o10000) as u32, EPOCH);
+        m.uid = r.below(1 << 31) as u32;
+        m.gid = r.below(1 << 31) as u32;
+        m.mtime = EPOCH - r.below(1 << 30) as i64;
+        m.mtime_nsec = r.below(1_000_000_000) as u32;
+        let kind = match r.below(20) {
+            0..=4 => Kind::Dir(Default::default()),
+            5..=12 => {
+                let len = match r.below(10) {
+                    0 => 0,
+                    1..=4 => r.below(2100) as usize,
+                    5..=8 => r.below(300_000) as usize,
+                    _ => r.below(3 << 20) as usize,
+                };
+                // Half random (incompressible), half repetitive.
+                let data = if r.below(2) == 0 { r.bytes(len) } else { (0..len).map(|i| (i / 100) as u8).collect() };
+                Kind::File(Content::bytes(data))
+            }
+            13..=14 => {
+                let max = if r.below(4) == 0 { 4000 } else { 60 };
+                let len = 1 + r.below(max) as usize;
+                Kind::Symlink((0..len).map(|_| (r.below(254) + 1) as u8).collect())
+            }
+            15..=16 if !files.is_empty() => {
+                let target = files[r.below(files.len() as u64) as usize].clone();
+                t.hardlink(&path, &target).unwrap();
+                continue;
+            }
+            17 => Kind::CharDev { major: r.below(4096) as u32, minor: r.below(1 << 20) as u32 },
+            18 => Kind::BlockDev { major: r.below(4096) as u32, minor: r.below(1 << 20) as u32 },
+            _ => Kind::Fifo,
+        };
+        let is_dir = matches!(kind, Kind::Dir(_));
+        let is_file = matches!(kind, Kind::File(_));
+        for _ in 0..r.below(3) {
+            // The kernel hides user.* xattrs of special files, so none are made.
+            let ns = if r.below(2) == 0 && (is_dir || is_file) { "user." } else { "trusted." };
+            let mut name = ns.as_bytes().to_vec();
+            name.extend(format!("a{}", r.below(1000)).bytes());
+            let len = r.below(600) as usize;
+            m.xattrs.insert(name, r.bytes(len));
+        }
+        t.insert(&path, Inode { meta: m, kind }).unwrap();
+        if is_dir {
+            dirs.push(path);
+        } else if is_file {
+            files.push(path);
+        }
+    }
+    t
+}
+
+#[test]
+fn random_trees_pass_check_and_read_back() {
+    let d = tempfile::tempdir().unwrap();
+    // More seeds: BTRFS_RANDOM_SEEDS=100.
+    let n: u64 = std::env::var("BTRFS_RANDOM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    for seed in 1..=n {
+        let t = random_tree(seed);
+        let opts = opts_with(|o| {
+            o.compression = [None, Some(Compression::Zstd), Some(Compression::Zlib)][seed as usize % 3];
+        });
+        let img = image(d.path(), &format!("random-{seed}.img"), &t, &opts, None);
+        check(&img);
+        if is_root() && have_btrfs() {
+            let m = Mount::new(&img, "ro");
+            compare(&t, "/", m.path(), &[]);
+        }
+        fs::remove_file(&img).unwrap();
+    }
+}
