@@ -362,7 +362,12 @@ fn subvolumes_pass_check_and_read_back() {
     t.insert(b"/home/user", Inode { meta: m, kind: Kind::Dir(Default::default()) }).unwrap();
     file(&mut t, "/home/user/notes.txt", 0o600, pseudo(10_000, 11));
     file(&mut t, "/home/user/small", 0o600, b"small".to_vec());
-    let img = image(d.path(), "subvol.img", &t, &subvol_opts(), None);
+    file(&mut t, "/home/user/.cache/deep/x", 0o600, pseudo(3000, 12));
+    let mut opts = subvol_opts();
+    // A subvolume inside another's part of the tree: `@home` keeps an empty
+    // `user/.cache` where `@cache` is meant to be mounted.
+    opts.subvolumes.push(SubvolumeSpec { name: "@cache".into(), from: "/home/user/.cache".into() });
+    let img = image(d.path(), "subvol.img", &t, &opts, None);
     check(&img);
     if have_btrfs() && is_root() {
         let m = Mount::new(&img, "ro");
@@ -370,15 +375,21 @@ fn subvolumes_pass_check_and_read_back() {
         compare(&t, "/", m.path(), &["home"]);
         drop(m);
         let m = Mount::new(&img, "ro,subvol=@home");
-        compare(&t, "/home", m.path(), &[]);
+        compare(&t, "/home", m.path(), &["user/.cache"]);
+        drop(m);
+        let m = Mount::new(&img, "ro,subvol=@cache");
+        compare(&t, "/home/user/.cache", m.path(), &[]);
         drop(m);
         let m = Mount::new(&img, "ro,subvolid=5");
         let mut names: Vec<String> = fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         names.sort();
-        assert_eq!(names, vec!["@", "@home"]);
-        drop(m);
-        let o = Command::new("btrfs").args(["subvolume", "list"]).output();
-        let _ = o;
+        assert_eq!(names, vec!["@", "@cache", "@home"]);
+        let o = Command::new("btrfs").args(["subvolume", "list"]).arg(m.path()).output().unwrap();
+        let list = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(list.contains("ID 256 gen 1 top level 5 path @\n"), "{list}");
+        assert!(list.contains("ID 257 gen 1 top level 5 path @home\n"), "{list}");
+        let o = Command::new("btrfs").args(["subvolume", "get-default"]).arg(m.path()).output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).contains("ID 256 "), "{}", String::from_utf8_lossy(&o.stdout));
     } else {
         eprintln!("SKIP: not root; kernel read-back not run");
     }
@@ -810,5 +821,28 @@ fn random_trees_pass_check_and_read_back() {
             compare(&t, "/", m.path(), &[]);
         }
         fs::remove_file(&img).unwrap();
+    }
+}
+
+#[test]
+fn hundred_thousand_entries_make_three_level_trees() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(EPOCH);
+    for i in 0..100_000u32 {
+        let data = if i % 10 == 0 { pseudo(100 + (i % 3000) as usize, i) } else { Vec::new() };
+        file(&mut t, &format!("/d{:03}/file-with-a-longish-name-{i:06}", i % 500), 0o644, data);
+    }
+    let img = image(d.path(), "wide.img", &t, &BtrfsOptions::default(), None);
+    check(&img);
+    if have_btrfs() {
+        let o = Command::new("btrfs").args(["inspect-internal", "dump-tree", "-t", "5"]).arg(&img).output().unwrap();
+        let s = String::from_utf8_lossy(&o.stdout);
+        let root = s.lines().find(|l| l.starts_with("node") || l.starts_with("leaf")).unwrap_or("").to_string();
+        assert!(root.contains("level 2"), "fs tree root: {root}");
+    }
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        assert_eq!(fs::read_dir(m.path().join("d007")).unwrap().count(), 200);
+        assert_eq!(fs::read(m.path().join("d010/file-with-a-longish-name-001010")).unwrap(), pseudo(100 + 1010, 1010));
     }
 }
