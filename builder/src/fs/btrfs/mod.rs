@@ -23,7 +23,10 @@
 //!    holes (`no-holes`), small files (≤ 2048 bytes) and symlinks are inline.
 //! 2. Physical space: 1 MiB reserved, the system chunk (2 × 2 MiB DUP), then
 //!    data chunks (≤ 1 GiB each), then the metadata chunk (DUP) sized to the
-//!    metadata plus some headroom. No chunk covers a superblock mirror.
+//!    metadata plus the kernel's global reserve plus 6 MiB, so that even a
+//!    filesystem of exactly [`min_size`] takes small changes read-write
+//!    (about 2 × 13 MiB for a small tree, where mkfs.btrfs reserves up to
+//!    2 × 256 MiB). No chunk covers a superblock mirror.
 //! 3. The data pass copies content into the data chunks, checksumming each
 //!    4 KiB sector (and compressing where that saves a sector); the last
 //!    data chunk is then trimmed to what was used.
@@ -399,7 +402,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let fixed = n_root + n_dev + n_csum + n_uuid + fs_counts.iter().sum::<usize>();
     let mut m = fixed + 2;
     let (n_ext, n_fst) = loop {
-        meta.length = meta_chunk_size(m);
+        meta.length = meta_chunk_size(m, 0);
         let blocks = placeholder_blocks(&sys, n_chunk, &meta, m);
         let ext = block_count(sizes(&extent_items(&chunks_of(&meta), &data_used_of(&chunks_of(&meta), n_chunk, m, &data_used), &data_refs, &blocks)));
         let fst = block_count(sizes(&free_space_items(&chunks_of(&meta), &used_ranges(&sys, n_chunk, &meta, m, &data_refs))));
@@ -409,7 +412,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
         }
         m = total;
     };
-    meta.length = meta_chunk_size(m);
+    meta.length = meta_chunk_size(m, n_root + n_csum + n_ext + n_fst);
     let (m0, _) = phys.alloc_upto(meta.length, true);
     let (m1, _) = phys.alloc_upto(meta.length, true);
     meta.stripes = vec![m0, m1];
@@ -555,9 +558,16 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     Ok(Outcome { end, bytes_used, allocated: dev_allocated, meta_blocks: m })
 }
 
-fn meta_chunk_size(blocks: usize) -> u64 {
+/// Size of the metadata chunk for `blocks` tree blocks, of which
+/// `global_blocks` belong to the trees the kernel sizes its global block
+/// reserve by (root, extent, csum, free-space). The free part covers that
+/// reserve (at least about 6 MiB on a small filesystem) plus 6 MiB for
+/// transactions, so that even a filesystem of exactly `min_size` takes small
+/// changes read-write without a new chunk.
+fn meta_chunk_size(blocks: usize, global_blocks: usize) -> u64 {
     let used = blocks as u64 * NODESIZE as u64;
-    align_up(used + (used / 4).max(2 * MIB), MIB)
+    let global = (global_blocks as u64 * NODESIZE as u64).clamp(6 * MIB, 512 * MIB);
+    align_up(used + global + 6 * MIB, MIB)
 }
 
 /// Per chunk (in `chunks_of` order): bytes used.
