@@ -441,7 +441,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let mut blocks: Vec<(u64, u8, u64)> = Vec::new();
     // level_counts works from the leaf count; recover it from the total.
     let leaves_of = |total: usize| (1..=total).find(|&l| level_counts(l).iter().sum::<usize>() == total).unwrap_or(1);
-    for (addrs, owner) in [
+    let fixed_trees = [
         (&a_root, ROOT_TREE),
         (&a_ext, EXTENT_TREE),
         (&a_dev, DEV_TREE),
@@ -449,24 +449,12 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
         (&a_uuid, UUID_TREE),
         (&a_fst, FREE_SPACE_TREE),
         (&a_chunk, CHUNK_TREE),
-    ] {
-        let l = leaves_of(addrs.len());
-        let mut lv = Vec::new();
-        for (lvl, &c) in level_counts(l).iter().enumerate() {
-            lv.extend(std::iter::repeat_n(lvl as u8, c));
-        }
+    ];
+    for (addrs, owner) in fixed_trees.into_iter().chain(a_fs.iter().zip(fs_trees.iter().map(|t| t.owner))) {
+        let levels = level_counts(leaves_of(addrs.len()));
+        let lv = levels.iter().enumerate().flat_map(|(lvl, &c)| std::iter::repeat_n(lvl as u8, c));
         for (a, lvl) in addrs.iter().zip(lv) {
             blocks.push((*a, lvl, owner));
-        }
-    }
-    for (addrs, t) in a_fs.iter().zip(&fs_trees) {
-        let l = leaves_of(addrs.len());
-        let mut lv = Vec::new();
-        for (lvl, &c) in level_counts(l).iter().enumerate() {
-            lv.extend(std::iter::repeat_n(lvl as u8, c));
-        }
-        for (a, lvl) in addrs.iter().zip(lv) {
-            blocks.push((*a, lvl, t.owner));
         }
     }
     blocks.sort();
@@ -534,7 +522,6 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let sb_ctx = SuperCtx {
         fsid,
         dev_uuid,
-        chunk_uuid,
         label: params.label.as_bytes(),
         dev_size,
         bytes_used,
@@ -773,7 +760,6 @@ fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params:
 struct SuperCtx<'a> {
     fsid: [u8; 16],
     dev_uuid: [u8; 16],
-    chunk_uuid: [u8; 16],
     label: &'a [u8],
     dev_size: u64,
     bytes_used: u64,
@@ -786,7 +772,6 @@ struct SuperCtx<'a> {
 }
 
 fn superblock(c: &SuperCtx<'_>, bytenr: u64) -> Vec<u8> {
-    let _ = c.chunk_uuid;
     let mut b = Buf::with_capacity(SUPER_INFO_SIZE);
     b.zeros(32).bytes(&c.fsid).u64(bytenr).u64(HEADER_FLAG_WRITTEN).bytes(MAGIC);
     b.u64(GENERATION) // generation
