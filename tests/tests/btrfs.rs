@@ -571,6 +571,12 @@ fn bench_against_mkfs_btrfs() {
         serde_json::from_value(serde_json::json!({"dir": src, "owner": "preserve"})).unwrap();
     build_image::tree::dir::apply(&mut t, &layer, host).unwrap();
     let size = 1u64 << 30;
+    eprintln!(
+        "min_size: {} bytes for {} bytes of content ({} for an empty tree)",
+        btrfs::min_size(&t, &params(), &BtrfsOptions::default()),
+        t.content_bytes(),
+        btrfs::min_size(&Tree::new(EPOCH), &params(), &BtrfsOptions::default())
+    );
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for i in 0..3 {
@@ -593,6 +599,16 @@ fn bench_against_mkfs_btrfs() {
     }
     ours.sort();
     theirs.sort();
+    // Ours with zstd (mkfs.btrfs 6.2 cannot compress with --rootdir).
+    let p = out.join("ours-zstd.img");
+    let _ = fs::remove_file(&p);
+    let f = File::options().read(true).write(true).create_new(true).open(&p).unwrap();
+    f.set_len(size).unwrap();
+    let s = std::time::Instant::now();
+    let opts = BtrfsOptions { compression: Some(Compression::Zstd), ..Default::default() };
+    let rep = btrfs::write(&t, Region::new(&f, 0, size, "bench"), &params(), &opts).unwrap();
+    f.sync_data().unwrap();
+    eprintln!("ours with zstd: {:?}, {} bytes used", s.elapsed(), rep.used_bytes);
     eprintln!(
         "btrfs bench on {src}: ours {:?}, mkfs.btrfs --rootdir {:?}, ratio {:.2}",
         ours[1],
