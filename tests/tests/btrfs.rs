@@ -50,12 +50,16 @@ fn check(img: &Path) {
         eprintln!("SKIP: btrfs-progs not installed; `btrfs check` not run on {}", img.display());
         return;
     }
-    let o = Command::new("btrfs").args(["check", "--readonly", "--check-data-csum"]).arg(img).output().unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let bad = out.lines().any(|l| {
-        l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found"))
-    });
-    assert!(o.status.success() && !bad, "btrfs check failed on {}:\n{out}", img.display());
+    // Both checkers: the original one and lowmem, which walks the trees
+    // by different code.
+    for mode in ["--mode=original", "--mode=lowmem"] {
+        let o = Command::new("btrfs").args(["check", "--readonly", "--check-data-csum", mode]).arg(img).output().unwrap();
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let bad = out.lines().any(|l| {
+            l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found"))
+        });
+        assert!(o.status.success() && !bad, "btrfs check {mode} failed on {}:\n{out}", img.display());
+    }
     // The first mirror superblock, where the image has room for it.
     if fs::metadata(img).unwrap().len() >= (64 << 20) + 4096 {
         let o = Command::new("btrfs").args(["check", "--readonly", "-s", "1"]).arg(img).output().unwrap();
