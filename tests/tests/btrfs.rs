@@ -465,6 +465,18 @@ fn junk_in_the_holes_does_not_matter() {
             let m = Mount::new(&img, "ro");
             // Plain and with `@` as the default subvolume: the same tree.
             compare(&t, "/", m.path(), &[]);
+            drop(m);
+            // Read-write on top of the junk: new blocks land in free space.
+            {
+                let m = Mount::new(&img, "rw");
+                fs::write(m.path().join("after-junk"), pseudo(3 << 20, 8)).unwrap();
+                for i in 0..300 {
+                    fs::write(m.path().join(format!("many/entry-{i:05}")), pseudo(i * 50, i as u32)).unwrap();
+                }
+            }
+            check(&img);
+            let m = Mount::new(&img, "ro");
+            assert_eq!(fs::read(m.path().join("after-junk")).unwrap(), pseudo(3 << 20, 8));
         }
     }
 }
