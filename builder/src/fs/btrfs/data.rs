@@ -8,6 +8,7 @@ use super::disk::{align_down, align_up, COMPRESS_ZLIB, COMPRESS_ZSTD, SECTORSIZE
 use super::fstree::{FileData, FileExtent, FsRootPlan};
 use super::{BtrfsError, Compression};
 use crate::disk::region::Region;
+use crate::tree::content::ContentReader;
 use crate::tree::{Kind, Tree};
 
 /// Largest regular extent (BTRFS_MAX_EXTENT_SIZE).
@@ -180,7 +181,7 @@ pub fn write_data(
 ) -> Result<Csums, BtrfsError> {
     let mut csums = Csums::default();
     let mut buf: Vec<u8> = Vec::new();
-    let mut reader: Option<((usize, usize), crate::tree::content::ContentReader)> = None;
+    let mut reader: Option<((usize, usize), ContentReader)> = None;
     for p in pieces {
         let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
         let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
@@ -231,12 +232,27 @@ pub fn write_data(
         }
         let mut done = 0u64;
         for (logical, phys, n) in space.alloc_split(p.len)? {
+            let src = p.off + done;
+            let file_backed = !matches!(rd, ContentReader::Bytes(_));
+            if file_backed {
+                // Host content: copy_file_range, then the padding past the
+                // end of the file written explicitly (it is checksummed).
+                let copy = n.min(content.len().saturating_sub(src));
+                if copy > 0 {
+                    region.copy_content(rd, src, copy, phys)?;
+                }
+                if copy < n {
+                    region.zero(phys + copy, n - copy)?;
+                }
+            }
             let mut at = 0u64;
             while at < n {
                 let k = (n - at).min(1 << 20);
                 buf.resize(k as usize, 0);
-                rd.read_exact_at(&mut buf, p.off + done + at).map_err(read_err)?;
-                region.write_at(&buf, phys + at)?;
+                rd.read_exact_at(&mut buf, src + at).map_err(read_err)?;
+                if !file_backed {
+                    region.write_at(&buf, phys + at)?;
+                }
                 csums.push(logical + at, &buf);
                 at += k;
             }
