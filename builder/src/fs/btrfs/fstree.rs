@@ -1,6 +1,11 @@
 //! Filesystem trees: which tree inode lands in which subvolume under which
 //! inode number, and the items (inodes, refs, directory entries, xattrs,
 //! file extents) of each subvolume.
+//!
+//! Each subvolume numbers its own inodes from 256 in depth-first order. A
+//! hardlinked file whose names fall into two subvolumes becomes one inode
+//! in each (btrfs cannot link across subvolumes), with its data stored
+//! once per subvolume.
 
 use std::collections::BTreeMap;
 
@@ -78,7 +83,9 @@ pub fn ftype(k: &Kind) -> u8 {
 
 /// The device number as btrfs stores it: the kernel's internal `dev_t`
 /// (`MKDEV`: major in the top 12 bits, minor in the low 20), which btrfs
-/// copies from and to `inode->i_rdev` unchanged.
+/// copies from and to `inode->i_rdev` unchanged. (Not `new_encode_dev`,
+/// which is ext4's encoding: the kernel read-back test shows the
+/// difference.)
 pub fn rdev(major: u32, minor: u32) -> u64 {
     ((major as u64) << 20) | (minor as u64 & 0xfffff)
 }
@@ -161,8 +168,8 @@ impl FsRootPlan {
             let ino = FIRST_FREE_OBJECTID + i as u64;
             let node = ip.src.map(|s| tree.inode(s));
             let what = || match ip.src {
-                Some(s) => format!("inode {s} (subvolume tree {})", self.id),
-                None => format!("the top-level directory of tree {}", self.id),
+                Some(s) => path_of(tree, s),
+                None => "the top-level directory".to_string(),
             };
             let too_big = |what: String, size: usize| BtrfsError::ItemTooLarge { what, size, max: MAX_ITEM_DATA };
             // INODE_ITEM
@@ -263,8 +270,9 @@ impl FsRootPlan {
             // EXTENT_DATA
             match (node.map(|n| &n.kind), &ip.data) {
                 (Some(Kind::Symlink(t)), _) => {
-                    if 21 + t.len() > MAX_ITEM_DATA {
-                        return Err(too_big(format!("{}: symlink target", what()), t.len()));
+                    // Linux symlink targets are shorter than a page.
+                    if t.len() >= SECTORSIZE as usize {
+                        return Err(BtrfsError::SymlinkTooLong { what: what(), len: t.len() });
                     }
                     out.push(Item::new(Key::new(ino, EXTENT_DATA, 0), inline_extent(t)));
                 }
@@ -305,4 +313,15 @@ fn inline_extent(data: &[u8]) -> Vec<u8> {
     let mut b = Buf::with_capacity(21 + data.len());
     b.u64(GENERATION).u64(data.len() as u64).u8(0).u8(0).u16(0).u8(FILE_EXTENT_INLINE).bytes(data);
     b.into_vec()
+}
+
+/// The first path naming `id` in the tree, for messages.
+fn path_of(tree: &Tree, id: InodeId) -> String {
+    let mut found = None;
+    tree.walk(|v| {
+        if found.is_none() && v.ino == id {
+            found = Some(crate::tree::show(v.path));
+        }
+    });
+    found.unwrap_or_else(|| format!("inode {id}"))
 }

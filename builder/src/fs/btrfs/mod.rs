@@ -74,6 +74,8 @@ pub enum BtrfsError {
     BadDefault(String),
     #[error("name `{name}` is {len} bytes long; btrfs names are at most 255 bytes")]
     NameTooLong { name: String, len: usize },
+    #[error("{what}: a symlink target of {len} bytes is too long (at most 4095)")]
+    SymlinkTooLong { what: String, len: usize },
     #[error("btrfs label `{0}` is longer than 255 bytes")]
     BadLabel(String),
     #[error("the partition of {have} bytes is too small for this btrfs filesystem: it needs at least {need} bytes")]

@@ -146,3 +146,19 @@ fn physical_allocation_skips_superblock_mirrors() {
     p.cursor = 60 * MIB;
     assert_eq!(p.alloc_upto(8 * MIB, true), (60 * MIB, 8 * MIB));
 }
+
+#[test]
+fn oversized_items_name_the_path() {
+    let mut t = Tree::new(0);
+    let mut m = Meta::new(0o644, 0);
+    m.xattrs.insert(b"user.huge".to_vec(), vec![0; 20_000]);
+    t.insert(b"/etc/big-xattr", Inode { meta: m, kind: Kind::Fifo }).unwrap();
+    let (_f, r) = write_to(&t, &BtrfsOptions::default(), 64 << 20);
+    let e = r.unwrap_err();
+    assert!(matches!(e, BtrfsError::ItemTooLarge { .. }) && e.to_string().contains("/etc/big-xattr"), "{e}");
+    let mut t = Tree::new(0);
+    t.insert(b"/l", Inode { meta: Meta::new(0o777, 0), kind: Kind::Symlink(vec![b'a'; 4096]) }).unwrap();
+    let (_f, r) = write_to(&t, &BtrfsOptions::default(), 64 << 20);
+    let e = r.unwrap_err();
+    assert!(matches!(e, BtrfsError::SymlinkTooLong { len: 4096, .. }) && e.to_string().contains("/l"), "{e}");
+}
