@@ -419,6 +419,11 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let (m1, _) = phys.alloc_upto(meta.length, true);
     meta.stripes = vec![m0, m1];
     let end = m1 + meta.length;
+    if let Some(r) = region {
+        if end > dev_size {
+            return Err(BtrfsError::TooSmall { have: r.len(), need: end });
+        }
+    }
     if region.is_none() {
         return Ok(Outcome { end, bytes_used: 0, allocated: 0, meta_blocks: m });
     }
