@@ -237,6 +237,9 @@ pub struct RootItem {
     pub root_dirid: u64,
     pub uuid: [u8; 16],
     pub time: i64,
+    /// Generation the subvolume was created in (0 for the top level and
+    /// internal trees, as mkfs.btrfs writes them).
+    pub otransid: u64,
 }
 
 impl RootItem {
@@ -259,7 +262,7 @@ impl RootItem {
             .bytes(&self.uuid)
             .zeros(32) // parent_uuid, received_uuid
             .u64(if self.root_dirid != 0 { GENERATION } else { 0 }) // ctransid
-            .u64(0) // otransid
+            .u64(self.otransid)
             .u64(0) // stransid
             .u64(0); // rtransid
         let t = if self.root_dirid != 0 { self.time } else { 0 };
@@ -345,7 +348,7 @@ mod tests {
     #[test]
     fn struct_sizes() {
         assert_eq!(InodeItem::default().encode().len(), 160);
-        let r = RootItem { bytenr: 0, level: 0, bytes_used: 0, root_dirid: 256, uuid: [0; 16], time: 0 };
+        let r = RootItem { bytenr: 0, level: 0, bytes_used: 0, root_dirid: 256, uuid: [0; 16], time: 0, otransid: 0 };
         assert_eq!(r.encode().len(), 439);
         let mut b = Buf::default();
         DevItem { total_bytes: 0, bytes_used: 0, uuid: [0; 16], fsid: [0; 16] }.put(&mut b);

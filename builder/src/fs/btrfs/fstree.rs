@@ -149,7 +149,7 @@ impl FsRootPlan {
         root.entries.push(Entry {
             index,
             name: name.to_vec(),
-            location: Key::new(subvol, ROOT_ITEM, u64::MAX),
+            location: Key::new(subvol, ROOT_ITEM, 0), // as the kernel's create_subvol
             ftype: FT_DIR,
         });
         index

@@ -721,12 +721,15 @@ struct RootAddrs {
 
 fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params: &FsParams, epoch: i64) -> Vec<Item> {
     let plain = |(bytenr, level, n): (u64, u8, usize)| {
-        RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: 0, uuid: [0; 16], time: 0 }.encode()
+        RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: 0, uuid: [0; 16], time: 0, otransid: 0 }
+            .encode()
     };
     let fs = |id: u64| {
         let (bytenr, level, n) = a.fs.get(&id).copied().unwrap_or_default();
         let uuid = if id == DATA_RELOC_TREE { [0; 16] } else { subvol_uuid(params, id) };
-        RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: FIRST_FREE_OBJECTID, uuid, time: epoch }.encode()
+        let otransid = if id >= FIRST_FREE_OBJECTID && id != DATA_RELOC_TREE { GENERATION } else { 0 };
+        let bytes_used = n as u64 * NODESIZE as u64;
+        RootItem { bytenr, level, bytes_used, root_dirid: FIRST_FREE_OBJECTID, uuid, time: epoch, otransid }.encode()
     };
     let mut v = vec![
         Item::new(Key::new(EXTENT_TREE, ROOT_ITEM, 0), plain(a.extent)),
@@ -750,7 +753,10 @@ fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params:
     inode_ref(&mut b, 0, b"..");
     v.push(Item::new(Key::new(ROOT_TREE_DIR, INODE_REF, ROOT_TREE_DIR), b.into_vec()));
     let mut b = Buf::default();
-    dir_item(&mut b, Key::new(default_id, ROOT_ITEM, u64::MAX), FT_DIR, b"default", b"");
+    // mkfs.btrfs points at tree 5 with offset -1; the kernel's set-default
+    // at a subvolume with offset 0.
+    let offset = if default_id == FS_TREE { u64::MAX } else { 0 };
+    dir_item(&mut b, Key::new(default_id, ROOT_ITEM, offset), FT_DIR, b"default", b"");
     v.push(Item::new(Key::new(ROOT_TREE_DIR, DIR_ITEM, crc::name_hash(b"default")), b.into_vec()));
     for s in subvols {
         let mut b = Buf::default();
