@@ -565,6 +565,23 @@ fn minbase_tree_if_present() {
     }
     let img = image(d.path(), "minbase-zstd.img", &t, &opts_with(|o| o.compression = Some(Compression::Zstd)), Some(1 << 30));
     check(&img);
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro");
+        compare(&t, "/", m.path(), &[]);
+    }
+    let opts = opts_with(|o| {
+        o.subvolumes = vec![
+            SubvolumeSpec { name: "@".into(), from: "/".into() },
+            SubvolumeSpec { name: "@var".into(), from: "/var".into() },
+        ];
+        o.default_subvolume = Some("@".into());
+    });
+    let img = image(d.path(), "minbase-subvol.img", &t, &opts, Some(1 << 30));
+    check(&img);
+    if is_root() && have_btrfs() {
+        let m = Mount::new(&img, "ro,subvol=@var");
+        compare(&t, "/var", m.path(), &[]);
+    }
 }
 
 /// `BTRFS_BENCH_SRC=DIR cargo test --release -p e2e-tests --test btrfs -- --ignored --nocapture bench`
