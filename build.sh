@@ -5,11 +5,13 @@
 #   ./build.sh deps         only install the test dependencies (Debian packages)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
+#   ./build.sh agent        build the static guest agent (initramfs /init):
+#                           target/x86_64-unknown-linux-gnu/release/guest-agent
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time qemu-system-x86 kmod)
 
 deps() {
     local missing=()
@@ -42,6 +44,11 @@ deps)
 schema)
     cargo run -q -p build-image -- schema > recipes/schema.json
     ;;
+agent)
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build -p guest-agent --release --target x86_64-unknown-linux-gnu
+    echo "target/x86_64-unknown-linux-gnu/release/guest-agent" >&2
+    ;;
 bench)
     deps
     for b in bench/*.sh; do
@@ -51,7 +58,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | schema | bench | agent]" >&2
     exit 2
     ;;
 esac
