@@ -567,10 +567,11 @@ fn describe(st: WaitStatus) -> String {
     }
 }
 
-/// Reap children until `main` exits (or, with `None`, forever).
+/// Reap children until `main` exits (or, with `None`, forever). `wait`, not
+/// `waitpid(None)`, which in rustix means "my process group" only.
 fn reap_until(main: Option<u32>) -> Option<WaitStatus> {
     loop {
-        match rustix::process::waitpid(None, WaitOptions::empty()) {
+        match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, st))) => {
                 if Some(pid.as_raw_nonzero().get() as u32) == main {
                     return Some(st);
@@ -614,7 +615,7 @@ fn power_off() -> ! {
     if unsafe { libc::kill(-1, libc::SIGTERM) } == 0 {
         let t = Instant::now();
         loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            match rustix::process::wait(WaitOptions::NOHANG) {
                 Err(Errno::CHILD) => break,
                 Ok(Some(_)) => continue,
                 _ => {}
@@ -622,7 +623,7 @@ fn power_off() -> ! {
             if t.elapsed() > Duration::from_secs(2) {
                 // SAFETY: as above.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
-                while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::empty()) {}
+                while let Ok(Some(_)) = rustix::process::wait(WaitOptions::empty()) {}
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
