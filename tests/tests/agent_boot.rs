@@ -332,8 +332,8 @@ fn boot_with(
     drop(stdin);
     if !exited {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let _ = child.wait();
     reader.join().unwrap();
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
