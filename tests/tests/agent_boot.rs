@@ -5,8 +5,9 @@
 //!
 //! * appliance mode (no `root=`): the marker is printed and qemu powers off
 //!   by itself;
-//! * root switch: `root=PARTUUID=` (found through the GPT) and `root=UUID=`
-//!   on a GPT disk made with `mke2fs -d` + `sgdisk`;
+//! * root switch: `root=PARTUUID=`/`PARTLABEL=` (found through the GPT),
+//!   `root=UUID=` (superblock) and `root=/dev/vda1`, on a GPT disk made with
+//!   `mke2fs -d` + `sgdisk`;
 //! * failure: an unknown root gives an error line and a usable shell;
 //! * timing: qemu start → marker, agent vs a one-line busybox `/init`
 //!   (`cargo test -p e2e-tests --test agent_boot -- --nocapture timing`).
@@ -399,13 +400,16 @@ fn root_disk(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn switches_root_by_partuuid_and_by_uuid() {
+fn switches_root_by_partuuid_uuid_partlabel_and_path() {
     let t = tempfile::tempdir().unwrap();
     let disk = root_disk(t.path());
     let initrd = initramfs(t.path(), Init::Agent { argv: None, modules: true });
     let cases = [
         (format!("root=PARTUUID={} {APPEND}", PARTUUID.to_uppercase()), format!("root PARTUUID={PARTUUID} is /dev/vda1 (ext4, ro)")),
         (format!("root=UUID={FSUUID} rootfstype=ext4 rw {APPEND}"), format!("root UUID={FSUUID} is /dev/vda1 (ext4, rw)")),
+        (format!("root=PARTLABEL=root agent.init=/sbin/init {APPEND}"), "root PARTLABEL=root is /dev/vda1 (ext4, ro)".into()),
+        // btrfs is a module that is not loaded: ENODEV, then ext4 works.
+        (format!("root=/dev/vda1 rootfstype=btrfs,ext4 {APPEND}"), "root /dev/vda1 is /dev/vda1 (ext4, ro)".into()),
     ];
     for (append, expect) in cases {
         let b = boot(&initrd, &append, Some(&disk), SWITCHED, Duration::from_secs(60), None);

@@ -334,7 +334,14 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
                 if by_uuid { b.ue.partuuid.as_deref() == Some(u) } else { b.ue.partname.as_deref() == Some(u) }
             });
             uevent_hit.or_else(|| {
-                blocks.iter().filter(|b| !b.ue.is_partition()).find_map(|disk| {
+                // Only disks the kernel found partitions on: no reads from
+                // empty drives, loop or ram devices.
+                let partitioned = |disk: &Block| {
+                    blocks.iter().any(|p| {
+                        p.ue.is_partition() && Path::new("/sys/class/block").join(&disk.sys_name).join(&p.sys_name).exists()
+                    })
+                };
+                blocks.iter().filter(|b| !b.ue.is_partition() && partitioned(b)).find_map(|disk| {
                     let e = disk_gpt(disk)?;
                     let e = e.iter().find(|e| if by_uuid { &e.part_guid == u } else { &e.name == u })?;
                     partition_of(&blocks, disk, e.number)
@@ -429,7 +436,7 @@ fn mount_root(dev: &Path, cmd: &Cmdline, info: Option<&probe::FsInfo>) -> Result
 
 /// Whether `path` (absolute, inside `root`) names an executable file,
 /// following symlinks (up to 40) as if `root` were `/`.
-fn exists_in_root(root: &Path, path: &str) -> bool {
+pub fn exists_in_root(root: &Path, path: &str) -> bool {
     let mut rel = PathBuf::from(path.trim_start_matches('/'));
     for _ in 0..40 {
         let p = root.join(&rel);
@@ -450,7 +457,7 @@ fn exists_in_root(root: &Path, path: &str) -> bool {
 
 /// Delete the initramfs contents (on the rootfs device only, not crossing
 /// into mounts). Returns the number of entries removed.
-fn delete_tree(dir: &Path, dev: u64) -> usize {
+pub fn delete_tree(dir: &Path, dev: u64) -> usize {
     let mut n = 0;
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     for e in rd.flatten() {
@@ -655,5 +662,54 @@ pub fn emergency(f: Failure) -> ! {
     reap_until(None);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn init_lookup_follows_symlinks_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+        fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        let sd = r.join("usr/lib/systemd/systemd");
+        fs::write(&sd, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o755)).unwrap();
+        // Merged /usr: /sbin -> usr/sbin; /sbin/init -> an absolute path.
+        symlink("usr/sbin", r.join("sbin")).unwrap();
+        symlink("/usr/lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
+        symlink("../lib/systemd/systemd", r.join("usr/sbin/rel-init")).unwrap();
+        symlink("/nowhere", r.join("usr/sbin/dangling")).unwrap();
+        symlink("loop", r.join("loop")).unwrap();
+        fs::write(r.join("plain"), "").unwrap();
+        assert!(exists_in_root(r, "/sbin/init"));
+        assert!(exists_in_root(r, "/usr/sbin/rel-init"));
+        assert!(exists_in_root(r, "/usr/lib/systemd/systemd"));
+        assert!(!exists_in_root(r, "/sbin/dangling"));
+        assert!(!exists_in_root(r, "/loop"));
+        assert!(!exists_in_root(r, "/plain"), "not executable");
+        assert!(!exists_in_root(r, "/usr/sbin"), "a directory");
+        assert!(!exists_in_root(r, "/missing"));
+    }
+
+    #[test]
+    fn delete_tree_empties_a_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("a/b/c")).unwrap();
+        fs::write(r.join("a/b/c/f"), "x").unwrap();
+        fs::write(r.join("g"), "y").unwrap();
+        symlink("/etc/passwd", r.join("l")).unwrap();
+        let dev = fs::metadata(r).unwrap().dev();
+        assert_eq!(delete_tree(r, dev), 6);
+        assert_eq!(fs::read_dir(r).unwrap().count(), 0);
+        // Another device number: nothing is touched.
+        fs::write(r.join("g"), "y").unwrap();
+        assert_eq!(delete_tree(r, dev.wrapping_add(1)), 0);
+        assert!(r.join("g").exists());
     }
 }
