@@ -57,6 +57,9 @@ fn errno(e: Errno) -> String {
 pub fn run() -> ! {
     let t0 = Instant::now();
     log!("guest-agent {} starting as PID 1", env!("CARGO_PKG_VERSION"));
+    // The kernel gives PID 1 no PATH. Still single-threaded here, so
+    // changing the environment is sound; children inherit it.
+    std::env::set_var("PATH", PATH);
     if let Err(f) = mount_api_filesystems() {
         emergency(f);
     }
