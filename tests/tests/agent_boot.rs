@@ -365,6 +365,21 @@ fn appliance_mode_runs_the_command_and_powers_off() {
     assert!(!b.output.contains("FAILED"), "{}", b.output);
 }
 
+/// Orphans are re-parented to the agent and reaped; what still runs when
+/// the main command exits is stopped before the power-off.
+#[test]
+fn appliance_mode_reaps_orphans_and_stops_leftovers() {
+    let t = tempfile::tempdir().unwrap();
+    let script = "B=/bin/busybox; ($B sleep 0.2 &); ($B sleep 0.2 &); $B sleep 1; \
+                  echo ZOMBIES=$($B ps -o stat | $B grep -c Z); $B sleep 100 & echo LEFT-RUNNING";
+    let initrd = initramfs(t.path(), Init::Agent { argv: Some(&["/bin/sh", "-c", script]), modules: false });
+    let b = boot(&initrd, APPEND, None, "LEFT-RUNNING", Duration::from_secs(60), None);
+    assert!(b.marker_at.is_some(), "the command did not finish:\n{}", b.output);
+    assert!(has_line(&b.output, "ZOMBIES=0"), "orphans were not reaped:\n{}", b.output);
+    assert!(b.output.contains("sent SIGTERM to the remaining processes"), "{}", b.output);
+    assert!(b.exited, "no power off with a leftover process:\n{}", b.output);
+}
+
 /// An ext4 root with busybox and an `/sbin/init` that prints the marker, in
 /// partition 1 of a GPT disk.
 fn root_disk(dir: &Path) -> PathBuf {

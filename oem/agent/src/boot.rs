@@ -623,6 +623,7 @@ fn power_off() -> ! {
     // SAFETY: kill(2) with pid -1 signals every process but PID 1; no memory
     // is involved.
     if unsafe { libc::kill(-1, libc::SIGTERM) } == 0 {
+        log!("sent SIGTERM to the remaining processes");
         let t = Instant::now();
         loop {
             match rustix::process::wait(WaitOptions::NOHANG) {
@@ -631,6 +632,7 @@ fn power_off() -> ! {
                 _ => {}
             }
             if t.elapsed() > Duration::from_secs(2) {
+                log!("sending SIGKILL to the processes still there after 2 s");
                 // SAFETY: as above.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
                 while let Ok(Some(_)) = rustix::process::wait(WaitOptions::empty()) {}
