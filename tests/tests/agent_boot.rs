@@ -420,7 +420,10 @@ fn switches_root_by_partuuid_uuid_partlabel_and_path() {
     let disk = root_disk(t.path());
     let initrd = initramfs(t.path(), Init::Agent { argv: None, modules: true });
     let cases = [
-        (format!("root=PARTUUID={} {APPEND}", PARTUUID.to_uppercase()), format!("root PARTUUID={PARTUUID} is /dev/vda1 (ext4, ro)")),
+        (
+            format!("root=PARTUUID={} agent.debug {APPEND}", PARTUUID.to_uppercase()),
+            format!("root PARTUUID={PARTUUID} is /dev/vda1 (ext4, ro)"),
+        ),
         (format!("root=UUID={FSUUID} rootfstype=ext4 rw {APPEND}"), format!("root UUID={FSUUID} is /dev/vda1 (ext4, rw)")),
         (format!("root=PARTLABEL=root agent.init=/sbin/init {APPEND}"), "root PARTLABEL=root is /dev/vda1 (ext4, ro)".into()),
         // btrfs is a module that is not loaded: ENODEV, then ext4 works.
@@ -432,6 +435,11 @@ fn switches_root_by_partuuid_uuid_partlabel_and_path() {
         assert!(b.exited, "qemu did not power off with `{append}`:\n{}", b.output);
         for line in [expect.as_str(), "switching root to /sysroot, exec /sbin/init", "freed the initramfs", "init is pid 1, / is ext2/ext3"] {
             assert!(b.output.contains(line), "missing `{line}` with `{append}`:\n{}", b.output);
+        }
+        if append.contains("agent.debug") {
+            // The kernel does not put PARTUUID in the uevent: the GPT was read.
+            let line = format!("PARTUUID={PARTUUID} is partition 1 of vda in its GPT");
+            assert!(b.output.contains(&line), "missing `{line}`:\n{}", b.output);
         }
     }
 }

@@ -18,7 +18,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::process::{WaitOptions, WaitStatus};
 
 use crate::cmdline::{self, Cmdline, RootSpec};
-use crate::{gpt, log, modules, probe, uevent};
+use crate::{debug, gpt, log, modules, probe, uevent};
 
 /// `PATH` for every program the agent starts.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,7 +67,9 @@ pub fn run() -> ! {
     let cmd = match fs::read_to_string("/proc/cmdline") {
         Ok(s) => {
             let c = Cmdline::parse(&s);
+            crate::DEBUG.store(c.debug, std::sync::atomic::Ordering::Relaxed);
             log!("cmdline: {}", s.trim_end());
+            debug!("parsed: {c:?}");
             c
         }
         Err(e) => {
@@ -76,7 +78,7 @@ pub fn run() -> ! {
         }
     };
     set_hostname();
-    load_modules(cmd.debug);
+    load_modules();
     log!("early setup done in {} ms", t0.elapsed().as_millis());
     match &cmd.root {
         Some(spec) => {
@@ -176,7 +178,7 @@ fn set_hostname() {
 
 // --------------------------------------------------------------- modules
 
-fn load_modules(debug: bool) {
+fn load_modules() {
     let text = match fs::read_to_string(MODULES_LIST) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -201,11 +203,7 @@ fn load_modules(debug: bool) {
                 loaded += 1;
                 log!("loaded {name} ({} ms)", t.elapsed().as_millis());
             }
-            Ok(false) => {
-                if debug {
-                    log!("{name} already loaded");
-                }
-            }
+            Ok(false) => debug!("{name} already loaded"),
             Err(why) => {
                 failed += 1;
                 log!("FAILED to load {name} ({}, {MODULES_LIST} line {}): {why}", path.display(), m.line);
@@ -336,6 +334,9 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
             let uevent_hit = blocks.iter().find(|b| {
                 if by_uuid { b.ue.partuuid.as_deref() == Some(u) } else { b.ue.partname.as_deref() == Some(u) }
             });
+            if let Some(b) = uevent_hit {
+                debug!("{spec} found in the uevent of {}", b.sys_name);
+            }
             uevent_hit.or_else(|| {
                 // Only disks the kernel found partitions on: no reads from
                 // empty drives, loop or ram devices.
@@ -346,8 +347,11 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
                 };
                 blocks.iter().filter(|b| !b.ue.is_partition() && partitioned(b)).find_map(|disk| {
                     let e = disk_gpt(disk)?;
+                    debug!("GPT of {}: {} partitions", disk.sys_name, e.len());
                     let e = e.iter().find(|e| if by_uuid { &e.part_guid == u } else { &e.name == u })?;
-                    partition_of(&blocks, disk, e.number)
+                    let p = partition_of(&blocks, disk, e.number);
+                    debug!("{spec} is partition {} of {} in its GPT: {:?}", e.number, disk.sys_name, p.map(|p| &p.sys_name));
+                    p
                 })
             })
         }
@@ -360,7 +364,9 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
                 if size == 0 {
                     continue;
                 }
-                if let Some(info) = probe_block(b) {
+                let probed = probe_block(b);
+                debug!("{}: {probed:?}", b.sys_name);
+                if let Some(info) = probed {
                     let hit = match spec {
                         RootSpec::Uuid(u) => &info.uuid == u,
                         RootSpec::Label(l) => &info.label == l,

@@ -55,6 +55,15 @@ pub mod uevent;
 
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `agent.debug` on the cmdline: [`debug!`] lines are printed too.
+pub static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Whether `agent.debug` is on.
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
 
 /// Seconds since boot (CLOCK_MONOTONIC), as the kernel prints them.
 pub fn uptime() -> f64 {
@@ -74,4 +83,10 @@ pub fn log(args: fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! log {
     ($($t:tt)*) => { $crate::log(format_args!($($t)*)) };
+}
+
+/// [`log!`] only with `agent.debug`.
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { if $crate::debug_enabled() { $crate::log(format_args!($($t)*)) } };
 }
