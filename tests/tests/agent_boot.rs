@@ -380,6 +380,18 @@ fn appliance_mode_reaps_orphans_and_stops_leftovers() {
     assert!(b.exited, "no power off with a leftover process:\n{}", b.output);
 }
 
+/// busybox `poweroff` (no `-f`) signals PID 1 (SIGUSR2): the agent stops
+/// the still-running command and powers off.
+#[test]
+fn appliance_mode_honours_busybox_poweroff() {
+    let t = tempfile::tempdir().unwrap();
+    let script = "echo ASKING; /bin/busybox poweroff; /bin/busybox sleep 30; echo NOT-REACHED";
+    let initrd = initramfs(t.path(), Init::Agent { argv: Some(&["/bin/sh", "-c", script]), modules: false });
+    let b = boot(&initrd, APPEND, None, "ASKING", Duration::from_secs(25), None);
+    assert!(b.output.contains("PowerOff requested (SIGUSR2)"), "no shutdown request seen:\n{}", b.output);
+    assert!(b.exited && !has_line(&b.output, "NOT-REACHED"), "no power off on request:\n{}", b.output);
+}
+
 /// An ext4 root with busybox and an `/sbin/init` that prints the marker, in
 /// partition 1 of a GPT disk.
 fn root_disk(dir: &Path) -> PathBuf {

@@ -16,6 +16,8 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::process::{WaitOptions, WaitStatus};
+use rustix::system::RebootCommand;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cmdline::{self, Cmdline, RootSpec};
 use crate::{debug, gpt, log, modules, probe, uevent};
@@ -60,6 +62,7 @@ pub fn run() -> ! {
     // The kernel gives PID 1 no PATH. Still single-threaded here, so
     // changing the environment is sound; children inherit it.
     std::env::set_var("PATH", PATH);
+    install_shutdown_signals();
     if let Err(f) = mount_api_filesystems() {
         emergency(f);
     }
@@ -583,23 +586,83 @@ fn describe(st: WaitStatus) -> String {
     }
 }
 
-/// Reap children until `main` exits (or, with `None`, forever). `wait`, not
-/// `waitpid(None)`, which in rustix means "my process group" only.
-fn reap_until(main: Option<u32>) -> Option<WaitStatus> {
+/// A shutdown asked for by signal (the number), 0 = none. busybox
+/// `halt`/`poweroff`/`reboot` signal PID 1 with SIGUSR1/SIGUSR2/SIGTERM;
+/// Ctrl-Alt-Del arrives as SIGINT once the agent turned CAD off.
+static REQUEST: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_shutdown_signal(sig: libc::c_int) {
+    REQUEST.store(sig, Ordering::Relaxed);
+}
+
+/// Catch the shutdown signals (without SA_RESTART, so a blocking `wait`
+/// returns EINTR) and let Ctrl-Alt-Del be a signal rather than an instant
+/// reset. exec() resets caught signals, so the root's init starts clean.
+fn install_shutdown_signals() {
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores to an
+        // atomic, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_shutdown_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                log!("cannot catch signal {sig}: {}", io::Error::last_os_error());
+            }
+        }
+    }
+    if let Err(e) = rustix::system::reboot(RebootCommand::CadOff) {
+        debug!("reboot(CAD_OFF): {}", errno(e));
+    }
+}
+
+/// What to do at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    PowerOff,
+    Halt,
+    Reboot,
+}
+
+fn requested() -> Option<(Shutdown, &'static str)> {
+    match REQUEST.load(Ordering::Relaxed) {
+        libc::SIGUSR1 => Some((Shutdown::Halt, "SIGUSR1")),
+        libc::SIGUSR2 => Some((Shutdown::PowerOff, "SIGUSR2")),
+        libc::SIGTERM => Some((Shutdown::Reboot, "SIGTERM")),
+        libc::SIGINT => Some((Shutdown::Reboot, "SIGINT (Ctrl-Alt-Del)")),
+        _ => None,
+    }
+}
+
+/// Why [`reap_until`] returned.
+enum Ended {
+    /// The main process exited.
+    Main(WaitStatus),
+    /// No children left (the main one was reaped elsewhere).
+    NoChildren,
+    /// A shutdown signal arrived.
+    Request(Shutdown, &'static str),
+}
+
+/// Reap children until `main` exits, a shutdown is requested, or (with
+/// `None`) no children are left. `wait`, not `waitpid(None)`, which in rustix
+/// means "my process group" only.
+fn reap_until(main: Option<u32>) -> Ended {
     loop {
+        // A signal landing between this check and `wait` blocking is seen at
+        // the next child event; a poll loop would close that window at the
+        // cost of waking up for nothing.
+        if let Some((how, sig)) = requested() {
+            return Ended::Request(how, sig);
+        }
         match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, st))) => {
                 if Some(pid.as_raw_nonzero().get() as u32) == main {
-                    return Some(st);
+                    return Ended::Main(st);
                 }
             }
             Ok(None) | Err(Errno::INTR) => {}
-            Err(Errno::CHILD) => {
-                if main.is_some() {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            Err(Errno::CHILD) => return Ended::NoChildren,
             Err(e) => {
                 log!("waitpid failed: {}", errno(e));
                 std::thread::sleep(Duration::from_secs(1));
@@ -616,16 +679,20 @@ fn appliance(cmd: &Cmdline) -> ! {
         Err(e) => emergency(fail(format_args!("starting {}", argv[0]), e)),
     };
     log!("started {} as pid {pid}; the agent stays PID 1", argv[0]);
-    let st = reap_until(Some(pid));
-    match st {
-        Some(st) => log!("{} exited ({}), powering off", argv[0], describe(st)),
-        None => log!("{} vanished, powering off", argv[0]),
+    match reap_until(Some(pid)) {
+        Ended::Main(st) => log!("{} exited ({}), powering off", argv[0], describe(st)),
+        Ended::NoChildren => log!("{} vanished, powering off", argv[0]),
+        Ended::Request(how, sig) => {
+            log!("{how:?} requested ({sig})");
+            shut_down(how)
+        }
     }
-    power_off()
+    shut_down(Shutdown::PowerOff)
 }
 
-/// Stop everything else (TERM, up to 2 s, then KILL), sync, power off.
-fn power_off() -> ! {
+/// Stop everything else (TERM, up to 2 s, then KILL), sync, then power off,
+/// halt or reboot.
+fn shut_down(how: Shutdown) -> ! {
     // SAFETY: kill(2) with pid -1 signals every process but PID 1; no memory
     // is involved.
     if unsafe { libc::kill(-1, libc::SIGTERM) } == 0 {
@@ -648,8 +715,14 @@ fn power_off() -> ! {
         }
     }
     rustix::fs::sync();
-    let e = rustix::system::reboot(rustix::system::RebootCommand::PowerOff).err();
-    emergency(fail("powering off", e.map(errno).unwrap_or_default()))
+    let cmd = match how {
+        Shutdown::PowerOff => RebootCommand::PowerOff,
+        Shutdown::Halt => RebootCommand::Halt,
+        Shutdown::Reboot => RebootCommand::Restart,
+    };
+    let e = rustix::system::reboot(cmd).err();
+    REQUEST.store(0, Ordering::Relaxed);
+    emergency(fail(format_args!("{how:?}"), e.map(errno).unwrap_or_default()))
 }
 
 // ------------------------------------------------------------- emergency
@@ -661,18 +734,24 @@ pub fn emergency(f: Failure) -> ! {
     if Path::new("/bin/sh").exists() {
         log!("starting /bin/sh on the console for inspection; the machine stays up");
         match spawn_on_console(&["/bin/sh".to_string()]) {
-            Ok(pid) => {
-                reap_until(Some(pid));
-                log!("emergency shell exited; sleeping forever");
-            }
+            Ok(pid) => match reap_until(Some(pid)) {
+                Ended::Request(how, sig) => {
+                    log!("{how:?} requested ({sig})");
+                    shut_down(how)
+                }
+                _ => log!("emergency shell exited; sleeping forever"),
+            },
             Err(e) => log!("FAILED starting /bin/sh: {e}; sleeping forever"),
         }
     } else {
         log!("no /bin/sh; sleeping forever");
     }
-    reap_until(None);
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        if let Ended::Request(how, sig) = reap_until(None) {
+            log!("{how:?} requested ({sig})");
+            shut_down(how)
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
