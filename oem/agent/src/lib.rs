@@ -35,6 +35,9 @@
 //!      (`waitpid(-1)`; PID 1 ignores signals it has no handler for, so a
 //!      blocking wait loop is all SIGCHLD handling needs), and when that
 //!      command exits, stops the rest, syncs and powers the machine off.
+//!      busybox `halt`/`poweroff`/`reboot` (SIGUSR1/SIGUSR2/SIGTERM to PID 1)
+//!      and Ctrl-Alt-Del (SIGINT: the agent turns CAD off) do the same with
+//!      halt, power-off or reboot, also from the emergency shell.
 //! 5. Every step prints one `agent: …` line on the console, with the time
 //!    since boot. A failure names what failed and the errno text, then the
 //!    agent keeps the machine up for inspection: a `/bin/sh` on the console
