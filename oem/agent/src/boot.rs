@@ -135,12 +135,21 @@ fn mount_api_filesystems() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Give fds 0–2 the console if the kernel could not (no `/dev/console` in
-/// the initramfs before devtmpfs was mounted).
+/// Give fds 0–2 the console if they are closed or on `/dev/null`. Rarely needed: the kernel
+/// opens `/dev/console` (its built-in initramfs has the node) for `/init`,
+/// and when it cannot, Rust's runtime puts `/dev/null` on closed fds 0–2
+/// before `main` (and aborts if there is no `/dev/null`: see docs/agent.md).
 fn ensure_console() {
-    // SAFETY: fds 0–2 are only probed with fcntl(F_GETFD), not used as owned.
-    let missing: Vec<i32> =
-        (0..3).filter(|&fd| rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }) == Err(Errno::BADF)).collect();
+    let null = rustix::fs::makedev(1, 3);
+    let missing: Vec<i32> = (0..3)
+        .filter(|&fd| {
+            // SAFETY: fds 0–2 are only probed with fstat, not used as owned.
+            match rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) }) {
+                Err(_) => true,
+                Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == null,
+            }
+        })
+        .collect();
     if missing.is_empty() {
         return;
     }
