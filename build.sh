@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # build-image's one entry point.
-#   ./build.sh              build the default recipe (recipes/demo.json) into out/
+#   ./build.sh [RECIPE]     build the default recipe (recipes/hello.json) into out/
 #   ./build.sh test         install what the tests need, then run them all
 #   ./build.sh deps         only install the test dependencies (Debian packages)
 #   ./build.sh fetch [--update-lock]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
+#   ./build.sh agent        build the static guest agent (initramfs /init):
+#                           target/x86_64-unknown-linux-gnu/release/guest-agent
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils qemu-system-x86 ovmf binutils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
 
 deps() {
     local missing=()
@@ -26,16 +28,22 @@ deps() {
     fi
 }
 
+# `./build.sh RECIPE.json` is short for `./build.sh build RECIPE.json`.
+case "${1:-}" in *.json) set -- build "$@" ;; esac
+
 case "${1:-build}" in
 build)
     shift || true
     cargo build --release -q -p build-image
-    ./target/release/build-image build "${1:-recipes/demo.json}" --out out
+    ./target/release/build-image fetch --project .
+    "$0" agent
+    ./target/release/build-image build "${1:-recipes/hello.json}" --out out
     ;;
 test)
     deps
     cargo build -q -p build-image
     ./target/debug/build-image fetch --project .
+    "$0" agent
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;
@@ -50,6 +58,11 @@ fetch)
 schema)
     cargo run -q -p build-image -- schema > recipes/schema.json
     ;;
+agent)
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build -p guest-agent --release --target x86_64-unknown-linux-gnu
+    echo "target/x86_64-unknown-linux-gnu/release/guest-agent" >&2
+    ;;
 bench)
     deps
     for b in bench/*.sh; do
@@ -59,7 +72,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] | agent | schema | bench]" >&2
     exit 2
     ;;
 esac

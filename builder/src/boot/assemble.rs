@@ -136,6 +136,12 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         tree.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("initramfs: {e}")))
     };
     ins(&mut tree, "/init", file_inode(0o755, epoch, agent_content))?;
+    // Device nodes the agent's runtime needs before devtmpfs is mounted.
+    for (path, mode, major, minor) in [("/dev/console", 0o600, 5, 1), ("/dev/null", 0o666, 1, 3)] {
+        if tree.find(path.as_bytes()).is_none() {
+            ins(&mut tree, path, Inode { meta: Meta::new(mode, epoch), kind: Kind::CharDev { major, minor } })?;
+        }
+    }
     let mut list = String::new();
     for m in &order {
         let path = format!("/lib/modules/{}/{}", kernel.release, m.rel_path);
