@@ -29,8 +29,10 @@ pub struct BootParts {
     pub modules: Vec<String>,
 }
 
-/// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, next to
-/// this executable, or in the project's target folder.
+/// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, the
+/// project's static build (`./build.sh agent`), or next to this executable.
+/// Only a statically linked binary is accepted: the initramfs has no
+/// dynamic loader, so anything else would fail as `/init` with ENOENT.
 pub fn find_agent(explicit: Option<&Path>, project: Option<&Path>) -> Result<PathBuf, Error> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -40,24 +42,38 @@ pub fn find_agent(explicit: Option<&Path>, project: Option<&Path>) -> Result<Pat
     if let Some(p) = std::env::var_os("BUILD_IMAGE_AGENT") {
         candidates.push(PathBuf::from(p));
     }
+    if let Some(root) = project {
+        candidates.push(root.join("target/x86_64-unknown-linux-gnu/release/guest-agent"));
+    }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             candidates.push(dir.join("guest-agent"));
         }
     }
-    if let Some(root) = project {
-        candidates.push(root.join("target/x86_64-unknown-linux-gnu/release/guest-agent"));
-    }
     for c in candidates {
         if c.is_file() {
-            return Ok(c);
+            match dynamic_loader(&c) {
+                Some(interp) => tried.push(format!("{} (dynamically linked to {interp})", c.display())),
+                None => return Ok(c),
+            }
+        } else {
+            tried.push(c.display().to_string());
         }
-        tried.push(c.display().to_string());
     }
     Err(Error::Other(format!(
-        "the guest agent binary is missing (looked at {}): run `./build.sh agent`, or pass --agent PATH",
+        "no statically linked guest agent found (looked at {}): run `./build.sh agent`, or pass --agent PATH",
         tried.join(", ")
     )))
+}
+
+/// The ELF interpreter a binary asks for, if any (None for static binaries
+/// and for scripts, which carry their own `#!` line).
+fn dynamic_loader(path: &Path) -> Option<String> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let interp = file.section_by_name(".interp")?.data().ok()?;
+    Some(String::from_utf8_lossy(interp).trim_end_matches('\0').to_string())
 }
 
 fn file_inode(mode: u32, epoch: i64, content: Content) -> Inode {
