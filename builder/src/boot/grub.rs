@@ -1,0 +1,613 @@
+//! GRUB for BIOS (`i386-pc`) on GPT disks, assembled and installed without
+//! any host tool: this module does in Rust what `grub-mkimage -O i386-pc`
+//! and `grub-bios-setup` do, from the unmodified files of Debian's
+//! `grub-pc-bin` package (`/usr/lib/grub/i386-pc`).
+//!
+//! # Why our own
+//! `grub-install` needs root, a real block device, the host's GRUB version
+//! and probes the running system; its output also embeds host-dependent
+//! choices. We only need a handful of well-documented byte layouts, so we
+//! write them ourselves: no privileges, no host tools, the same bytes for the
+//! same inputs. The layouts below were learnt from GRUB's public headers
+//! and documentation (`include/grub/offsets.h`, `include/grub/kernel.h`,
+//! `include/grub/i386/pc/boot.h`, the comments of `diskboot.S` and
+//! `startup_raw.S`); no GRUB code is copied here. GRUB itself (the `.img` and
+//! `.mod` files) is taken as opaque input data, exactly as `grub-mkimage`
+//! takes it.
+//!
+//! # The boot chain and what we write
+//! ```text
+//! LBA 0          boot.img (446 bytes of code) + the protective MBR's table
+//!                  0x5C u64  LBA of core.img's first sector
+//!                  0x64 u8   boot drive 0xFF (use the drive the BIOS gave)
+//!                  0x66 2 B  0x90 0x90: skip the floppy/HDD drive check
+//! bios-boot      core.img:
+//!   sector 0       diskboot.img; its blocklist {u64 start, u16 len,
+//!                  u16 segment} sits at 0x1F4 and grows downwards, ended by
+//!                  an all-zero entry. We use one entry: start = first LBA + 1,
+//!                  len = sectors − 1, segment 0x820 (= 0x8200 linear).
+//!   sector 1…      lzma_decompress.img, with
+//!                    0x08 u32  compressed payload size
+//!                    0x0C u32  uncompressed payload size
+//!                    0x10 u32  Reed-Solomon redundancy (0: none)
+//!                  then the raw LZMA stream (no header; the decompressor's
+//!                  properties are fixed at lc=3, lp=0, pb=2) of the payload:
+//!     payload        kernel.img's PROGBITS sections laid out at their link
+//!                    addresses minus 0x9000 (it is an ELF linked at 0x9000),
+//!                    then the module area:
+//!                      grub_module_info32 {magic "gmim", offset 12, size}
+//!                      per module {u32 type, u32 size incl. this header} +
+//!                      data padded to 4 bytes: every .mod (type 0, ELF), in
+//!                      dependency order (a module's dependencies first),
+//!                      then the config (type 2, NUL-terminated), then the
+//!                      prefix (type 3, NUL-terminated).
+//! ```
+//! At boot GRUB's kernel loads the embedded modules, sets `prefix`, runs the
+//! embedded config with its rescue-mode parser (one command a line), and only
+//! then tries `normal` mode from `prefix`. Our config boots Linux straight
+//! from the ESP, so nothing else is read.
+//!
+//! Determinism: the payload is a pure function of the input files, the module
+//! list, the prefix and the config; LZMA is liblzma's raw LZMA1 encoder with
+//! fixed options, single-threaded, built from the vendored source (the
+//! workspace enables `xz2/static`), so the compressed bytes do not depend on
+//! the host's liblzma.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::disk::{Region, RegionError};
+use crate::tree::{Kind, LayerError, Tree};
+
+/// Where `grub-pc-bin` installs the i386-pc files.
+pub const I386_PC_DIR: &str = "/usr/lib/grub/i386-pc";
+
+/// The modules [`boot_config`]'s commands need: disk access through the
+/// BIOS, GPT, FAT, the serial console and terminal switching, and the Linux
+/// loader (which pulls in `normal`, `relocator`, `mmap`, `video`, … as its
+/// dependencies in `moddep.lst`).
+pub const BOOT_MODULES: &[&str] = &["biosdisk", "part_gpt", "fat", "serial", "terminal", "linux"];
+
+const SECTOR: usize = 512;
+/// `GRUB_KERNEL_I386_PC_LINK_ADDR`: where the kernel runs.
+const LINK_ADDR: u32 = 0x9000;
+/// `GRUB_BOOT_I386_PC_KERNEL_SEG + 0x20`: where diskboot loads sector 1 on.
+const LOAD_SEGMENT: u16 = 0x820;
+/// Lowest address core.img must stay below (`0x78000`), as grub-mkimage
+/// and grub-bios-setup check.
+const CORE_LIMIT: u32 = 0x78000;
+/// The decompressed kernel plus its bss must stay below this address.
+const KERNEL_LIMIT: u32 = 0x68000;
+/// The decompressor runs from 0x8200 and the kernel is linked at 0x9000.
+const MAX_DECOMPRESSOR: usize = (LINK_ADDR - 0x8200) as usize;
+/// Offsets in lzma_decompress.img (`GRUB_DECOMPRESSOR_I386_PC_*`,
+/// `GRUB_KERNEL_I386_PC_*`).
+const DEC_COMPRESSED_SIZE: usize = 0x08;
+const DEC_UNCOMPRESSED_SIZE: usize = 0x0C;
+const DEC_RS_REDUNDANCY: usize = 0x10;
+const DEC_NO_RS_LENGTH: usize = 0x14;
+/// Offsets in boot.img (`GRUB_BOOT_MACHINE_*`).
+const BOOT_BPB: std::ops::Range<usize> = 0x03..0x5A;
+const BOOT_KERNEL_SECTOR: usize = 0x5C;
+const BOOT_DRIVE: usize = 0x64;
+const BOOT_DRIVE_CHECK: usize = 0x66;
+const BOOT_MBR_TAIL: std::ops::Range<usize> = 0x1B8..0x1FE;
+/// One blocklist entry of diskboot.img: u64 start, u16 len, u16 segment.
+const BLOCKLIST_ENTRY: usize = 12;
+const FIRST_BLOCKLIST: usize = SECTOR - BLOCKLIST_ENTRY;
+
+/// Module area object types (`OBJ_TYPE_*` in `include/grub/kernel.h`).
+const OBJ_TYPE_ELF: u32 = 0;
+const OBJ_TYPE_CONFIG: u32 = 2;
+const OBJ_TYPE_PREFIX: u32 = 3;
+/// "gmim", `GRUB_MODULE_MAGIC`.
+const MODULE_MAGIC: u32 = 0x676d_696d;
+/// `sizeof (struct grub_module_info32)`.
+const MODULE_INFO_SIZE: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrubError {
+    #[error("{origin}: `{file}` is missing: give the i386-pc folder of grub-pc-bin (/usr/lib/grub/i386-pc)")]
+    Missing { origin: String, file: String },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the GRUB package {}", deb.display())]
+    Deb {
+        deb: PathBuf,
+        #[source]
+        source: LayerError,
+    },
+    #[error("{origin}: {file}: {msg}")]
+    BadFile { origin: String, file: String, msg: String },
+    #[error("GRUB module `{module}` (asked for, or needed by another module) is not in {origin}: check the name against moddep.lst")]
+    UnknownModule { origin: String, module: String },
+    #[error("the {what} contains a NUL byte: GRUB reads it as a C string")]
+    Nul { what: &'static str },
+    #[error("compressing the GRUB core image with LZMA")]
+    Compress(#[source] std::io::Error),
+    #[error("the GRUB {what} is too big: {size:#x} bytes, the limit is {limit:#x}: embed fewer modules")]
+    TooBig { what: &'static str, size: u64, limit: u64 },
+    #[error("the GRUB core image needs {need_bytes} bytes ({need_sectors} sectors of 512), but the bios-boot partition has {have_bytes} bytes: make the bios-boot partition at least {need_bytes} bytes (1MiB is usual)")]
+    DoesNotFit { need_bytes: u64, need_sectors: u64, have_bytes: u64 },
+    #[error("bios-boot partition at byte {offset} of size {size}: {msg}")]
+    BadPartition { offset: u64, size: u64, msg: String },
+    #[error("the core image is not one from core_image(): {msg}")]
+    BadCore { msg: String },
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+/// The GRUB i386-pc files that core images are made of, held in memory
+/// (about 3.5 MiB for the whole of grub-pc-bin's folder).
+#[derive(Debug, Clone)]
+pub struct GrubFiles {
+    /// Where the files came from, for messages.
+    origin: String,
+    boot_img: Vec<u8>,
+    diskboot_img: Vec<u8>,
+    lzma_decompress_img: Vec<u8>,
+    kernel_img: Vec<u8>,
+    /// module → its dependencies, in `moddep.lst` order.
+    moddep: BTreeMap<String, Vec<String>>,
+    /// module name (without `.mod`) → ELF bytes.
+    modules: BTreeMap<String, Vec<u8>>,
+}
+
+impl GrubFiles {
+    /// From file names (`boot.img`, `kernel.img`, `fat.mod`, `moddep.lst`, …)
+    /// and their bytes; other names are ignored. `origin` labels errors.
+    pub fn from_files(origin: &str, files: BTreeMap<String, Vec<u8>>) -> Result<GrubFiles, GrubError> {
+        let mut files = files;
+        let mut take = |name: &str| {
+            files.remove(name).ok_or_else(|| GrubError::Missing { origin: origin.to_string(), file: name.to_string() })
+        };
+        let boot_img = take("boot.img")?;
+        let diskboot_img = take("diskboot.img")?;
+        let lzma_decompress_img = take("lzma_decompress.img")?;
+        let kernel_img = take("kernel.img")?;
+        let moddep_lst = take("moddep.lst")?;
+        let bad = |file: &str, msg: String| GrubError::BadFile { origin: origin.to_string(), file: file.to_string(), msg };
+        if boot_img.len() != SECTOR {
+            return Err(bad("boot.img", format!("is {} bytes, expected {SECTOR}", boot_img.len())));
+        }
+        if diskboot_img.len() != SECTOR {
+            return Err(bad("diskboot.img", format!("is {} bytes, expected {SECTOR}", diskboot_img.len())));
+        }
+        if le16(&diskboot_img, SECTOR - 2) != LOAD_SEGMENT {
+            return Err(bad("diskboot.img", format!("its blocklist does not load at segment {LOAD_SEGMENT:#x}: not an i386-pc diskboot.img")));
+        }
+        if lzma_decompress_img.len() < 0x20 || lzma_decompress_img.len() > MAX_DECOMPRESSOR {
+            return Err(bad(
+                "lzma_decompress.img",
+                format!("is {} bytes; it must hold its header and fit below {LINK_ADDR:#x}", lzma_decompress_img.len()),
+            ));
+        }
+        if le16(&lzma_decompress_img, DEC_NO_RS_LENGTH) == 0xFFFF {
+            return Err(bad("lzma_decompress.img", "its header marks a version mismatch (no-RS length 0xFFFF)".into()));
+        }
+        let moddep_text = String::from_utf8(moddep_lst).map_err(|_| bad("moddep.lst", "is not UTF-8".into()))?;
+        let mut moddep = BTreeMap::new();
+        for (n, line) in moddep_text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Some((name, deps)) = line.split_once(':') else {
+                return Err(bad("moddep.lst", format!("line {}: no `:`", n + 1)));
+            };
+            // A later line for the same module wins, as in grub-mkimage.
+            moddep.insert(name.trim().to_string(), deps.split_whitespace().map(str::to_string).collect());
+        }
+        let modules = files
+            .into_iter()
+            .filter_map(|(name, data)| name.strip_suffix(".mod").map(|m| (m.to_string(), data)))
+            .collect();
+        Ok(GrubFiles { origin: origin.to_string(), boot_img, diskboot_img, lzma_decompress_img, kernel_img, moddep, modules })
+    }
+
+    /// From a folder on the host, e.g. `/usr/lib/grub/i386-pc`.
+    pub fn from_dir(dir: &Path) -> Result<GrubFiles, GrubError> {
+        let read_err = |path: &Path, source| GrubError::Read { path: path.to_path_buf(), source };
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(|e| read_err(dir, e))? {
+            let e = e.map_err(|e| read_err(dir, e))?;
+            if let Some(name) = e.file_name().to_str() {
+                if is_wanted(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        let mut files = BTreeMap::new();
+        for name in names {
+            let path = dir.join(&name);
+            files.insert(name, std::fs::read(&path).map_err(|e| read_err(&path, e))?);
+        }
+        GrubFiles::from_files(&dir.display().to_string(), files)
+    }
+
+    /// From a folder of a [`Tree`] (`dir` such as [`I386_PC_DIR`]).
+    pub fn from_tree(tree: &Tree, dir: &str) -> Result<GrubFiles, GrubError> {
+        let origin = format!("tree folder {dir}");
+        let missing = || GrubError::Missing { origin: origin.clone(), file: dir.to_string() };
+        let id = tree.find(dir.as_bytes()).ok_or_else(missing)?;
+        let Kind::Dir(children) = &tree.inode(id).kind else { return Err(missing()) };
+        let mut files = BTreeMap::new();
+        for (name, &child) in children {
+            let Ok(name) = std::str::from_utf8(name) else { continue };
+            let Kind::File(content) = &tree.inode(child).kind else { continue };
+            if !is_wanted(name) {
+                continue;
+            }
+            let path = PathBuf::from(format!("{dir}/{name}"));
+            let read_err = |source| GrubError::Read { path: path.clone(), source };
+            let reader = content.open().map_err(read_err)?;
+            let mut buf = vec![0u8; content.len() as usize];
+            reader.read_exact_at(&mut buf, 0).map_err(read_err)?;
+            files.insert(name.to_string(), buf);
+        }
+        GrubFiles::from_files(&origin, files)
+    }
+
+    /// From the `grub-pc-bin` Debian package itself (no dpkg needed); its
+    /// data is decompressed into an unnamed spool file in `spool_dir`.
+    pub fn from_deb(deb: &Path, spool_dir: &Path) -> Result<GrubFiles, GrubError> {
+        let mut tree = Tree::new(0);
+        crate::tree::tar::apply_deb(&mut tree, deb, "/", spool_dir)
+            .map_err(|source| GrubError::Deb { deb: deb.to_path_buf(), source })?;
+        let mut files = GrubFiles::from_tree(&tree, I386_PC_DIR)?;
+        files.origin = format!("{} ({I386_PC_DIR})", deb.display());
+        Ok(files)
+    }
+
+    /// Names of the available modules, sorted.
+    pub fn module_names(&self) -> impl Iterator<Item = &str> {
+        self.modules.keys().map(String::as_str)
+    }
+
+    /// `modules` plus everything they depend on, dependencies first: the
+    /// order in which GRUB's kernel must load them.
+    pub fn resolve(&self, modules: &[&str]) -> Result<Vec<String>, GrubError> {
+        let mut order = Vec::new();
+        let mut done = BTreeSet::new();
+        for m in modules {
+            self.visit(m.strip_suffix(".mod").unwrap_or(m), &mut done, &mut BTreeSet::new(), &mut order)?;
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, m: &str, done: &mut BTreeSet<String>, path: &mut BTreeSet<String>, order: &mut Vec<String>) -> Result<(), GrubError> {
+        if done.contains(m) {
+            return Ok(());
+        }
+        if !self.modules.contains_key(m) {
+            return Err(GrubError::UnknownModule { origin: self.origin.clone(), module: m.to_string() });
+        }
+        if !path.insert(m.to_string()) {
+            return Err(GrubError::BadFile {
+                origin: self.origin.clone(),
+                file: "moddep.lst".into(),
+                msg: format!("dependency cycle through `{m}`"),
+            });
+        }
+        // grub-mkimage walks a module's dependencies last-listed first; we
+        // do the same so that the module order matches its output.
+        for d in self.moddep.get(m).into_iter().flatten().rev() {
+            self.visit(d, done, path, order)?;
+        }
+        path.remove(m);
+        done.insert(m.to_string());
+        order.push(m.to_string());
+        Ok(())
+    }
+
+    fn bad(&self, file: &str, msg: impl Into<String>) -> GrubError {
+        GrubError::BadFile { origin: self.origin.clone(), file: file.to_string(), msg: msg.into() }
+    }
+}
+
+fn is_wanted(name: &str) -> bool {
+    name.ends_with(".mod") || name.ends_with(".img") || name == "moddep.lst"
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn align4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// The kernel as GRUB runs it: its loadable sections at their addresses
+/// relative to the link address, and the size of its bss beyond that.
+struct KernelLayout {
+    image: Vec<u8>,
+    bss_size: u32,
+}
+
+/// Lay out kernel.img (a 32-bit ELF executable linked at 0x9000) as a flat
+/// image: code sections, then data sections, each at `sh_addr - 0x9000`;
+/// the image ends where the last of them ends (bss is not included).
+fn load_kernel(files: &GrubFiles) -> Result<KernelLayout, GrubError> {
+    let k = &files.kernel_img;
+    let bad = |msg: String| files.bad("kernel.img", msg);
+    if k.len() < 52 || &k[..4] != b"\x7fELF" || k[4] != 1 || k[5] != 1 || le16(k, 18) != 3 {
+        return Err(bad("not a 32-bit little-endian i386 ELF file".into()));
+    }
+    let shoff = le32(k, 0x20) as usize;
+    let shentsize = le16(k, 0x2E) as usize;
+    let shnum = le16(k, 0x30) as usize;
+    if shentsize < 40 || shoff.checked_add(shentsize * shnum).is_none_or(|end| end > k.len()) {
+        return Err(bad("section headers lie outside the file".into()));
+    }
+    const SHT_PROGBITS: u32 = 1;
+    const SHT_NOBITS: u32 = 8;
+    const SHF_ALLOC: u32 = 2;
+    const SHF_EXECINSTR: u32 = 4;
+    struct Sec {
+        typ: u32,
+        flags: u32,
+        addr: u32,
+        offset: u32,
+        size: u32,
+    }
+    let secs: Vec<Sec> = (0..shnum)
+        .map(|i| {
+            let h = shoff + i * shentsize;
+            Sec { typ: le32(k, h + 4), flags: le32(k, h + 8), addr: le32(k, h + 12), offset: le32(k, h + 16), size: le32(k, h + 20) }
+        })
+        .collect();
+    let is_text = |s: &Sec| s.typ == SHT_PROGBITS && s.flags & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR;
+    let is_data = |s: &Sec| s.typ == SHT_PROGBITS && s.flags & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC;
+    let text: Vec<&Sec> = secs.iter().filter(|s| is_text(s)).collect();
+    let data: Vec<&Sec> = secs.iter().filter(|s| is_data(s)).collect();
+    if text.first().map(|s| s.addr) != Some(LINK_ADDR) {
+        return Err(bad(format!("its code does not start at the link address {LINK_ADDR:#x}: not an i386-pc kernel.img")));
+    }
+    let mut placed = Vec::new();
+    let mut size = 0u32;
+    for s in text.iter().chain(&data) {
+        let rel = s.addr.checked_sub(LINK_ADDR).ok_or_else(|| bad(format!("a section at {:#x} lies below the link address", s.addr)))?;
+        let end = rel.checked_add(s.size).ok_or_else(|| bad("section size overflows".into()))?;
+        if (s.offset as usize).checked_add(s.size as usize).is_none_or(|e| e > k.len()) {
+            return Err(bad(format!("a section at {:#x} lies outside the file", s.addr)));
+        }
+        placed.push((rel as usize, s.offset as usize, s.size as usize));
+        size = end;
+    }
+    let mut image = vec![0u8; size as usize];
+    for (rel, off, len) in placed {
+        if rel + len > image.len() {
+            return Err(bad("sections are not in address order".into()));
+        }
+        image[rel..rel + len].copy_from_slice(&k[off..off + len]);
+    }
+    let mut bss_end = size;
+    for s in secs.iter().filter(|s| s.typ == SHT_NOBITS && s.flags & SHF_ALLOC != 0) {
+        bss_end = bss_end.max(s.addr.saturating_sub(LINK_ADDR).saturating_add(s.size));
+    }
+    Ok(KernelLayout { image, bss_size: bss_end - size })
+}
+
+/// Append one module-area object: header {type, size incl. header} + data,
+/// padded with zeros to 4 bytes.
+fn push_object(area: &mut Vec<u8>, typ: u32, data: &[u8], padded_len: usize) {
+    area.extend_from_slice(&typ.to_le_bytes());
+    area.extend_from_slice(&((padded_len + 8) as u32).to_le_bytes());
+    area.extend_from_slice(data);
+    area.resize(area.len() + padded_len - data.len(), 0);
+}
+
+/// The uncompressed payload: kernel, then the module area.
+fn payload(files: &GrubFiles, modules: &[&str], prefix: &str, config: &str) -> Result<(Vec<u8>, u32), GrubError> {
+    if prefix.contains('\0') {
+        return Err(GrubError::Nul { what: "prefix" });
+    }
+    if config.contains('\0') {
+        return Err(GrubError::Nul { what: "embedded config" });
+    }
+    let kernel = load_kernel(files)?;
+    let order = files.resolve(modules)?;
+    let mut area = Vec::new();
+    area.extend_from_slice(&[0u8; MODULE_INFO_SIZE]);
+    for m in &order {
+        let data = &files.modules[m];
+        push_object(&mut area, OBJ_TYPE_ELF, data, align4(data.len()));
+    }
+    // Config and prefix are C strings: the NUL is part of them.
+    push_object(&mut area, OBJ_TYPE_CONFIG, config.as_bytes(), align4(config.len() + 1));
+    push_object(&mut area, OBJ_TYPE_PREFIX, prefix.as_bytes(), align4(prefix.len() + 1));
+    let total = u32::try_from(area.len()).map_err(|_| GrubError::TooBig { what: "module area", size: area.len() as u64, limit: u32::MAX as u64 })?;
+    put32(&mut area, 0, MODULE_MAGIC);
+    put32(&mut area, 4, MODULE_INFO_SIZE as u32);
+    put32(&mut area, 8, total);
+    let mut out = kernel.image;
+    let kernel_end = LINK_ADDR as u64 + out.len() as u64 + kernel.bss_size as u64;
+    if kernel_end > KERNEL_LIMIT as u64 {
+        return Err(GrubError::TooBig { what: "kernel with its bss", size: kernel_end, limit: KERNEL_LIMIT as u64 });
+    }
+    out.extend_from_slice(&area);
+    Ok((out, kernel.bss_size))
+}
+
+/// Raw LZMA1 (no header, no size): what GRUB's i386-pc decompressor reads,
+/// with its fixed properties lc=3, lp=0, pb=2. liblzma (through `xz2`) offers
+/// the `.lzma` "alone" format, which is exactly a 13-byte header (properties
+/// byte, u32 dictionary size, u64 uncompressed size) followed by the raw
+/// stream: we check that header and drop it. The stream ends with an
+/// end-of-payload marker, which GRUB never reaches: it stops decoding at the
+/// uncompressed size written in the decompressor's header.
+fn lzma_raw(data: &[u8]) -> Result<Vec<u8>, GrubError> {
+    use xz2::stream::{Action, LzmaOptions, Status, Stream};
+    let err = |e: xz2::stream::Error| GrubError::Compress(std::io::Error::other(e));
+    const DICT: u32 = 1 << 20;
+    let mut opts = LzmaOptions::new_preset(9).map_err(err)?;
+    opts.literal_context_bits(3).literal_position_bits(0).position_bits(2).dict_size(DICT);
+    let mut stream = Stream::new_lzma_encoder(&opts).map_err(err)?;
+    let mut out = Vec::with_capacity(data.len() / 2 + 4096);
+    let mut input = data;
+    loop {
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(64 << 10);
+        }
+        let before = stream.total_in();
+        let status = stream.process_vec(input, &mut out, Action::Finish).map_err(err)?;
+        input = &input[(stream.total_in() - before) as usize..];
+        if status == Status::StreamEnd {
+            break;
+        }
+    }
+    // Properties byte (pb * 5 + lp) * 9 + lc = 0x5D for lc=3, lp=0, pb=2.
+    let mut header = [0u8; 13];
+    header[0] = 0x5D;
+    header[1..5].copy_from_slice(&DICT.to_le_bytes());
+    header[5..13].fill(0xFF);
+    if out.len() < 13 || out[..13] != header {
+        return Err(GrubError::Compress(std::io::Error::other(format!(
+            "liblzma wrote an unexpected .lzma header {:02x?}",
+            &out[..out.len().min(13)]
+        ))));
+    }
+    out.drain(..13);
+    Ok(out)
+}
+
+/// Build core.img as `grub-mkimage -O i386-pc -p PREFIX -c CONFIG MODULES…`
+/// does: `diskboot.img` + patched `lzma_decompress.img` + the LZMA-compressed
+/// kernel and module area. The same inputs always give the same bytes.
+pub fn core_image(files: &GrubFiles, modules: &[&str], prefix: &str, embedded_config: &str) -> Result<Vec<u8>, GrubError> {
+    let (payload, _bss) = payload(files, modules, prefix, embedded_config)?;
+    let compressed = lzma_raw(&payload)?;
+    let mut dec = files.lzma_decompress_img.clone();
+    put32(&mut dec, DEC_COMPRESSED_SIZE, compressed.len() as u32);
+    put32(&mut dec, DEC_UNCOMPRESSED_SIZE, payload.len() as u32);
+    put32(&mut dec, DEC_RS_REDUNDANCY, 0);
+    let body = dec.len() + compressed.len();
+    if LINK_ADDR as u64 + body as u64 > CORE_LIMIT as u64 {
+        return Err(GrubError::TooBig { what: "core image", size: LINK_ADDR as u64 + body as u64, limit: CORE_LIMIT as u64 });
+    }
+    let mut diskboot = files.diskboot_img.clone();
+    // The blocklist's length in sectors; install() fills in the start.
+    let sectors = body.div_ceil(SECTOR) as u16;
+    diskboot[FIRST_BLOCKLIST + 8..FIRST_BLOCKLIST + 10].copy_from_slice(&sectors.to_le_bytes());
+    let mut core = Vec::with_capacity(SECTOR + body);
+    core.extend_from_slice(&diskboot);
+    core.extend_from_slice(&dec);
+    core.extend_from_slice(&compressed);
+    Ok(core)
+}
+
+/// Quote one word for GRUB's command-line splitter: plain words stay as they
+/// are, anything else is single-quoted (a `'` inside becomes `'\''`), so `$`,
+/// `;`, quotes and backslashes reach the kernel unchanged.
+fn grub_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./=,:+@%^~".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// The embedded config that boots Linux from the ESP: serial console on
+/// COM1 at 115200 baud (and the screen), `root` = GPT partition
+/// `esp_partition` of the first BIOS disk, then `/boot/vmlinuz` with
+/// `cmdline` and `/boot/initrd.img`. Rescue-mode syntax: one command a line.
+/// Needs [`BOOT_MODULES`].
+pub fn boot_config(esp_partition: u32, cmdline: &str) -> String {
+    let args: Vec<String> = cmdline.split_whitespace().map(grub_quote).collect();
+    let mut linux = String::from("linux /boot/vmlinuz");
+    for a in &args {
+        linux.push(' ');
+        linux.push_str(a);
+    }
+    format!(
+        "serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         set root=(hd0,gpt{esp_partition})\n\
+         {linux}\n\
+         initrd /boot/initrd.img\n\
+         boot\n"
+    )
+}
+
+/// Install GRUB for BIOS boot on a GPT disk: `core` (from [`core_image`])
+/// into the bios-boot partition at `bios_boot_offset` (bytes from the start
+/// of `disk`, a region covering the whole disk), its blocklist pointing at
+/// itself, and boot.img into sector 0, keeping sector 0's partition table
+/// (the protective MBR), disk signature and BPB area.
+pub fn install(disk: Region<'_>, files: &GrubFiles, core: &[u8], bios_boot_offset: u64, bios_boot_size: u64) -> Result<(), GrubError> {
+    let part_err = |msg: &str| GrubError::BadPartition { offset: bios_boot_offset, size: bios_boot_size, msg: msg.to_string() };
+    if bios_boot_offset % SECTOR as u64 != 0 || bios_boot_size % SECTOR as u64 != 0 {
+        return Err(part_err("not aligned to 512-byte sectors"));
+    }
+    if bios_boot_offset < SECTOR as u64 {
+        return Err(part_err("overlaps sector 0"));
+    }
+    if bios_boot_offset.checked_add(bios_boot_size).is_none_or(|end| end > disk.len()) {
+        return Err(part_err(&format!("reaches past the end of the {}-byte disk", disk.len())));
+    }
+    // The code part of diskboot.img (below its blocklists) is never patched.
+    let code = ..FIRST_BLOCKLIST - BLOCKLIST_ENTRY;
+    if core.len() < 2 * SECTOR || core[code] != files.diskboot_img[code] {
+        return Err(GrubError::BadCore { msg: "its first sector is not these files' diskboot.img".into() });
+    }
+    if le16(core, SECTOR - 2) != LOAD_SEGMENT {
+        return Err(GrubError::BadCore { msg: format!("its blocklist does not load at segment {LOAD_SEGMENT:#x}") });
+    }
+    let sectors = core.len().div_ceil(SECTOR) as u64;
+    let need_bytes = sectors * SECTOR as u64;
+    if need_bytes > bios_boot_size {
+        return Err(GrubError::DoesNotFit { need_bytes, need_sectors: sectors, have_bytes: bios_boot_size });
+    }
+    // diskboot loads everything below 0x78000, starting at 0x8000.
+    let max_sectors = ((CORE_LIMIT - LINK_ADDR) as usize / SECTOR) as u64;
+    if sectors > max_sectors {
+        return Err(GrubError::TooBig { what: "core image", size: need_bytes, limit: max_sectors * SECTOR as u64 });
+    }
+    let first_lba = bios_boot_offset / SECTOR as u64;
+
+    // core.img, its blocklist naming the sectors after the first one.
+    let mut image = core.to_vec();
+    image.resize(need_bytes as usize, 0);
+    let mut e = FIRST_BLOCKLIST;
+    // Clear every entry mkimage may have left (down to the terminator).
+    while e >= SECTOR / 2 && le16(&image, e + 8) != 0 {
+        image[e..e + BLOCKLIST_ENTRY].fill(0);
+        e -= BLOCKLIST_ENTRY;
+    }
+    image[FIRST_BLOCKLIST..FIRST_BLOCKLIST + 8].copy_from_slice(&(first_lba + 1).to_le_bytes());
+    image[FIRST_BLOCKLIST + 8..FIRST_BLOCKLIST + 10].copy_from_slice(&((sectors - 1) as u16).to_le_bytes());
+    image[FIRST_BLOCKLIST + 10..SECTOR].copy_from_slice(&LOAD_SEGMENT.to_le_bytes());
+    // The terminator: an all-zero entry below the first one.
+    image[FIRST_BLOCKLIST - BLOCKLIST_ENTRY..FIRST_BLOCKLIST].fill(0);
+    let part = disk.sub(bios_boot_offset, bios_boot_size)?;
+    part.write_at(&image, 0)?;
+
+    // boot.img into sector 0, keeping what the disk has there.
+    let mut old = [0u8; SECTOR];
+    disk.read_at(&mut old, 0)?;
+    let mut mbr = files.boot_img.clone();
+    mbr[BOOT_BPB].copy_from_slice(&old[BOOT_BPB]);
+    mbr[BOOT_KERNEL_SECTOR..BOOT_KERNEL_SECTOR + 8].copy_from_slice(&first_lba.to_le_bytes());
+    mbr[BOOT_DRIVE] = 0xFF;
+    mbr[BOOT_DRIVE_CHECK] = 0x90;
+    mbr[BOOT_DRIVE_CHECK + 1] = 0x90;
+    mbr[BOOT_MBR_TAIL].copy_from_slice(&old[BOOT_MBR_TAIL]);
+    mbr[0x1FE] = 0x55;
+    mbr[0x1FF] = 0xAA;
+    disk.write_at(&mbr, 0)?;
+    Ok(())
+}

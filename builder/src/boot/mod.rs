@@ -1,0 +1,3 @@
+//! Boot loaders and boot artifacts.
+
+pub mod grub;
