@@ -508,6 +508,47 @@ pub fn core_image(files: &GrubFiles, modules: &[&str], prefix: &str, embedded_co
     Ok(core)
 }
 
+/// The uncompressed payload (kernel + module area) of a core image built
+/// from `files`, read back through its decompressor header: for inspection
+/// and for comparing with other tools' core images.
+pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError> {
+    use xz2::stream::{Action, Status, Stream};
+    let dec_len = files.lzma_decompress_img.len();
+    let bad = |msg: String| GrubError::BadCore { msg };
+    if core.len() < SECTOR + dec_len {
+        return Err(bad(format!("{} bytes is shorter than diskboot.img and the decompressor", core.len())));
+    }
+    let dec = &core[SECTOR..SECTOR + dec_len];
+    let csize = le32(dec, DEC_COMPRESSED_SIZE) as usize;
+    let usize_ = le32(dec, DEC_UNCOMPRESSED_SIZE) as u64;
+    let data = core.get(SECTOR + dec_len..SECTOR + dec_len + csize).ok_or_else(|| bad(format!("the compressed size {csize} reaches past its end")))?;
+    // Rebuild a .lzma header (size unknown: GRUB's own streams have no
+    // end marker, ours have one) and decode exactly the announced size.
+    let mut lz = Vec::with_capacity(13 + data.len());
+    lz.push(0x5D);
+    lz.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    lz.extend_from_slice(&[0xFF; 8]);
+    lz.extend_from_slice(data);
+    let err = |e: xz2::stream::Error| bad(format!("the LZMA stream does not decode: {e}"));
+    let mut stream = Stream::new_lzma_decoder(u64::MAX).map_err(err)?;
+    let mut out = vec![0u8; usize_ as usize];
+    let mut input = &lz[..];
+    let mut pos = 0usize;
+    while pos < out.len() {
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        let status = stream.process(input, &mut out[pos..], Action::Run).map_err(err)?;
+        input = &input[(stream.total_in() - in_before) as usize..];
+        pos += (stream.total_out() - out_before) as usize;
+        if status == Status::StreamEnd || (stream.total_in() == in_before && stream.total_out() == out_before) {
+            break;
+        }
+    }
+    if pos != out.len() {
+        return Err(bad(format!("the LZMA stream ends after {pos} of {usize_} bytes")));
+    }
+    Ok(out)
+}
+
 /// Quote one word for GRUB's command-line splitter: plain words stay as they
 /// are, anything else is single-quoted (a `'` inside becomes `'\''`), so `$`,
 /// `;`, quotes and backslashes reach the kernel unchanged.
