@@ -90,6 +90,8 @@ fn initramfs(w: &Path) -> PathBuf {
         "#!/bin/busybox sh\n\
          /bin/busybox mount -t devtmpfs devtmpfs /dev\n\
          exec >/dev/console 2>&1\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         /bin/busybox echo \"cmdline: $(/bin/busybox cat /proc/cmdline)\"\n\
          /bin/busybox echo {MARKER}\n\
          /bin/busybox poweroff -f\n"
     );
@@ -216,7 +218,8 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     // GRUB straight from the package, no dpkg.
     let t0 = Instant::now();
     let files = GrubFiles::from_deb(&deb("grub-pc-bin"), w).expect("reading grub-pc-bin");
-    let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1");
+    // A quoted argument with a space and a `$` must reach the kernel intact.
+    let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1 bi.note=\"two words$x;y\"");
     let core = grub::core_image(&files, grub::BOOT_MODULES, "(hd0,gpt1)/boot/grub", &config).expect("core image");
     let again = grub::core_image(&files, grub::BOOT_MODULES, "(hd0,gpt1)/boot/grub", &config).unwrap();
     assert!(core == again, "core images from the same inputs differ");
@@ -239,6 +242,8 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     let (secs, log) = boot_bios(&img, MARKER, Duration::from_secs(90));
     eprintln!("SeaBIOS → GRUB → Linux → {MARKER} in {secs:.1}s");
     assert!(log.contains("Linux version"), "the kernel did not print its banner:\n{log}");
+    let cmdline = log.lines().find_map(|l| l.trim_end().strip_prefix("cmdline: ")).expect("init printed /proc/cmdline");
+    assert_eq!(cmdline, "BOOT_IMAGE=/boot/vmlinuz console=ttyS0,115200 panic=-1 \"bi.note=two words$x;y\"");
 }
 
 /// An install into a bios-boot partition that is too small names the size

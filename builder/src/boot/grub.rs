@@ -561,17 +561,52 @@ fn grub_quote(word: &str) -> String {
     }
 }
 
+/// Split a kernel command line the way the kernel does: at whitespace
+/// outside double quotes; the quotes themselves are dropped (GRUB's Linux
+/// loader puts an argument that contains a space back in double quotes).
+fn kernel_args(cmdline: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    args.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        args.push(cur);
+    }
+    args
+}
+
 /// The embedded config that boots Linux from the ESP: serial console on
 /// COM1 at 115200 baud (and the screen), `root` = GPT partition
 /// `esp_partition` of the first BIOS disk, then `/boot/vmlinuz` with
 /// `cmdline` and `/boot/initrd.img`. Rescue-mode syntax: one command a line.
 /// Needs [`BOOT_MODULES`].
+///
+/// `cmdline` is in the kernel's syntax (`a=1 b="two words"`); each argument
+/// is quoted for GRUB's parser so that `$`, `;` and spaces arrive unchanged.
+/// GRUB's Linux loader itself backslash-escapes `\`, `'` and `"` inside an
+/// argument, so those characters do not reach the kernel verbatim.
 pub fn boot_config(esp_partition: u32, cmdline: &str) -> String {
-    let args: Vec<String> = cmdline.split_whitespace().map(grub_quote).collect();
     let mut linux = String::from("linux /boot/vmlinuz");
-    for a in &args {
+    for a in kernel_args(cmdline) {
         linux.push(' ');
-        linux.push_str(a);
+        linux.push_str(&grub_quote(&a));
     }
     format!(
         "serial --unit=0 --speed=115200\n\
