@@ -637,7 +637,10 @@ pub fn install(disk: Region<'_>, files: &GrubFiles, core: &[u8], bios_boot_offse
     }
     // The code part of diskboot.img (below its blocklists) is never patched.
     let code = ..FIRST_BLOCKLIST - BLOCKLIST_ENTRY;
-    if core.len() < 2 * SECTOR || core[code] != files.diskboot_img[code] {
+    if core.len() <= SECTOR + files.lzma_decompress_img.len() {
+        return Err(GrubError::BadCore { msg: format!("{} bytes is too short", core.len()) });
+    }
+    if core[code] != files.diskboot_img[code] {
         return Err(GrubError::BadCore { msg: "its first sector is not these files' diskboot.img".into() });
     }
     if le16(core, SECTOR - 2) != LOAD_SEGMENT {
@@ -686,4 +689,237 @@ pub fn install(disk: Region<'_>, files: &GrubFiles, core: &[u8], bios_boot_offse
     mbr[0x1FF] = 0xAA;
     disk.write_at(&mbr, 0)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// A minimal i386 ELF executable shaped like GRUB's kernel.img: code at
+    /// 0x9000, read-only data, data, bss and a section-name table.
+    fn fake_kernel() -> Vec<u8> {
+        // (name, type, flags, addr, content or bss size)
+        let text = b"\xEA\x00\x90\x00\x00CODE-CODE-CODE".to_vec();
+        let rodata = b"RODATA!!".to_vec();
+        let data = b"DATA".to_vec();
+        let names = b"\0.text\0.rodata\0.data\0.bss\0.shstrtab\0".to_vec();
+        let mut f = vec![0u8; 52];
+        let mut place = |f: &mut Vec<u8>, d: &[u8]| {
+            let off = f.len() as u32;
+            f.extend_from_slice(d);
+            off
+        };
+        let t = place(&mut f, &text);
+        let r = place(&mut f, &rodata);
+        let d = place(&mut f, &data);
+        let n = place(&mut f, &names);
+        while f.len() % 4 != 0 {
+            f.push(0);
+        }
+        let shoff = f.len() as u32;
+        // name offset, type, flags, addr, offset, size, link, info, align, entsize
+        let secs: [[u32; 10]; 6] = [
+            [0; 10],
+            [1, 1, 6, 0x9000, t, text.len() as u32, 0, 0, 1, 0],
+            [7, 1, 2, 0x9014, r, rodata.len() as u32, 0, 0, 4, 0],
+            [15, 1, 3, 0x9020, d, data.len() as u32, 0, 0, 32, 0],
+            [21, 8, 3, 0x9040, 0, 0x100, 0, 0, 32, 0],
+            [26, 3, 0, 0, n, names.len() as u32, 0, 0, 1, 0],
+        ];
+        for s in secs {
+            for v in s {
+                f.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 1;
+        f[5] = 1;
+        f[6] = 1;
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&3u16.to_le_bytes());
+        f[0x20..0x24].copy_from_slice(&shoff.to_le_bytes());
+        f[0x2E..0x30].copy_from_slice(&40u16.to_le_bytes());
+        f[0x30..0x32].copy_from_slice(&6u16.to_le_bytes());
+        f[0x32..0x34].copy_from_slice(&5u16.to_le_bytes());
+        f
+    }
+
+    fn fake_files() -> GrubFiles {
+        let mut m = BTreeMap::new();
+        let mut boot = vec![0xB0u8; 512];
+        boot[0x1FE] = 0x55;
+        boot[0x1FF] = 0xAA;
+        m.insert("boot.img".to_string(), boot);
+        let mut diskboot = vec![0xD0u8; 512];
+        diskboot[0x1E8..0x200].fill(0);
+        diskboot[0x1F4] = 2;
+        diskboot[0x1FE..].copy_from_slice(&0x820u16.to_le_bytes());
+        m.insert("diskboot.img".to_string(), diskboot);
+        let mut dec = vec![0xDCu8; 0x60];
+        dec[0x08..0x18].fill(0);
+        m.insert("lzma_decompress.img".to_string(), dec);
+        m.insert("kernel.img".to_string(), fake_kernel());
+        m.insert("moddep.lst".to_string(), b"a: b c\nb: c\nc:\nlonely:\n".to_vec());
+        m.insert("a.mod".to_string(), b"AAAAA".to_vec());
+        m.insert("b.mod".to_string(), b"BBBBBBBB".to_vec());
+        m.insert("c.mod".to_string(), b"C".to_vec());
+        m.insert("lonely.mod".to_string(), b"LL".to_vec());
+        m.insert("README".to_string(), b"ignored".to_vec());
+        GrubFiles::from_files("fake", m).unwrap()
+    }
+
+    #[test]
+    fn dependencies_come_first_in_grub_mkimage_order() {
+        let f = fake_files();
+        assert_eq!(f.resolve(&["a"]).unwrap(), ["c", "b", "a"]);
+        assert_eq!(f.resolve(&["lonely", "a.mod", "c"]).unwrap(), ["lonely", "c", "b", "a"]);
+        let e = f.resolve(&["a", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn the_payload_is_the_kernel_then_the_module_area() {
+        let f = fake_files();
+        let core = core_image(&f, &["a"], "(hd0,gpt1)/boot/grub", "set x=1\n").unwrap();
+        let p = unpack_core(&f, &core).unwrap();
+        // The kernel: sections at their addresses minus 0x9000, ending with .data.
+        assert_eq!(&p[..5], b"\xEA\x00\x90\x00\x00");
+        assert_eq!(&p[0x14..0x1C], b"RODATA!!");
+        assert_eq!(&p[0x20..0x24], b"DATA");
+        let m = &p[0x24..];
+        assert_eq!(le32(m, 0), MODULE_MAGIC);
+        assert_eq!(le32(m, 4), 12);
+        assert_eq!(le32(m, 8) as usize, m.len());
+        let mut objs = Vec::new();
+        let mut at = 12;
+        while at < m.len() {
+            let (typ, size) = (le32(m, at), le32(m, at + 4) as usize);
+            objs.push((typ, m[at + 8..at + size].to_vec()));
+            at += size;
+        }
+        assert_eq!(at, m.len());
+        let want: Vec<(u32, &[u8])> = vec![
+            (0, b"C\0\0\0"),
+            (0, b"BBBBBBBB"),
+            (0, b"AAAAA\0\0\0"),
+            (2, b"set x=1\n\0\0\0\0"),
+            (3, b"(hd0,gpt1)/boot/grub\0\0\0\0"),
+        ];
+        assert_eq!(objs.iter().map(|(t, d)| (*t, d.as_slice())).collect::<Vec<_>>(), want);
+        // Headers: the decompressor's sizes and diskboot's sector count.
+        let dec = &core[512..512 + 0x60];
+        assert_eq!(le32(dec, 0x0C) as usize, p.len());
+        assert_eq!(le32(dec, 0x08) as usize, core.len() - 512 - 0x60);
+        assert_eq!(le16(&core, 0x1FC) as usize, (core.len() - 512).div_ceil(512));
+        assert_eq!(&core[..0x1E8], &f.diskboot_img[..0x1E8]);
+    }
+
+    #[test]
+    fn core_images_are_reproducible_and_follow_their_inputs() {
+        let f = fake_files();
+        let a = core_image(&f, &["a"], "p", "c").unwrap();
+        assert_eq!(a, core_image(&f, &["a"], "p", "c").unwrap());
+        assert_ne!(a, core_image(&f, &["a"], "p", "d").unwrap());
+        assert_ne!(a, core_image(&f, &["a", "lonely"], "p", "c").unwrap());
+        assert!(matches!(core_image(&f, &["a"], "p\0", "c"), Err(GrubError::Nul { what: "prefix" })));
+    }
+
+    #[test]
+    fn missing_and_broken_files_are_named() {
+        let mut m = BTreeMap::new();
+        m.insert("boot.img".to_string(), vec![0u8; 512]);
+        let e = GrubFiles::from_files("somewhere", m).unwrap_err().to_string();
+        assert!(e.contains("somewhere") && e.contains("diskboot.img"), "{e}");
+        let mut f = fake_files();
+        f.kernel_img[18] = 62; // x86-64
+        let e = core_image(&f, &["a"], "p", "c").unwrap_err().to_string();
+        assert!(e.contains("kernel.img"), "{e}");
+    }
+
+    #[test]
+    fn install_patches_both_blocklist_and_boot_sector_and_keeps_the_mbr() {
+        let f = fake_files();
+        let core = core_image(&f, &["a", "lonely"], "p", "config").unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let disk_len = 4u64 << 20;
+        file.set_len(disk_len).unwrap();
+        // An "existing" sector 0: a BPB-ish area, a disk signature and a
+        // protective MBR entry.
+        let mut old = [0x11u8; 512];
+        old[0x1BE..0x1CE].copy_from_slice(&[0, 0, 2, 0, 0xEE, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0, 0xFF, 0xFF, 0, 0]);
+        old[0x1FE] = 0x55;
+        old[0x1FF] = 0xAA;
+        file.write_all_at(&old, 0).unwrap();
+        // Stale data in the bios-boot partition's padding must be cleared.
+        let (off, size) = (1u64 << 20, 1u64 << 20);
+        file.write_all_at(&vec![0x77u8; size as usize], off).unwrap();
+        let disk = Region::new(&file, 0, disk_len, "disk");
+        install(disk, &f, &core, off, size).unwrap();
+
+        let mut s0 = [0u8; 512];
+        file.read_exact_at(&mut s0, 0).unwrap();
+        assert_eq!(s0[..3], f.boot_img[..3]);
+        assert_eq!(s0[0x03..0x5A], old[0x03..0x5A], "BPB area kept");
+        assert_eq!(u64::from_le_bytes(s0[0x5C..0x64].try_into().unwrap()), off / 512);
+        assert_eq!(s0[0x64], 0xFF);
+        assert_eq!(s0[0x66..0x68], [0x90, 0x90]);
+        assert_eq!(s0[0x68..0x1B8], f.boot_img[0x68..0x1B8]);
+        assert_eq!(s0[0x1B8..], old[0x1B8..], "partition table and signature kept");
+
+        let sectors = core.len().div_ceil(512);
+        let mut back = vec![0u8; sectors * 512];
+        file.read_exact_at(&mut back, off).unwrap();
+        assert_eq!(back[..0x1E8], core[..0x1E8]);
+        assert_eq!(u64::from_le_bytes(back[0x1F4..0x1FC].try_into().unwrap()), off / 512 + 1);
+        assert_eq!(le16(&back, 0x1FC) as usize, sectors - 1);
+        assert_eq!(le16(&back, 0x1FE), 0x820);
+        assert!(back[0x1E8..0x1F4].iter().all(|b| *b == 0), "terminator");
+        assert_eq!(back[512..core.len()], core[512..]);
+        assert!(back[core.len()..].iter().all(|b| *b == 0), "padding to the sector");
+        // The rest of the partition is left alone.
+        let mut after = [0u8; 1];
+        file.read_exact_at(&mut after, off + back.len() as u64).unwrap();
+        assert_eq!(after[0], 0x77);
+        // Same inputs, same disk bytes.
+        let first = back.clone();
+        install(disk, &f, &core, off, size).unwrap();
+        file.read_exact_at(&mut back, off).unwrap();
+        assert_eq!(back, first);
+    }
+
+    #[test]
+    fn install_refuses_what_cannot_work() {
+        let f = fake_files();
+        let core = core_image(&f, &["a"], "p", "c").unwrap();
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(2 << 20).unwrap();
+        let disk = Region::new(&file, 0, 2 << 20, "disk");
+        let need = core.len().div_ceil(512) as u64 * 512;
+        match install(disk, &f, &core, 1 << 20, need - 512) {
+            Err(GrubError::DoesNotFit { need_bytes, .. }) => assert_eq!(need_bytes, need),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(install(disk, &f, &core, 1 << 20, 2 << 20), Err(GrubError::BadPartition { .. })));
+        assert!(matches!(install(disk, &f, &core, 1000, 1 << 20), Err(GrubError::BadPartition { .. })));
+        assert!(matches!(install(disk, &f, &core, 0, 1 << 20), Err(GrubError::BadPartition { .. })));
+        assert!(matches!(install(disk, &f, &[0u8; 2048], 1 << 20, 1 << 20), Err(GrubError::BadCore { .. })));
+        let mut all = vec![0u8; 2 << 20];
+        file.read_exact_at(&mut all, 0).unwrap();
+        assert!(all.iter().all(|b| *b == 0), "refused installs wrote nothing");
+    }
+
+    #[test]
+    fn boot_config_quotes_for_grub_and_splits_like_the_kernel() {
+        assert_eq!(kernel_args(r#"a  b="c d" "e f"  "#), ["a", "b=c d", "e f"]);
+        assert_eq!(grub_quote("console=ttyS0,115200"), "console=ttyS0,115200");
+        assert_eq!(grub_quote("b=c d"), "'b=c d'");
+        assert_eq!(grub_quote("x=$y;z"), "'x=$y;z'");
+        assert_eq!(grub_quote("it's"), r"'it'\''s'");
+        let c = boot_config(3, r#"console=ttyS0 note="a $b""#);
+        assert!(c.contains("set root=(hd0,gpt3)\n"), "{c}");
+        assert!(c.contains("linux /boot/vmlinuz console=ttyS0 'note=a $b'\n"), "{c}");
+        assert!(c.ends_with("initrd /boot/initrd.img\nboot\n"), "{c}");
+        assert!(c.lines().all(|l| !l.contains(';') || l.contains('\'')), "one command a line: {c}");
+    }
 }
