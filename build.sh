@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils qemu-system-x86 gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
 
 deps() {
     local missing=()

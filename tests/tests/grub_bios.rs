@@ -63,7 +63,7 @@ fn kernel_deb() -> PathBuf {
     assert!(ok, "{out}");
     let dep = out
         .split(',')
-        .map(|d| d.trim().split_whitespace().next().unwrap_or(""))
+        .map(|d| d.split_whitespace().next().unwrap_or(""))
         .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64"))
         .unwrap_or_else(|| panic!("no versioned kernel in Depends: {out}"))
         .to_string();
@@ -234,7 +234,11 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
 
     let (ok, out) = tool("sgdisk", &["-v", img.to_str().unwrap()]);
     assert!(ok && out.contains("No problems found"), "sgdisk -v after the install: {out}");
-    let sector0 = &fs::read(&img).unwrap()[..512];
+    let mut sector0 = [0u8; 512];
+    {
+        use std::os::unix::fs::FileExt;
+        fs::File::open(&img).unwrap().read_exact_at(&mut sector0, 0).unwrap();
+    }
     assert_eq!(&sector0[0x1FE..], &[0x55, 0xAA]);
     assert_eq!(sector0[0x1C2], 0xEE, "the protective MBR entry survives");
     assert_eq!(u64::from_le_bytes(sector0[0x5C..0x64].try_into().unwrap()), bios.offset / 512);

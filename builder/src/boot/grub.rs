@@ -705,7 +705,7 @@ mod tests {
         let data = b"DATA".to_vec();
         let names = b"\0.text\0.rodata\0.data\0.bss\0.shstrtab\0".to_vec();
         let mut f = vec![0u8; 52];
-        let mut place = |f: &mut Vec<u8>, d: &[u8]| {
+        let place = |f: &mut Vec<u8>, d: &[u8]| {
             let off = f.len() as u32;
             f.extend_from_slice(d);
             off
