@@ -220,8 +220,8 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     let files = GrubFiles::from_deb(&deb("grub-pc-bin"), w).expect("reading grub-pc-bin");
     // A quoted argument with a space and a `$` must reach the kernel intact.
     let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1 bi.note=\"two words$x;y\"");
-    let core = grub::core_image(&files, grub::BOOT_MODULES, "(hd0,gpt1)/boot/grub", &config).expect("core image");
-    let again = grub::core_image(&files, grub::BOOT_MODULES, "(hd0,gpt1)/boot/grub", &config).unwrap();
+    let core = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).expect("core image");
+    let again = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).unwrap();
     assert!(core == again, "core images from the same inputs differ");
     eprintln!("core.img: {} bytes, made in {:.2}s", core.len(), t0.elapsed().as_secs_f64());
 
@@ -256,7 +256,7 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
 fn too_small_bios_boot_partition_is_refused_with_the_size_needed() {
     let t = tempfile::tempdir().unwrap();
     let files = GrubFiles::from_deb(&deb("grub-pc-bin"), t.path()).expect("reading grub-pc-bin");
-    let core = grub::core_image(&files, grub::BOOT_MODULES, "(hd0,gpt1)/boot/grub", &grub::boot_config(1, "quiet")).unwrap();
+    let core = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &grub::boot_config(1, "quiet")).unwrap();
     let f = tempfile::tempfile().unwrap();
     f.set_len(4 << 20).unwrap();
     let err = grub::install(Region::new(&f, 0, 4 << 20, "disk"), &files, &core, 1 << 20, 64 << 10).unwrap_err();
@@ -287,7 +287,7 @@ fn payload_matches_grub_mkimage() {
     let dir = gp.join("usr/lib/grub/i386-pc");
     let config = grub::boot_config(1, "console=ttyS0,115200 x='a b' $y");
     fs::write(w.join("embed.cfg"), &config).unwrap();
-    let prefix = "(hd0,gpt1)/boot/grub";
+    let prefix = &grub::prefix(1);
     let mods = ["biosdisk", "part_gpt", "fat", "serial", "terminal", "linux", "echo", "search"];
     let theirs_path = w.join("theirs.img");
     let mut args = vec![

@@ -592,11 +592,20 @@ fn kernel_args(cmdline: &str) -> Vec<String> {
     args
 }
 
+/// The prefix to build core images with: `/boot/grub` on GPT partition
+/// `esp_partition` of the disk the BIOS booted from (GRUB fills in the drive
+/// of a prefix that starts with `(,`, as grub-install's prefixes do).
+pub fn prefix(esp_partition: u32) -> String {
+    format!("(,gpt{esp_partition})/boot/grub")
+}
+
 /// The embedded config that boots Linux from the ESP: serial console on
 /// COM1 at 115200 baud (and the screen), `root` = GPT partition
-/// `esp_partition` of the first BIOS disk, then `/boot/vmlinuz` with
-/// `cmdline` and `/boot/initrd.img`. Rescue-mode syntax: one command a line.
-/// Needs [`BOOT_MODULES`].
+/// `esp_partition` of `hd0` (BIOSes, SeaBIOS included, number the disk they
+/// boot from 0x80, which is GRUB's `hd0`; `(${cmddevice},gptN)` was tried
+/// and expanded to `(,gptN)` in the embedded config under GRUB 2.06), then
+/// `/boot/vmlinuz` with `cmdline` and `/boot/initrd.img`.
+/// Rescue-mode syntax: one command a line. Needs [`BOOT_MODULES`].
 ///
 /// `cmdline` is in the kernel's syntax (`a=1 b="two words"`); each argument
 /// is quoted for GRUB's parser so that `$`, `;` and spaces arrive unchanged.
@@ -918,6 +927,7 @@ mod tests {
         assert_eq!(grub_quote("it's"), r"'it'\''s'");
         let c = boot_config(3, r#"console=ttyS0 note="a $b""#);
         assert!(c.contains("set root=(hd0,gpt3)\n"), "{c}");
+        assert_eq!(prefix(3), "(,gpt3)/boot/grub");
         assert!(c.contains("linux /boot/vmlinuz console=ttyS0 'note=a $b'\n"), "{c}");
         assert!(c.ends_with("initrd /boot/initrd.img\nboot\n"), "{c}");
         assert!(c.lines().all(|l| !l.contains(';') || l.contains('\'')), "one command a line: {c}");
