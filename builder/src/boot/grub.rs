@@ -137,6 +137,8 @@ pub enum GrubError {
     BadPartition { offset: u64, size: u64, msg: String },
     #[error("the core image is not one from core_image(): {msg}")]
     BadCore { msg: String },
+    #[error("BIOS boot with GRUB needs a partition of type \"{kind}\" in disk.partitions ({why})")]
+    NoPartition { kind: &'static str, why: &'static str },
     #[error(transparent)]
     Region(#[from] RegionError),
 }
@@ -700,6 +702,47 @@ pub fn install(disk: Region<'_>, files: &GrubFiles, core: &[u8], bios_boot_offse
     Ok(())
 }
 
+/// What [`install_for_plan`] wrote, for the manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Installed {
+    /// GPT number of the ESP GRUB boots Linux from.
+    pub esp_partition: u32,
+    /// First sector of core.img (in the bios-boot partition).
+    pub core_lba: u64,
+    pub core_bytes: u64,
+    pub core_sha256: String,
+    /// Embedded modules, in load order.
+    pub modules: Vec<String>,
+}
+
+/// The whole BIOS install for a planned disk already written to `file`:
+/// the core image for [`BOOT_MODULES`] and [`boot_config`] (kernel and
+/// initramfs in `/boot` of the plan's first ESP, `cmdline`), put into the
+/// plan's first bios-boot partition, and boot.img into sector 0.
+pub fn install_for_plan(file: &std::fs::File, plan: &crate::plan::Plan, files: &GrubFiles, cmdline: &str) -> Result<Installed, GrubError> {
+    use sha2::{Digest, Sha256};
+    let guid = |t: &str| crate::plan::partition_type_guid(t).expect("known type");
+    let esp = plan
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == guid("esp"))
+        .ok_or(GrubError::NoPartition { kind: "esp", why: "GRUB loads the kernel and initramfs from /boot on it" })?;
+    let bios = plan
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == guid("bios-boot"))
+        .ok_or(GrubError::NoPartition { kind: "bios-boot", why: "it holds GRUB's core image; 1MiB is enough" })?;
+    let core = core_image(files, BOOT_MODULES, &prefix(esp.number), &boot_config(esp.number, cmdline))?;
+    install(Region::new(file, 0, plan.disk_size, "disk"), files, &core, bios.offset, bios.size)?;
+    Ok(Installed {
+        esp_partition: esp.number,
+        core_lba: bios.offset / SECTOR as u64,
+        core_bytes: core.len() as u64,
+        core_sha256: hex::encode(Sha256::digest(&core)),
+        modules: files.resolve(BOOT_MODULES)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,6 +959,53 @@ mod tests {
         let mut all = vec![0u8; 2 << 20];
         file.read_exact_at(&mut all, 0).unwrap();
         assert!(all.iter().all(|b| *b == 0), "refused installs wrote nothing");
+    }
+
+    fn planned(number: u32, type_: &str, offset: u64, size: u64) -> crate::plan::PlannedPartition {
+        crate::plan::PlannedPartition {
+            number,
+            label: type_.into(),
+            type_guid: crate::plan::partition_type_guid(type_).unwrap(),
+            part_guid: uuid::Uuid::nil(),
+            offset,
+            size,
+            filesystem: crate::recipe::Filesystem::None,
+            tree: None,
+            fs_uuid: uuid::Uuid::nil(),
+            fs_label: String::new(),
+            fs_seed: [0; 32],
+        }
+    }
+
+    #[test]
+    fn install_for_plan_finds_the_esp_and_the_bios_boot_partition() {
+        let mut f = fake_files();
+        // The fake tree has none of BOOT_MODULES: give it empty stand-ins.
+        for m in BOOT_MODULES {
+            f.modules.insert(m.to_string(), m.as_bytes().to_vec());
+        }
+        let mut plan = crate::plan::Plan {
+            disk_size: 4 << 20,
+            disk_guid: uuid::Uuid::nil(),
+            partitions: vec![planned(1, "linux", 1 << 20, 1 << 20), planned(2, "bios-boot", 2 << 20, 1 << 20)],
+            epoch: 0,
+        };
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(plan.disk_size).unwrap();
+        let e = install_for_plan(&file, &plan, &f, "quiet").unwrap_err();
+        assert!(e.to_string().contains("\"esp\""), "{e}");
+        plan.partitions.push(planned(3, "esp", 3 << 20, 1 << 20));
+        let done = install_for_plan(&file, &plan, &f, "quiet").unwrap();
+        assert_eq!((done.esp_partition, done.core_lba), (3, (2 << 20) / 512));
+        assert_eq!(done.modules, BOOT_MODULES);
+        let core = core_image(&f, BOOT_MODULES, "(,gpt3)/boot/grub", &boot_config(3, "quiet")).unwrap();
+        assert_eq!(done.core_bytes as usize, core.len());
+        let mut back = vec![0u8; core.len() - 512];
+        file.read_exact_at(&mut back, (2 << 20) + 512).unwrap();
+        assert_eq!(back, core[512..]);
+        plan.partitions.remove(1);
+        let e = install_for_plan(&file, &plan, &f, "quiet").unwrap_err();
+        assert!(e.to_string().contains("\"bios-boot\""), "{e}");
     }
 
     #[test]
