@@ -188,15 +188,12 @@ fn boot_bios(disk: &Path, marker: &str, timeout: Duration) -> (f64, String) {
     }
 }
 
-#[test]
-fn gpt_disk_boots_by_bios_through_our_grub() {
-    let t = tempfile::tempdir().unwrap();
-    let w = t.path();
+/// Build a 64 MiB disk with our pipeline from `partitions` (an ESP with
+/// `/boot/vmlinuz` and `/boot/initrd.img`, and a bios-boot partition);
+/// returns (image path, recipe path).
+fn build_disk(w: &Path, partitions: serde_json::Value) -> (PathBuf, PathBuf) {
     let kernel = vmlinuz(w);
     let initrd = initramfs(w);
-
-    // The disk, by our own pipeline: ESP with the kernel and initramfs, and a
-    // 1 MiB bios-boot partition.
     let recipe = serde_json::json!({
         "name": "grub",
         "source_date_epoch": 1_700_000_000,
@@ -204,21 +201,58 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
             {"file": "/boot/vmlinuz", "source": kernel.to_str().unwrap()},
             {"file": "/boot/initrd.img", "source": initrd.to_str().unwrap()}
         ]},
-        "disk": {"size": "64MiB", "partitions": [
-            {"label": "ESP", "type": "esp", "size": "40MiB", "filesystem": "vfat", "tree": "esp"},
-            {"label": "bios", "type": "bios-boot", "size": "1MiB"}
-        ]},
+        "disk": {"size": "64MiB", "partitions": partitions},
         "outputs": ["raw"]
     });
-    fs::write(w.join("r.json"), recipe.to_string()).unwrap();
+    let r = w.join("r.json");
+    fs::write(&r, recipe.to_string()).unwrap();
     let opts = build_image::pipeline::BuildOptions { out_dir: w.join("out"), env_epoch: None, progress: false };
-    build_image::pipeline::build(&w.join("r.json"), &opts).expect("building the disk");
-    let img = w.join("out/grub.raw");
+    build_image::pipeline::build(&r, &opts).expect("building the disk");
+    (w.join("out/grub.raw"), r)
+}
+
+/// `sgdisk -v` is clean, sector 0 keeps the protective MBR and points at
+/// core.img, and SeaBIOS boots through GRUB to the marker, with the command
+/// line intact. Returns the seconds to the marker.
+fn check_and_boot(img: &Path, core_lba: u64, cmdline_tail: &str) -> f64 {
+    let (ok, out) = tool("sgdisk", &["-v", img.to_str().unwrap()]);
+    assert!(ok && out.contains("No problems found"), "sgdisk -v after the install: {out}");
+    let mut sector0 = [0u8; 512];
+    {
+        use std::os::unix::fs::FileExt;
+        fs::File::open(img).unwrap().read_exact_at(&mut sector0, 0).unwrap();
+    }
+    assert_eq!(&sector0[0x1FE..], &[0x55, 0xAA]);
+    assert_eq!(sector0[0x1C2], 0xEE, "the protective MBR entry survives");
+    assert_eq!(u64::from_le_bytes(sector0[0x5C..0x64].try_into().unwrap()), core_lba);
+
+    let (secs, log) = boot_bios(img, MARKER, Duration::from_secs(90));
+    eprintln!("SeaBIOS → GRUB → Linux → {MARKER} in {secs:.1}s");
+    assert!(log.contains("Linux version"), "the kernel did not print its banner:\n{log}");
+    let cmdline = log.lines().find_map(|l| l.trim_end().strip_prefix("cmdline: ")).expect("init printed /proc/cmdline");
+    assert_eq!(cmdline, format!("BOOT_IMAGE=/boot/vmlinuz {cmdline_tail}"));
+    secs
+}
+
+/// ESP first, bios-boot second; the core image built and installed through
+/// the low-level API (`core_image`, `install`) with the partition read back
+/// from the GPT.
+#[test]
+fn gpt_disk_boots_by_bios_through_our_grub() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let (img, _) = build_disk(
+        w,
+        serde_json::json!([
+            {"label": "ESP", "type": "esp", "size": "40MiB", "filesystem": "vfat", "tree": "esp"},
+            {"label": "bios", "type": "bios-boot", "size": "1MiB"}
+        ]),
+    );
 
     // GRUB straight from the package, no dpkg.
     let t0 = Instant::now();
     let files = GrubFiles::from_deb(&deb("grub-pc-bin"), w).expect("reading grub-pc-bin");
-    // A quoted argument with a space and a `$` must reach the kernel intact.
+    // A quoted argument with a space, a `$` and a `;` must reach the kernel intact.
     let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1 bi.note=\"two words$x;y\"");
     let core = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).expect("core image");
     let again = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).unwrap();
@@ -231,23 +265,33 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     let len = f.metadata().unwrap().len();
     grub::install(Region::new(&f, 0, len, "disk"), &files, &core, bios.offset, bios.size).expect("install");
     drop(f);
+    check_and_boot(&img, bios.offset / 512, "console=ttyS0,115200 panic=-1 \"bi.note=two words$x;y\"");
+}
 
-    let (ok, out) = tool("sgdisk", &["-v", img.to_str().unwrap()]);
-    assert!(ok && out.contains("No problems found"), "sgdisk -v after the install: {out}");
-    let mut sector0 = [0u8; 512];
-    {
-        use std::os::unix::fs::FileExt;
-        fs::File::open(&img).unwrap().read_exact_at(&mut sector0, 0).unwrap();
-    }
-    assert_eq!(&sector0[0x1FE..], &[0x55, 0xAA]);
-    assert_eq!(sector0[0x1C2], 0xEE, "the protective MBR entry survives");
-    assert_eq!(u64::from_le_bytes(sector0[0x5C..0x64].try_into().unwrap()), bios.offset / 512);
-
-    let (secs, log) = boot_bios(&img, MARKER, Duration::from_secs(90));
-    eprintln!("SeaBIOS → GRUB → Linux → {MARKER} in {secs:.1}s");
-    assert!(log.contains("Linux version"), "the kernel did not print its banner:\n{log}");
-    let cmdline = log.lines().find_map(|l| l.trim_end().strip_prefix("cmdline: ")).expect("init printed /proc/cmdline");
-    assert_eq!(cmdline, "BOOT_IMAGE=/boot/vmlinuz console=ttyS0,115200 panic=-1 \"bi.note=two words$x;y\"");
+/// bios-boot first, the ESP second: `install_for_plan` finds both in the
+/// plan the pipeline used, and GRUB boots from `(hd0,gpt2)`.
+#[test]
+fn install_for_plan_boots_with_the_esp_as_partition_2() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let (img, recipe) = build_disk(
+        w,
+        serde_json::json!([
+            {"label": "bios", "type": "bios-boot", "size": "1MiB"},
+            {"label": "ESP", "type": "esp", "size": "40MiB", "filesystem": "vfat", "tree": "esp"}
+        ]),
+    );
+    let loaded = build_image::recipe::load(&recipe, None).unwrap();
+    let trees = build_image::pipeline::resolve_trees(&loaded, w, &build_image::progress::Progress::new(false)).unwrap();
+    let plan = build_image::pipeline::plan_for(&loaded, &trees).unwrap();
+    let files = GrubFiles::from_deb(&deb("grub-pc-bin"), w).unwrap();
+    let f = fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let done = grub::install_for_plan(&f, &plan, &files, "console=ttyS0,115200 panic=-1").expect("install");
+    drop(f);
+    assert_eq!(done.esp_partition, 2);
+    assert_eq!(done.core_lba, (1 << 20) / 512);
+    assert!(done.modules.iter().any(|m| m == "part_gpt") && done.modules.last().unwrap() == "linux", "{:?}", done.modules);
+    check_and_boot(&img, done.core_lba, "console=ttyS0,115200 panic=-1");
 }
 
 /// An install into a bios-boot partition that is too small names the size

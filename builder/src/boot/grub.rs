@@ -412,7 +412,7 @@ fn push_object(area: &mut Vec<u8>, typ: u32, data: &[u8], padded_len: usize) {
 }
 
 /// The uncompressed payload: kernel, then the module area.
-fn payload(files: &GrubFiles, modules: &[&str], prefix: &str, config: &str) -> Result<(Vec<u8>, u32), GrubError> {
+fn payload(files: &GrubFiles, modules: &[&str], prefix: &str, config: &str) -> Result<Vec<u8>, GrubError> {
     if prefix.contains('\0') {
         return Err(GrubError::Nul { what: "prefix" });
     }
@@ -440,7 +440,7 @@ fn payload(files: &GrubFiles, modules: &[&str], prefix: &str, config: &str) -> R
         return Err(GrubError::TooBig { what: "kernel with its bss", size: kernel_end, limit: KERNEL_LIMIT as u64 });
     }
     out.extend_from_slice(&area);
-    Ok((out, kernel.bss_size))
+    Ok(out)
 }
 
 /// Raw LZMA1 (no header, no size): what GRUB's i386-pc decompressor reads,
@@ -489,7 +489,7 @@ fn lzma_raw(data: &[u8]) -> Result<Vec<u8>, GrubError> {
 /// does: `diskboot.img` + patched `lzma_decompress.img` + the LZMA-compressed
 /// kernel and module area. The same inputs always give the same bytes.
 pub fn core_image(files: &GrubFiles, modules: &[&str], prefix: &str, embedded_config: &str) -> Result<Vec<u8>, GrubError> {
-    let (payload, _bss) = payload(files, modules, prefix, embedded_config)?;
+    let payload = payload(files, modules, prefix, embedded_config)?;
     let compressed = lzma_raw(&payload)?;
     let mut dec = files.lzma_decompress_img.clone();
     put32(&mut dec, DEC_COMPRESSED_SIZE, compressed.len() as u32);
@@ -522,7 +522,11 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
     }
     let dec = &core[SECTOR..SECTOR + dec_len];
     let csize = le32(dec, DEC_COMPRESSED_SIZE) as usize;
-    let usize_ = le32(dec, DEC_UNCOMPRESSED_SIZE) as u64;
+    let plain_len = le32(dec, DEC_UNCOMPRESSED_SIZE) as u64;
+    // GRUB decompresses below 16 MiB; anything larger is not a core image.
+    if plain_len > 16 << 20 {
+        return Err(bad(format!("its header announces {plain_len} uncompressed bytes")));
+    }
     let data = core.get(SECTOR + dec_len..SECTOR + dec_len + csize).ok_or_else(|| bad(format!("the compressed size {csize} reaches past its end")))?;
     // Rebuild a .lzma header (size unknown: GRUB's own streams have no
     // end marker, ours have one) and decode exactly the announced size.
@@ -533,7 +537,7 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
     lz.extend_from_slice(data);
     let err = |e: xz2::stream::Error| bad(format!("the LZMA stream does not decode: {e}"));
     let mut stream = Stream::new_lzma_decoder(u64::MAX).map_err(err)?;
-    let mut out = vec![0u8; usize_ as usize];
+    let mut out = vec![0u8; plain_len as usize];
     let mut input = &lz[..];
     let mut pos = 0usize;
     while pos < out.len() {
@@ -546,14 +550,15 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
         }
     }
     if pos != out.len() {
-        return Err(bad(format!("the LZMA stream ends after {pos} of {usize_} bytes")));
+        return Err(bad(format!("the LZMA stream ends after {pos} of {plain_len} bytes")));
     }
     Ok(out)
 }
 
 /// Quote one word for GRUB's command-line splitter: plain words stay as they
 /// are, anything else is single-quoted (a `'` inside becomes `'\''`), so `$`,
-/// `;`, quotes and backslashes reach the kernel unchanged.
+/// `;`, spaces, quotes and backslashes reach GRUB's `linux` command as one
+/// unchanged argument.
 fn grub_quote(word: &str) -> String {
     let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./=,:+@%^~".contains(&b));
     if plain {
