@@ -3,13 +3,14 @@
 #   ./build.sh              build the default recipe (recipes/demo.json) into out/
 #   ./build.sh test         install what the tests need, then run them all
 #   ./build.sh deps         only install the test dependencies (Debian packages)
+#   ./build.sh fetch [--update-lock]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils qemu-system-x86 gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils qemu-system-x86 ovmf binutils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
 
 deps() {
     local missing=()
@@ -33,11 +34,18 @@ build)
     ;;
 test)
     deps
+    cargo build -q -p build-image
+    ./target/debug/build-image fetch --project .
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;
 deps)
     deps
+    ;;
+fetch)
+    shift
+    cargo build -q -p build-image
+    ./target/debug/build-image fetch --project . "$@"
     ;;
 schema)
     cargo run -q -p build-image -- schema > recipes/schema.json
@@ -51,7 +59,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] | schema | bench]" >&2
     exit 2
     ;;
 esac

@@ -8,6 +8,7 @@
 pub mod recipe;
 pub mod tree;
 pub mod plan;
+pub mod boot;
 pub mod disk;
 pub mod fs;
 pub mod initramfs;
@@ -15,7 +16,7 @@ pub mod inspect;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
-pub mod boot;
+pub mod qemu;
 
 /// Errors of the whole build, each carrying its context. The CLI prints the
 /// chain of sources once.
@@ -48,6 +49,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Gpt(#[from] disk::gpt::GptError),
+    #[error(transparent)]
+    Package(#[from] boot::packages::PackageError),
     #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]

@@ -29,6 +29,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// The guest agent binary (default: $BUILD_IMAGE_AGENT, next to this
+        /// program, or the project's target folder).
+        #[arg(long)]
+        agent: Option<PathBuf>,
     },
     /// Read an image and show its partition table and filesystems.
     Inspect {
@@ -38,11 +42,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Boot an image in qemu and wait for a marker on the serial console.
+    Boot {
+        /// The image (raw, qcow2, vmdk or vhd).
+        image: PathBuf,
+        /// Firmware.
+        #[arg(long, value_enum, default_value = "uefi")]
+        firmware: build_image::qemu::Firmware,
+        /// Text that means the appliance is up (default: the recipe's smoke.expect, from the manifest).
+        #[arg(long)]
+        expect: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Accelerator: auto uses KVM only when a short probe answers.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: build_image::qemu::Accel,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
+        /// Extra disks (virtio), repeatable.
+        #[arg(long)]
+        drive: Vec<PathBuf>,
+        /// Host port forwards for the user network, e.g. tcp:127.0.0.1:8080-:80; repeatable.
+        #[arg(long)]
+        hostfwd: Vec<String>,
+        /// Serial log file (default: IMAGE.serial.log).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Print the JSON Schema of recipe.json.
     Schema,
+    /// Download the pinned Debian packages (kernel/packages.lock) into the cache and verify them.
+    Fetch {
+        /// Re-pin the lock to Debian's current versions first.
+        #[arg(long)]
+        update_lock: bool,
+        /// Project folder holding kernel/packages.lock.
+        #[arg(long, default_value = ".")]
+        project: PathBuf,
+    },
 }
 
-const VERBS: [&str; 4] = ["build", "inspect", "schema", "help"];
+const VERBS: [&str; 6] = ["build", "inspect", "schema", "fetch", "boot", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -67,11 +109,12 @@ fn env_epoch() -> Result<Option<i64>, String> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build { recipe, out } => {
+        Command::Build { recipe, out, agent } => {
             let opts = build_image::pipeline::BuildOptions {
                 out_dir: out,
                 env_epoch: env_epoch().map_err(anyhow::Error::msg)?,
                 progress: !cli.quiet,
+                agent,
             };
             let res = build_image::pipeline::build(&recipe, &opts)?;
             if !cli.quiet {
@@ -89,7 +132,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", r.render());
             }
         }
+        Command::Boot { image, firmware, expect, timeout, accel, memory, drive, hostfwd, log } => {
+            let o = build_image::qemu::BootOptions {
+                image,
+                firmware,
+                expect,
+                timeout: std::time::Duration::from_secs(timeout),
+                accel,
+                memory_mib: memory,
+                drives: drive,
+                hostfwd,
+                echo: !cli.quiet,
+                log,
+            };
+            let r = build_image::qemu::boot(&o)?;
+            eprintln!("\nbuild-image: `{}` after {:.1} s ({:?}; log {})", r.marker, r.seconds, r.accel, r.log.display());
+        }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
+        Command::Fetch { update_lock, project } => {
+            for line in build_image::boot::packages::fetch(&project, update_lock)? {
+                eprintln!("{line}");
+            }
+        }
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct BuildOptions {
     pub env_epoch: Option<i64>,
     /// Show progress on stderr.
     pub progress: bool,
+    /// The guest agent binary (found automatically when not given).
+    pub agent: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -61,12 +63,34 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
 
     let mut pending = Vec::new();
     let mut artifacts = Vec::new();
+    let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
+    let boot = match &recipe.kernel {
+        Some(_) => {
+            let project = crate::boot::packages::project_root(&loaded.base_dir);
+            let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
+            let step = progress.step("assembling the kernel, initramfs and UKI".into());
+            let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
+            step.done();
+            Some(parts)
+        }
+        None => None,
+    };
+    let esp_files = boot.as_ref().map(|b| b.esp_files.as_slice()).unwrap_or(&[]);
+    let boot_info = boot.as_ref().map(|b| crate::output::manifest::BootInfo {
+        firmware: recipe.firmware(),
+        kernel: b.kernel.origin.clone(),
+        kernel_release: b.kernel.release.clone(),
+        cmdline: b.cmdline.clone(),
+        modules: b.modules.clone(),
+    });
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        write_raw(tmp.as_file(), &plan, &trees, &progress)?;
+        write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
+        if recipe.firmware().contains(&crate::recipe::Firmware::Bios) && boot.is_some() {
+            install_bios(tmp.as_file(), &loaded, &plan, boot.as_ref().expect("checked"), &opts.out_dir)?;
+        }
         let raw = tmp.as_file();
-        let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
         if recipe.outputs.contains(&Output::Qcow2) {
             let out = temp_in(&opts.out_dir, &recipe.name)?;
             let step = progress.step("converting to qcow2".into());
@@ -87,19 +111,36 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
             pending.push(Pending { tmp, dest: dest("raw") });
         }
     }
-    if recipe.outputs.contains(&Output::Initramfs) {
-        let init = recipe.initramfs.as_ref().expect("validated");
-        let tree = &trees.trees[&init.tree];
-        let dest = opts.out_dir.join(format!("{}.initramfs", recipe.name));
-        let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        let step = progress.step(format!("packing the initramfs from tree `{}`", init.tree));
-        {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            crate::initramfs::write(tree, init.compression, init.level, &mut w)?;
-            w.flush().map_err(|e| Error::io("writing the initramfs", e))?;
+    let wants_initramfs = recipe.outputs.iter().any(|o| matches!(o, Output::Initramfs | Output::KernelInitramfs));
+    match boot {
+        Some(b) => {
+            if wants_initramfs {
+                pending.push(Pending { tmp: b.initramfs, dest: dest("initramfs") });
+            }
+            if recipe.outputs.contains(&Output::KernelInitramfs) {
+                let out = temp_in(&opts.out_dir, &recipe.name)?;
+                let r = b.kernel.image.open().map_err(|e| Error::io("reading the kernel image", e))?;
+                r.copy_to(0, b.kernel.image.len(), out.as_file(), 0).map_err(|e| Error::io("writing the kernel image", e))?;
+                pending.push(Pending { tmp: out, dest: dest("vmlinuz") });
+            }
+            if let (true, Some(uki)) = (recipe.outputs.contains(&Output::Uki), b.uki) {
+                pending.push(Pending { tmp: uki, dest: dest("efi") });
+            }
         }
-        step.done();
-        pending.push(Pending { tmp, dest });
+        None if wants_initramfs => {
+            let init = recipe.initramfs.as_ref().expect("validated");
+            let tree = &trees.trees[&init.tree];
+            let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
+            let step = progress.step(format!("packing the initramfs from tree `{}`", init.tree));
+            {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+                crate::initramfs::write(tree, init.compression, init.level, &mut w)?;
+                w.flush().map_err(|e| Error::io("writing the initramfs", e))?;
+            }
+            step.done();
+            pending.push(Pending { tmp, dest: dest("initramfs") });
+        }
+        None => {}
     }
     let step = progress.step("hashing the outputs".to_string());
     for p in &pending {
@@ -107,7 +148,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         artifacts.push(Artifact::of(p.tmp.as_file(), &p.dest)?);
     }
     step.done();
-    let manifest = Manifest::new(&loaded, &plan, artifacts, trees.inputs.clone());
+    let manifest = Manifest::new(&loaded, &plan, artifacts, trees.inputs.clone(), boot_info);
     let manifest_path = opts.out_dir.join(format!("{}.manifest.json", recipe.name));
     let mut mtmp = temp_in(&opts.out_dir, &recipe.name)?;
     mtmp.write_all(manifest.to_json().as_bytes()).map_err(|e| Error::io("writing the manifest", e))?;
@@ -124,7 +165,7 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
     Ok(BuildResult { manifest_path, manifest })
 }
 
-fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
+pub fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
     tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -160,8 +201,15 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     crate::tree::tar::apply_tar(&mut tree, &host(&l.tar), &l.to, spool_dir).map_err(wrap)?;
                 }
                 Layer::Deb(l) => {
-                    inputs.push(Input::file(&at, "deb", &l.deb, &host(&l.deb)).map_err(wrap)?);
-                    crate::tree::tar::apply_deb(&mut tree, &host(&l.deb), &l.to, spool_dir).map_err(wrap)?;
+                    let path = if crate::boot::packages::is_package_name(&l.deb) {
+                        crate::boot::packages::Packages::open(&loaded.base_dir)
+                            .and_then(|p| p.deb(&l.deb))
+                            .map_err(|e| wrap(LayerError::Invalid(e.to_string())))?
+                    } else {
+                        host(&l.deb)
+                    };
+                    inputs.push(Input::file(&at, "deb", &l.deb, &path).map_err(wrap)?);
+                    crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
                 }
                 Layer::File(l) => {
                     if let Some(src) = &l.source {
@@ -191,17 +239,37 @@ pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
 }
 
 /// The size a partition marked `"auto"` needs: its filesystem's minimum for
-/// the tree, plus the recipe's headroom.
-fn auto_size(loaded: &Loaded, _trees: &Trees, i: usize) -> Result<u64, Error> {
+/// the tree, plus the recipe's headroom (default 20%).
+fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     let p = &loaded.recipe.disk.as_ref().expect("auto needs a disk").partitions[i];
-    Err(Error::Other(format!(
-        "disk.partitions[{i}].size: \"auto\" is not available for filesystem {:?} (partition `{}`): give a size",
-        p.filesystem, p.label
-    )))
+    let empty = Tree::new(loaded.recipe.epoch());
+    let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+    let (uuid, seed) = crate::plan::fs_identity(&loaded.digest, i, &p.label);
+    let params = FsParams { label: p.fs.label.clone().unwrap_or_else(|| p.label.clone()), uuid, seed, epoch: loaded.recipe.epoch() };
+    let at = format!("disk.partitions[{i}]");
+    let min = match p.filesystem {
+        Filesystem::Ext4 => {
+            let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+            crate::fs::ext4::min_size(tree, &params, &o)
+        }
+        other => return Err(Error::Other(format!("{at}.size: \"auto\" is not available for {other:?}: give a size"))),
+    };
+    let headroom = match &p.fs.headroom {
+        Some(h) => crate::recipe::size::Headroom::parse(h).map_err(|e| Error::Other(format!("{at}.fs.headroom: {e}")))?,
+        None => crate::recipe::size::DEFAULT_HEADROOM,
+    };
+    Ok(headroom.apply(min))
 }
 
-/// Write the GPT and every partition into `file`.
-fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Result<(), Error> {
+/// GRUB for BIOS boot: not in this build yet, so say so instead of writing
+/// an image that would not boot.
+fn install_bios(_file: &File, _loaded: &Loaded, _plan: &Plan, _boot: &crate::boot::assemble::BootParts, _spool: &Path) -> Result<(), Error> {
+    Err(Error::Other("boot.firmware: \"bios\" is not available in this build yet (GRUB installation lands separately); use [\"uefi\"]".into()))
+}
+
+/// Write the GPT and every partition into `file`. `esp_files` are added to
+/// the ESP's tree (the UKI, the kernel and initramfs for GRUB).
+fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crate::tree::Content)], progress: &Progress) -> Result<(), Error> {
     file.set_len(plan.disk_size).map_err(|e| Error::io("sizing the image", e))?;
     let whole = Region::new(file, 0, plan.disk_size, "disk");
     crate::disk::gpt::write(whole, plan)?;
@@ -209,7 +277,17 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Re
     for p in &plan.partitions {
         let name = format!("partition {} ({})", p.number, p.label);
         let region = Region::new(file, p.offset, p.size, &name);
-        let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+        let mut tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+        let with_boot;
+        if p.type_guid == crate::plan::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
+            let mut t = tree.clone();
+            for (path, content) in esp_files {
+                let inode = crate::tree::Inode { meta: crate::tree::Meta::new(0o644, plan.epoch), kind: crate::tree::Kind::File(content.clone()) };
+                t.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("{name}: {e}")))?;
+            }
+            with_boot = t;
+            tree = &with_boot;
+        }
         let params = FsParams { label: p.fs_label.clone(), uuid: p.fs_uuid, seed: p.fs_seed, epoch: plan.epoch };
         let step = progress.step(format!("writing {name} as {:?}", p.filesystem));
         match p.filesystem {
@@ -219,7 +297,23 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, progress: &Progress) -> Re
                 region.zero(0, p.size.min(1 << 20))?;
             }
             Filesystem::Vfat => {
-                crate::fs::fat::write(tree, region, &params).map_err(|e| Error::Partition { name: name.clone(), source: e.into() })?;
+                crate::fs::fat::write(tree, region, &params).map_err(|e| match e {
+                    crate::fs::fat::FatError::Full { .. } => Error::Other(format!(
+                        "disk.partitions[{}].size: {name} is {} but its files need about {}: make it at least that large",
+                        p.number - 1,
+                        crate::recipe::size::human(p.size),
+                        crate::recipe::size::human(crate::fs::fat::size_needed(tree))
+                    )),
+                    e => Error::Partition { name: name.clone(), source: e.into() },
+                })?;
+            }
+            Filesystem::Ext4 => {
+                let at = format!("disk.partitions[{}]", p.number - 1);
+                let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+                crate::fs::ext4::write(tree, region, &params, &o).map_err(|e| match e {
+                    e @ crate::fs::ext4::Ext4Error::TooSmall { .. } => Error::Other(format!("{at}.size: {e}")),
+                    e => Error::Partition { name: name.clone(), source: e.into() },
+                })?;
             }
             other => {
                 return Err(Error::Other(format!("{name}: filesystem {other:?} is not available in this build")));

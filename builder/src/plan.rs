@@ -93,6 +93,17 @@ pub struct PlannedPartition {
     /// Bytes derived for filesystem-internal seeds (directory hash seed…).
     #[serde(skip)]
     pub fs_seed: [u8; 32],
+    /// The recipe's filesystem options for this partition.
+    #[serde(skip)]
+    pub fs: crate::recipe::FsOptions,
+}
+
+/// Filesystem UUID and seed of partition `index` (0-based) labelled `label`.
+pub fn fs_identity(digest: &[u8; 32], index: usize, label: &str) -> (Uuid, [u8; 32]) {
+    (
+        derive_uuid(digest, &format!("filesystem-uuid:{}:{}", index + 1, label)),
+        derive_bytes(digest, &format!("filesystem-seed:{}:{}", index + 1, label)),
+    )
 }
 
 /// The full layout of one image.
@@ -180,6 +191,7 @@ pub fn plan(
     let mut parts = Vec::new();
     for (i, p) in disk.partitions.iter().enumerate() {
         let fs_label = p.fs.label.clone().unwrap_or_else(|| p.label.clone());
+        let (fs_uuid, fs_seed) = fs_identity(digest, i, &p.label);
         parts.push(PlannedPartition {
             number: i as u32 + 1,
             label: p.label.clone(),
@@ -187,11 +199,13 @@ pub fn plan(
             part_guid: derive_uuid(digest, &format!("partition-guid:{}:{}", i + 1, p.label)),
             offset: offsets[i],
             size: sizes[i].expect("all sized"),
-            filesystem: p.filesystem,
+            // An ESP is always FAT, even when the recipe leaves it implicit.
+            filesystem: if p.type_ == "esp" && p.filesystem == Filesystem::None { Filesystem::Vfat } else { p.filesystem },
             tree: p.tree.clone(),
-            fs_uuid: derive_uuid(digest, &format!("filesystem-uuid:{}:{}", i + 1, p.label)),
+            fs_uuid,
             fs_label,
-            fs_seed: derive_bytes(digest, &format!("filesystem-seed:{}:{}", i + 1, p.label)),
+            fs_seed,
+            fs: p.fs.clone(),
         });
     }
     Ok(Plan { disk_size, disk_guid: derive_uuid(digest, "disk-guid"), partitions: parts, epoch: recipe.epoch() })

@@ -119,6 +119,21 @@ fn volume_label(label: &str) -> [u8; 11] {
     out
 }
 
+/// A generous estimate of the FAT32 partition size `tree` needs: its files
+/// in 4 KiB clusters, a directory cluster each, both FATs, and 1 MiB of
+/// reserved space, rounded up to 1 MiB (never below FAT32's minimum).
+pub fn size_needed(tree: &Tree) -> u64 {
+    let mut clusters = 0u64;
+    tree.walk(|v| match &tree.inode(v.ino).kind {
+        Kind::File(c) => clusters += c.len().div_ceil(4096).max(1),
+        Kind::Dir(_) => clusters += 1,
+        _ => {}
+    });
+    let fats = (clusters * 4 * 2).div_ceil(4096) * 4096;
+    let total = clusters * 4096 + fats + (1 << 20);
+    (total.div_ceil(1 << 20) << 20).max(36 << 20)
+}
+
 /// Check the whole tree fits FAT's model before writing anything.
 pub fn check_tree(tree: &Tree) -> Result<(), FatError> {
     let mut err = None;

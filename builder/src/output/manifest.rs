@@ -125,12 +125,28 @@ pub struct Manifest {
     pub inputs: Vec<Input>,
     /// The partition table and identities.
     pub disk: Option<Plan>,
+    /// What `build-image boot` waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<crate::recipe::Smoke>,
+    /// How it boots: firmware, kernel release, command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootInfo>,
     /// The builder that made it.
     pub builder: String,
 }
 
+/// Boot facts recorded in the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootInfo {
+    pub firmware: Vec<crate::recipe::Firmware>,
+    pub kernel: String,
+    pub kernel_release: String,
+    pub cmdline: String,
+    pub modules: Vec<String>,
+}
+
 impl Manifest {
-    pub fn new(loaded: &Loaded, plan: &Plan, artifacts: Vec<Artifact>, inputs: Vec<Input>) -> Manifest {
+    pub fn new(loaded: &Loaded, plan: &Plan, artifacts: Vec<Artifact>, inputs: Vec<Input>, boot: Option<BootInfo>) -> Manifest {
         Manifest {
             name: loaded.recipe.name.clone(),
             recipe_sha256: hex::encode(loaded.digest),
@@ -138,6 +154,8 @@ impl Manifest {
             artifacts,
             inputs,
             disk: (!plan.partitions.is_empty()).then(|| plan.clone()),
+            smoke: loaded.recipe.smoke.clone(),
+            boot,
             builder: format!("build-image {}", env!("CARGO_PKG_VERSION")),
         }
     }

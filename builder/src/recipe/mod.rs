@@ -61,9 +61,73 @@ pub struct Recipe {
     /// The disk: its size and GPT partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<Disk>,
-    /// What to write into the output folder: `raw`, `initramfs`, `qcow2`, `vhd`.
+    /// The kernel: a locked Debian package (or a bare image), its command
+    /// line, and the modules to put into the initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Kernel>,
+    /// The appliance's command. With a root partition: the root's init
+    /// (default `/sbin/init`). Without: what the agent runs from the
+    /// initramfs (default `/bin/sh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<String>>,
+    /// How the image boots: `{"firmware": ["uefi", "bios"]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<Boot>,
+    /// What `build-image boot` waits for on the serial console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<Smoke>,
+    /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
+    /// `vhd`, `uki`, `kernel+initramfs`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
+}
+
+/// `"kernel": {"package": "linux-image-cloud-amd64", "cmdline": "...", "modules": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// A package name from kernel/packages.lock, or a path ending in `.deb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// A bare kernel image on the host (no modules available then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Kernel command line. `root=PARTUUID=…` and `rootfstype=` are added
+    /// for a root partition. Default `console=ttyS0,115200`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Modules to load at boot; their dependencies come along.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+}
+
+/// Firmware the image boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Uefi,
+    Bios,
+}
+
+/// `"boot": {"firmware": ["uefi", "bios"]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Default `["uefi"]`.
+    #[serde(default = "default_firmware")]
+    pub firmware: Vec<Firmware>,
+}
+
+fn default_firmware() -> Vec<Firmware> {
+    vec![Firmware::Uefi]
+}
+
+/// `"smoke": {"expect": "READY"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Smoke {
+    /// Text on the serial console that means the appliance is up.
+    pub expect: String,
 }
 
 fn default_outputs() -> Vec<Output> {
@@ -82,6 +146,11 @@ pub enum Output {
     Qcow2,
     /// `NAME.vhd`: fixed VHD (Hyper-V, Azure).
     Vhd,
+    /// `NAME.efi`: the unified kernel image.
+    Uki,
+    /// `NAME.vmlinuz` and `NAME.initramfs`, for direct kernel boot.
+    #[serde(rename = "kernel+initramfs")]
+    KernelInitramfs,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.
@@ -212,6 +281,11 @@ impl Recipe {
     /// The effective `source_date_epoch`.
     pub fn epoch(&self) -> i64 {
         self.source_date_epoch.unwrap_or(0)
+    }
+
+    /// The firmware the image boots with (`["uefi"]` unless `boot` says).
+    pub fn firmware(&self) -> Vec<Firmware> {
+        self.boot.as_ref().map(|b| b.firmware.clone()).unwrap_or_else(default_firmware)
     }
 }
 

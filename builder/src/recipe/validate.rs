@@ -45,8 +45,41 @@ pub fn validate(r: &Recipe) -> Check {
             }
         }
     }
-    if r.outputs.contains(&super::Output::Initramfs) && r.initramfs.is_none() {
-        return fail("outputs", "output `initramfs` needs an `initramfs` section naming its tree");
+    if r.outputs.contains(&super::Output::Initramfs) && r.initramfs.is_none() && r.kernel.is_none() {
+        return fail("outputs", "output `initramfs` needs an `initramfs` section naming its tree (or a `kernel`)");
+    }
+    for o in [super::Output::Uki, super::Output::KernelInitramfs] {
+        if r.outputs.contains(&o) && r.kernel.is_none() {
+            return fail("outputs", format!("output `{}` needs a `kernel`", if o == super::Output::Uki { "uki" } else { "kernel+initramfs" }));
+        }
+    }
+    if let Some(k) = &r.kernel {
+        match (&k.package, &k.image) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return fail("kernel", "give exactly one of `package` (a locked Debian package or a .deb) or `image` (a kernel file)"),
+        }
+        if k.image.is_some() && !k.modules.is_empty() {
+            return fail("kernel.modules", "modules come from a kernel package; a bare `image` has none");
+        }
+    }
+    if let Some(init) = &r.init {
+        if init.is_empty() || init[0].is_empty() {
+            return fail("init", "give the command as an array, e.g. [\"/bin/sh\", \"-c\", \"echo ready\"]");
+        }
+    }
+    if let Some(b) = &r.boot {
+        if b.firmware.is_empty() {
+            return fail("boot.firmware", "name at least one of \"uefi\", \"bios\"");
+        }
+        if r.kernel.is_none() {
+            return fail("boot", "booting needs a `kernel`");
+        }
+        if b.firmware.contains(&super::Firmware::Bios) {
+            let has = r.disk.as_ref().is_some_and(|d| d.partitions.iter().any(|p| p.type_ == "bios-boot"));
+            if !has {
+                return fail("boot.firmware", "\"bios\" needs a partition of type \"bios-boot\" (1 MiB is enough) for GRUB's core image");
+            }
+        }
     }
     if let Some(disk) = &r.disk {
         let mut fills = Vec::new();
@@ -86,7 +119,7 @@ pub fn validate(r: &Recipe) -> Check {
                 if !r.trees.contains_key(t) {
                     return fail(format!("{at}.tree"), format!("no tree named `{t}` in `trees` (have: {})", names(r)));
                 }
-                if p.filesystem == Filesystem::None {
+                if p.filesystem == Filesystem::None && p.type_ != "esp" {
                     return fail(format!("{at}.tree"), "a tree needs a filesystem to go into: set `filesystem`");
                 }
             }

@@ -1,0 +1,216 @@
+//! Putting a bootable image together: the kernel from its package, the
+//! initramfs (the recipe's tree plus the guest agent as `/init` and the
+//! kernel modules in dependency order), the command line, the UKI for UEFI
+//! and the files GRUB reads for BIOS.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::kernel::{Kernel, KernelError};
+use super::packages::{is_package_name, Packages};
+use crate::plan::Plan;
+use crate::recipe::{Filesystem, Firmware, Loaded};
+use crate::tree::content::SourceFile;
+use crate::tree::{Content, Inode, Kind, Meta, Tree};
+use crate::Error;
+
+/// Everything the boot stage produced, still in temp files.
+pub struct BootParts {
+    pub kernel: Kernel,
+    pub cmdline: String,
+    /// The compressed initramfs.
+    pub initramfs: tempfile::NamedTempFile,
+    /// The UKI, when UEFI boot or the `uki` output asks for it.
+    pub uki: Option<tempfile::NamedTempFile>,
+    /// Files the builder adds to the ESP: (tree path, content).
+    pub esp_files: Vec<(String, Content)>,
+    /// Modules in the initramfs, in load order.
+    pub modules: Vec<String>,
+}
+
+/// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, next to
+/// this executable, or in the project's target folder.
+pub fn find_agent(explicit: Option<&Path>, project: Option<&Path>) -> Result<PathBuf, Error> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("BUILD_IMAGE_AGENT") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("guest-agent"));
+        }
+    }
+    if let Some(root) = project {
+        candidates.push(root.join("target/x86_64-unknown-linux-gnu/release/guest-agent"));
+    }
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(Error::Other(format!(
+        "the guest agent binary is missing (looked at {}): run `./build.sh agent`, or pass --agent PATH",
+        tried.join(", ")
+    )))
+}
+
+fn file_inode(mode: u32, epoch: i64, content: Content) -> Inode {
+    Inode { meta: Meta::new(mode, epoch), kind: Kind::File(content) }
+}
+
+/// Load the kernel the recipe names.
+pub fn load_kernel(loaded: &Loaded, spool_dir: &Path) -> Result<Kernel, Error> {
+    let spec = loaded.recipe.kernel.as_ref().expect("caller checked");
+    let at = |e: KernelError| Error::Other(format!("kernel: {e}"));
+    if let Some(image) = &spec.image {
+        return Kernel::from_image(&loaded.base_dir.join(image)).map_err(at);
+    }
+    let name = spec.package.as_deref().expect("validated");
+    let debs = if is_package_name(name) {
+        let p = Packages::open(&loaded.base_dir).map_err(|e| Error::Other(format!("kernel.package: {e}")))?;
+        super::kernel::package_debs(&p, name).map_err(|e| Error::Other(format!("kernel.package: {e}")))?
+    } else {
+        vec![loaded.base_dir.join(name)]
+    };
+    let mut trees = Vec::new();
+    for d in &debs {
+        let mut t = Tree::new(loaded.recipe.epoch());
+        crate::tree::tar::apply_deb(&mut t, d, "/", spool_dir)
+            .map_err(|e| Error::Layer { at: "kernel.package".into(), source: e })?;
+        trees.push(t);
+    }
+    Kernel::from_trees(name, &trees).map_err(at)
+}
+
+/// The root partition (type `root-x86-64`), if any: (PARTUUID, fstype).
+fn root_partition(loaded: &Loaded, plan: &Plan) -> Option<(String, &'static str)> {
+    let disk = loaded.recipe.disk.as_ref()?;
+    disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.type_ == "root-x86-64").map(|(p, pp)| {
+        let fs = match p.filesystem {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Btrfs => "btrfs",
+            Filesystem::Vfat => "vfat",
+            Filesystem::None => "auto",
+        };
+        (pp.part_guid.to_string(), fs)
+    })
+}
+
+/// Build the initramfs, command line and UKI for a recipe with a `kernel`.
+pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, agent: &Path, out_dir: &Path) -> Result<BootParts, Error> {
+    let recipe = &loaded.recipe;
+    let spec = recipe.kernel.as_ref().expect("caller checked");
+    let epoch = recipe.epoch();
+    let kernel = load_kernel(loaded, out_dir)?;
+
+    // Command line: the recipe's, plus the root the builder knows about.
+    let mut cmdline = spec.cmdline.clone().unwrap_or_else(|| "console=ttyS0,115200".into());
+    let root = root_partition(loaded, plan);
+    let mut modules = spec.modules.clone();
+    if let Some((partuuid, fs)) = &root {
+        cmdline.push_str(&format!(" root=PARTUUID={partuuid} rootfstype={fs} rw"));
+        if *fs == "btrfs" && !kernel.is_builtin("btrfs") && !modules.iter().any(|m| m == "btrfs") {
+            modules.push("btrfs".into());
+        }
+        if let Some(init) = &recipe.init {
+            cmdline.push_str(&format!(" init={}", init[0]));
+        }
+    }
+    let cmdline = cmdline.trim().to_string();
+    kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;
+    let order = kernel.module_order(&modules).map_err(|e| Error::Other(e.to_string()))?;
+
+    // The initramfs tree: the recipe's, then the agent and the modules.
+    let mut tree = match &recipe.initramfs {
+        Some(i) => trees.trees[&i.tree].clone(),
+        None => Tree::new(epoch),
+    };
+    let agent_content = Content::host(agent).map_err(|e| Error::io(format!("reading the guest agent {}", agent.display()), e))?;
+    let ins = |tree: &mut Tree, path: &str, inode: Inode| {
+        tree.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("initramfs: {e}")))
+    };
+    ins(&mut tree, "/init", file_inode(0o755, epoch, agent_content))?;
+    let mut list = String::new();
+    for m in &order {
+        let path = format!("/lib/modules/{}/{}", kernel.release, m.rel_path);
+        ins(&mut tree, &path, file_inode(0o644, epoch, m.content.clone()))?;
+        list.push_str(&m.rel_path);
+        list.push('\n');
+    }
+    ins(&mut tree, "/etc/agent/modules", file_inode(0o644, epoch, Content::bytes(list)))?;
+    if root.is_none() {
+        if let Some(init) = &recipe.init {
+            let argv: String = init.iter().map(|a| format!("{a}\n")).collect();
+            ins(&mut tree, "/etc/agent/init", file_inode(0o644, epoch, Content::bytes(argv)))?;
+        }
+    }
+    let (compression, level) = recipe.initramfs.as_ref().map(|i| (i.compression, i.level)).unwrap_or_default();
+    let mut initramfs = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, initramfs.as_file_mut());
+        crate::initramfs::write(&tree, compression, level, &mut w)?;
+        w.flush().map_err(|e| Error::io("writing the initramfs", e))?;
+    }
+    let initrd_content = shared(&initramfs, "initramfs")?;
+
+    let firmware = recipe.firmware();
+    let mut esp_files = Vec::new();
+    let wants_uki = firmware.contains(&Firmware::Uefi) || recipe.outputs.contains(&crate::recipe::Output::Uki);
+    let mut uki = None;
+    if wants_uki {
+        let stub = stub(loaded, out_dir)?;
+        let osrel = format!(
+            "NAME=\"build-image\"\nID=build-image\nIMAGE_ID={}\nPRETTY_NAME=\"{} (build-image)\"\n",
+            recipe.name, recipe.name
+        );
+        let uname = kernel.release.clone();
+        let mut sections = vec![
+            super::uki::Section { name: ".osrel", data: super::uki::SectionData::Bytes(osrel.as_bytes()) },
+            super::uki::Section { name: ".cmdline", data: super::uki::SectionData::Bytes(cmdline.as_bytes()) },
+        ];
+        if !uname.is_empty() {
+            sections.push(super::uki::Section { name: ".uname", data: super::uki::SectionData::Bytes(uname.as_bytes()) });
+        }
+        sections.push(super::uki::Section { name: ".initrd", data: super::uki::SectionData::Content(&initrd_content) });
+        sections.push(super::uki::Section { name: ".linux", data: super::uki::SectionData::Content(&kernel.image) });
+        let f = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+        super::uki::write(&stub.0, &stub.1, &sections, f.as_file()).map_err(|e| Error::Other(e.to_string()))?;
+        if firmware.contains(&Firmware::Uefi) {
+            esp_files.push(("/EFI/BOOT/BOOTX64.EFI".to_string(), shared(&f, "UKI")?));
+        }
+        uki = Some(f);
+    }
+    if firmware.contains(&Firmware::Bios) {
+        esp_files.push(("/boot/vmlinuz".to_string(), kernel.image.clone()));
+        esp_files.push(("/boot/initrd.img".to_string(), initrd_content.clone()));
+    }
+    let modules = order.iter().map(|m| m.name.clone()).collect();
+    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules })
+}
+
+/// A content reference to a finished temp file.
+fn shared(f: &tempfile::NamedTempFile, what: &str) -> Result<Content, Error> {
+    let file = f.as_file().try_clone().map_err(|e| Error::io(format!("reopening the {what}"), e))?;
+    let len = file.metadata().map_err(|e| Error::io(format!("reading the {what}"), e))?.len();
+    let source = Arc::new(SourceFile { path: f.path().to_path_buf(), file });
+    Ok(Content::Slice { source, offset: 0, len, sparse: None })
+}
+
+/// systemd-stub from the pinned `systemd-boot-efi` package.
+fn stub(loaded: &Loaded, spool_dir: &Path) -> Result<(Content, String), Error> {
+    let packages = Packages::open(&loaded.base_dir).map_err(|e| Error::Other(format!("UEFI boot needs systemd-stub: {e}")))?;
+    let deb = packages.deb("systemd-boot-efi").map_err(|e| Error::Other(format!("UEFI boot needs systemd-stub: {e}")))?;
+    let mut t = Tree::new(loaded.recipe.epoch());
+    crate::tree::tar::apply_deb(&mut t, &deb, "/", spool_dir).map_err(|e| Error::Layer { at: "systemd-boot-efi".into(), source: e })?;
+    let path = b"/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+    match t.find(path).map(|id| &t.inode(id).kind) {
+        Some(Kind::File(c)) => Ok((c.clone(), format!("{}:/usr/lib/systemd/boot/efi/linuxx64.efi.stub", deb.display()))),
+        _ => Err(Error::Other(format!("{} has no linuxx64.efi.stub", deb.display()))),
+    }
+}

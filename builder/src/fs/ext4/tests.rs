@@ -1,0 +1,189 @@
+//! Unit tests: the real e2fsprogs tools are the oracles.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::tree::{Content, Inode, Kind, Meta, Tree};
+
+pub(crate) fn params() -> FsParams {
+    FsParams {
+        label: "root".into(),
+        uuid: uuid::Uuid::from_bytes([0x11; 16]),
+        seed: [0x5a; 32],
+        epoch: 1_700_000_000,
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("-V").output().is_ok()
+}
+
+/// Write `tree` into a fresh image of `size` bytes at `path`.
+fn build(tree: &Tree, path: &Path, size: u64, opts: &Ext4Options) -> Result<FsReport, Ext4Error> {
+    let f = File::options().read(true).write(true).create(true).truncate(true).open(path).unwrap();
+    f.set_len(size).unwrap();
+    let r = Region::new(&f, 0, size, "test");
+    write(tree, r, &params(), opts)
+}
+
+fn fsck(path: &Path) {
+    if !have("e2fsck") {
+        eprintln!("e2fsck missing: skipping the fsck check");
+        return;
+    }
+    let out = Command::new("e2fsck").arg("-fn").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn empty_tree_is_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("e.img");
+    let tree = Tree::new(1_700_000_000);
+    build(&tree, &img, 64 << 20, &Ext4Options::default()).unwrap();
+    fsck(&img);
+}
+
+#[test]
+fn multi_group_and_small_are_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = Tree::new(1_700_000_000);
+    for (i, size) in [(0, 5u64 << 20), (1, 300 << 20), (2, (1 << 30) + 12345)].into_iter() {
+        let img = d.path().join(format!("g{i}.img"));
+        build(&tree, &img, size, &Ext4Options::default()).unwrap();
+        fsck(&img);
+    }
+}
+
+#[test]
+fn small_tree_is_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("s.img");
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) })
+        .unwrap();
+    tree.insert(b"bin", Inode { meta: Meta::new(0o777, 1), kind: Kind::Symlink(b"usr/bin".to_vec()) }).unwrap();
+    build(&tree, &img, 32 << 20, &Ext4Options::default()).unwrap();
+    fsck(&img);
+}
+
+#[test]
+fn features_are_checked() {
+    let mut o = FsOptions {
+        features: vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()],
+        ..FsOptions::default()
+    };
+    let r = Ext4Options::from_fs_options(&o).unwrap();
+    assert!(!r.resize_inode && !r.journal);
+    o.features = vec!["+frobnicate".into()];
+    let e = Ext4Options::from_fs_options(&o).unwrap_err().to_string();
+    assert!(e.contains("frobnicate"), "{e}");
+    o.features = vec!["+orphan_file".into()];
+    assert!(Ext4Options::from_fs_options(&o).unwrap_err().to_string().contains("orphan_file"));
+}
+
+/// Development aid: `EXT4_KEEP=/path cargo test ... keep_image -- --ignored`.
+#[test]
+#[ignore]
+fn keep_image() {
+    let path = std::env::var("EXT4_KEEP").unwrap();
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) })
+        .unwrap();
+    let size: u64 = std::env::var("EXT4_SIZE").map(|s| s.parse().unwrap()).unwrap_or(1 << 30);
+    build(&tree, Path::new(&path), size, &Ext4Options::default()).unwrap();
+}
+
+#[test]
+fn dx_hash_matches_debugfs() {
+    if !have("debugfs") {
+        eprintln!("debugfs missing: skipping");
+        return;
+    }
+    let seed_bytes: Vec<u8> = (0u8..16).map(|i| i.wrapping_mul(17).wrapping_add(3)).collect();
+    let mut seed = [0u32; 4];
+    for (i, w) in seed.iter_mut().enumerate() {
+        *w = u32::from_le_bytes(seed_bytes[i * 4..i * 4 + 4].try_into().unwrap());
+    }
+    let uuid = uuid::Uuid::from_slice(&seed_bytes).unwrap().hyphenated().to_string();
+    let long = "x".repeat(70);
+    let utf = "é".repeat(127);
+    for name in ["a", "lost+found", "héllo", "日本語のファイル名", long.as_str(), utf.as_str(), "abcd", "abcdefgh"] {
+        let out = Command::new("debugfs").arg("-R").arg(format!("dx_hash -h half_md4 -s {uuid} {name}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.split("is 0x").nth(1).and_then(|s| s.split_whitespace().next()).expect("debugfs output");
+        let want = u32::from_str_radix(hex, 16).unwrap();
+        assert_eq!(super::image::hash_for_tests(name.as_bytes(), &seed), want, "hash of {name}");
+    }
+}
+
+#[test]
+fn too_small_names_the_size() {
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"big", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![7u8; 3 << 20])) }).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let e = build(&tree, &d.path().join("t.img"), 2 << 20, &Ext4Options::default()).unwrap_err();
+    let min = min_size(&tree, &params(), &Ext4Options::default());
+    assert!(matches!(e, Ext4Error::TooSmall { needed, .. } if needed == min), "{e}");
+    assert!(e.to_string().contains(&min.to_string()));
+    build(&tree, &d.path().join("t.img"), min, &Ext4Options::default()).unwrap();
+    fsck(&d.path().join("t.img"));
+}
+
+#[test]
+fn option_variants_are_clean() {
+    let mut tree = Tree::new(1_700_000_000);
+    for i in 0..600 {
+        tree.insert(format!("d/f{i:04}").as_bytes(), Inode { meta: Meta::new(0o644, 1), kind: Kind::Fifo }).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let variants: Vec<(Vec<&str>, Option<u64>, Option<u32>)> = vec![
+        (vec!["-has_journal"], None, None),
+        (vec!["-resize_inode"], None, Some(0)),
+        (vec!["-dir_index", "-huge_file", "-dir_nlink"], Some(2048), None),
+        (vec![], Some(700), Some(50)),
+    ];
+    for (k, (features, inodes, reserved)) in variants.into_iter().enumerate() {
+        let fo = FsOptions {
+            features: features.iter().map(|s| s.to_string()).collect(),
+            inodes,
+            reserved_percent: reserved,
+            ..FsOptions::default()
+        };
+        let opts = Ext4Options::from_fs_options(&fo).unwrap();
+        let img = d.path().join(format!("v{k}.img"));
+        build(&tree, &img, 200 << 20, &opts).unwrap();
+        fsck(&img);
+    }
+    // Too few explicit inodes is an error, not a silent change.
+    let fo = FsOptions { inodes: Some(100), ..FsOptions::default() };
+    let e = build(&tree, &d.path().join("x.img"), 200 << 20, &Ext4Options::from_fs_options(&fo).unwrap()).unwrap_err();
+    assert!(matches!(e, Ext4Error::TooFewInodes { .. }), "{e}");
+}
+
+/// A larger region never fits less: around the journal-size steps
+/// (32768 blocks: 4 → 16 MiB) the journal shrinks instead of failing.
+#[test]
+fn bigger_regions_always_fit() {
+    let mut tree = Tree::new(1_700_000_000);
+    tree.insert(b"blob", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(vec![1u8; 118 << 20])) }).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let min = min_size(&tree, &params(), &Ext4Options::default());
+    assert!(min < 128 << 20, "min {min}");
+    for size in [min, min + 4096, 128 << 20, (128 << 20) + (4 << 20), (128 << 20) + (12 << 20), 160 << 20] {
+        let img = d.path().join("j.img");
+        let rep = build(&tree, &img, size, &Ext4Options::default()).unwrap_or_else(|e| panic!("size {size}: {e}"));
+        if size == (128 << 20) + (4 << 20) {
+            assert!(rep.notes.iter().any(|n| n.contains("journal shrunk")), "{:?}", rep.notes);
+        }
+        fsck(&img);
+    }
+}
