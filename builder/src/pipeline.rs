@@ -261,10 +261,18 @@ fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     Ok(headroom.apply(min))
 }
 
-/// GRUB for BIOS boot: not in this build yet, so say so instead of writing
-/// an image that would not boot.
-fn install_bios(_file: &File, _loaded: &Loaded, _plan: &Plan, _boot: &crate::boot::assemble::BootParts, _spool: &Path) -> Result<(), Error> {
-    Err(Error::Other("boot.firmware: \"bios\" is not available in this build yet (GRUB installation lands separately); use [\"uefi\"]".into()))
+/// GRUB for BIOS boot: the core image (from the pinned `grub-pc-bin`,
+/// read from the package itself) into the bios-boot partition and boot.img
+/// into sector 0; GRUB then loads `/boot/vmlinuz` and `/boot/initrd.img`
+/// from the ESP with the recipe's command line.
+fn install_bios(file: &File, loaded: &Loaded, plan: &Plan, boot: &crate::boot::assemble::BootParts, spool: &Path) -> Result<(), Error> {
+    let packages = crate::boot::packages::Packages::open(&loaded.base_dir)
+        .map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
+    let deb = packages.deb("grub-pc-bin").map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
+    let files = crate::boot::grub::GrubFiles::from_deb(&deb, spool).map_err(|e| Error::Partition { name: "GRUB".into(), source: e.into() })?;
+    crate::boot::grub::install_for_plan(file, plan, &files, &boot.cmdline)
+        .map_err(|e| Error::Partition { name: "GRUB BIOS install".into(), source: e.into() })?;
+    Ok(())
 }
 
 /// Write the GPT and every partition into `file`. `esp_files` are added to
