@@ -206,8 +206,7 @@ fn build_disk(w: &Path, partitions: serde_json::Value) -> (PathBuf, PathBuf) {
     });
     let r = w.join("r.json");
     fs::write(&r, recipe.to_string()).unwrap();
-    let opts = build_image::pipeline::BuildOptions { out_dir: w.join("out"), env_epoch: None, progress: false, agent: None };
-    build_image::pipeline::build(&r, &opts).expect("building the disk");
+    run_ok(w, &["-q", r.to_str().unwrap(), "--out", "out"]);
     (w.join("out/grub.raw"), r)
 }
 

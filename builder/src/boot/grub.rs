@@ -966,20 +966,13 @@ mod tests {
         assert!(all.iter().all(|b| *b == 0), "refused installs wrote nothing");
     }
 
-    fn planned(number: u32, type_: &str, offset: u64, size: u64) -> crate::plan::PlannedPartition {
-        crate::plan::PlannedPartition {
-            number,
-            label: type_.into(),
-            type_guid: crate::plan::partition_type_guid(type_).unwrap(),
-            part_guid: uuid::Uuid::nil(),
-            offset,
-            size,
-            filesystem: crate::recipe::Filesystem::None,
-            tree: None,
-            fs_uuid: uuid::Uuid::nil(),
-            fs_label: String::new(),
-            fs_seed: [0; 32],
-        }
+    /// A plan for partitions of (type, size) on an 8 MiB disk, by the real
+    /// planner.
+    fn plan_of(parts: &[(&str, &str)]) -> crate::plan::Plan {
+        let parts: Vec<_> = parts.iter().map(|(t, size)| serde_json::json!({"label": t, "type": t, "size": size})).collect();
+        let recipe = serde_json::json!({"name": "t", "disk": {"size": "8MiB", "partitions": parts}});
+        let recipe: crate::recipe::Recipe = serde_json::from_value(recipe).unwrap();
+        crate::plan::plan(&recipe, &[1; 32], |_| unreachable!("no auto sizes")).unwrap()
     }
 
     #[test]
@@ -989,17 +982,12 @@ mod tests {
         for m in BOOT_MODULES {
             f.modules.insert(m.to_string(), m.as_bytes().to_vec());
         }
-        let mut plan = crate::plan::Plan {
-            disk_size: 4 << 20,
-            disk_guid: uuid::Uuid::nil(),
-            partitions: vec![planned(1, "linux", 1 << 20, 1 << 20), planned(2, "bios-boot", 2 << 20, 1 << 20)],
-            epoch: 0,
-        };
+        let plan = plan_of(&[("linux", "1MiB"), ("bios-boot", "1MiB")]);
         let file = tempfile::tempfile().unwrap();
         file.set_len(plan.disk_size).unwrap();
         let e = install_for_plan(&file, &plan, &f, "quiet").unwrap_err();
         assert!(e.to_string().contains("\"esp\""), "{e}");
-        plan.partitions.push(planned(3, "esp", 3 << 20, 1 << 20));
+        let plan = plan_of(&[("linux", "1MiB"), ("bios-boot", "1MiB"), ("esp", "1MiB")]);
         let done = install_for_plan(&file, &plan, &f, "quiet").unwrap();
         assert_eq!((done.esp_partition, done.core_lba), (3, (2 << 20) / 512));
         assert_eq!(done.modules, BOOT_MODULES);
@@ -1008,7 +996,7 @@ mod tests {
         let mut back = vec![0u8; core.len() - 512];
         file.read_exact_at(&mut back, (2 << 20) + 512).unwrap();
         assert_eq!(back, core[512..]);
-        plan.partitions.remove(1);
+        let plan = plan_of(&[("linux", "1MiB"), ("esp", "1MiB")]);
         let e = install_for_plan(&file, &plan, &f, "quiet").unwrap_err();
         assert!(e.to_string().contains("\"bios-boot\""), "{e}");
     }
