@@ -411,6 +411,12 @@ fn hybrid_recipe_boots_by_bios_and_uefi() {
         let img = w.join(&out).join("bios.raw");
         let (ok, sg) = tool("sgdisk", &["-v", img.to_str().unwrap()]);
         assert!(ok && sg.contains("No problems found"), "sgdisk -v: {sg}");
+        let m: serde_json::Value = serde_json::from_slice(&fs::read(w.join(&out).join("bios.manifest.json")).unwrap()).unwrap();
+        let g = &m["boot"]["grub"];
+        assert_eq!(g["esp_partition"], 1, "{m}");
+        assert_eq!(g["core_lba"], m["disk"]["partitions"][1]["offset"].as_u64().unwrap() / 512, "{m}");
+        assert_eq!(g["modules"].as_array().unwrap().last().unwrap(), "linux", "{m}");
+        assert_eq!(g["core_sha256"].as_str().unwrap().len(), 64);
         let h = sha256(&img);
         if round == 0 {
             first = h;
