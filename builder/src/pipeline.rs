@@ -258,6 +258,15 @@ fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
             let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
             crate::fs::ext4::min_size(tree, &params, &o)
         }
+        Filesystem::Btrfs => {
+            let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+            match crate::fs::btrfs::min_size(tree, &params, &o) {
+                // 0 means the tree or options are invalid: let the writer
+                // report the real error on a nominal size.
+                0 => 1 << 30,
+                n => n,
+            }
+        }
         other => return Err(Error::Other(format!("{at}.size: \"auto\" is not available for {other:?}: give a size"))),
     };
     let headroom = match &p.fs.headroom {
@@ -334,8 +343,13 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crat
                     e => Error::Partition { name: name.clone(), source: e.into() },
                 })?;
             }
-            other => {
-                return Err(Error::Other(format!("{name}: filesystem {other:?} is not available in this build")));
+            Filesystem::Btrfs => {
+                let at = format!("disk.partitions[{}]", p.number - 1);
+                let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+                crate::fs::btrfs::write(tree, region, &params, &o).map_err(|e| match e {
+                    e @ crate::fs::btrfs::BtrfsError::TooSmall { .. } => Error::Other(format!("{at}.size: {e}")),
+                    e => Error::Partition { name: name.clone(), source: e.into() },
+                })?;
             }
         }
         step.done();

@@ -582,3 +582,155 @@ fn kernel_writes_then_fsck() {
     drop(guard);
     fsck(&img);
 }
+
+/// xorshift64*: a tiny deterministic generator for random trees.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn random_tree(seed: u64) -> Tree {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut t = Tree::new(EPOCH);
+    let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..400 {
+        let parent = dirs[r.below(dirs.len() as u64) as usize].clone();
+        let len = match r.below(4) {
+            0 => 255,
+            _ => 1 + r.below(40) as usize,
+        };
+        let mut name: Vec<u8> = r.bytes(len).into_iter().map(|b| if b == b'/' || b == 0 { b'_' } else { b }).collect();
+        if name == b"." || name == b".." || (parent.is_empty() && name == b"lost+found") {
+            name.push(b'x');
+        }
+        name.truncate(255);
+        let mut path = parent.clone();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        if t.find(&path).is_some() {
+            continue;
+        }
+        let mut meta = Meta::new(r.below(0o10000) as u32, EPOCH);
+        meta.uid = if r.below(2) == 0 { r.below(70000) as u32 } else { r.next() as u32 };
+        meta.gid = r.below(1 << 20) as u32;
+        meta.mtime = EPOCH - r.below(1 << 30) as i64;
+        meta.mtime_nsec = r.below(1_000_000_000) as u32;
+        for _ in 0..r.below(6) {
+            let ns = ["user.", "trusted.", "security."][r.below(3) as usize];
+            let n = format!("{ns}k{}", r.below(1000));
+            let vlen = r.below(300) as usize;
+            meta.xattrs.insert(n.into_bytes(), r.bytes(vlen));
+        }
+        let kind = match r.below(12) {
+            0..=2 => Kind::Dir(BTreeMap::new()),
+            3..=6 => {
+                let n = match r.below(4) {
+                    0 => 0,
+                    1 => 4096 * (1 + r.below(4)) as usize,
+                    _ => r.below(30000) as usize,
+                };
+                Kind::File(Content::bytes(r.bytes(n)))
+            }
+            7 => {
+                let n = 1 + r.below(300) as usize;
+                Kind::Symlink(r.bytes(n).into_iter().map(|b| if b == 0 { b'z' } else { b }).collect())
+            }
+            8 => Kind::CharDev { major: r.below(4096) as u32, minor: r.below(1 << 20) as u32 },
+            9 => Kind::BlockDev { major: r.below(300) as u32, minor: r.below(300) as u32 },
+            10 => Kind::Fifo,
+            _ => {
+                if let Some(f) = files.get(r.below(files.len().max(1) as u64) as usize).cloned() {
+                    t.hardlink(&path, &f).unwrap();
+                    continue;
+                }
+                Kind::Socket
+            }
+        };
+        // The kernel hides user.* on anything but files and directories.
+        if !matches!(kind, Kind::File(_) | Kind::Dir(_)) {
+            meta.xattrs.retain(|k, _| !k.starts_with(b"user."));
+        }
+        let is_dir = matches!(kind, Kind::Dir(_));
+        let is_file = matches!(kind, Kind::File(_));
+        let id = t.add_inode(Inode { meta, kind });
+        t.link_inode(&path, id).unwrap();
+        if is_dir {
+            dirs.push(path);
+        } else if is_file {
+            files.push(path);
+        }
+    }
+    t
+}
+
+/// Random trees, each written at exactly `min_size`: clean and exact.
+#[test]
+fn random_trees_at_min_size() {
+    let d = tempfile::tempdir().unwrap();
+    let n: u64 = std::env::var("EXT4_RANDOM_TREES").map(|s| s.parse().unwrap()).unwrap_or(6);
+    for seed in 1..=n {
+        let tree = random_tree(seed);
+        let size = ext4::min_size(&tree, &params(), &Ext4Options::default());
+        let img = d.path().join(format!("r{seed}.img"));
+        build_at(&tree, &img, size).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        fsck(&img);
+        if is_root() {
+            let m = Mount::new(&img, &d.path().join(format!("m{seed}")));
+            compare(&tree, &m.0);
+        }
+    }
+}
+
+/// `cargo test --release -p e2e-tests --test ext4 bench_many -- --ignored --nocapture`:
+/// 200,000 small files in 200 directories, ours against `mke2fs -d`.
+#[test]
+#[ignore]
+fn bench_many_files_against_mke2fs() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let mut tree = Tree::new(EPOCH);
+    for i in 0..200_000u32 {
+        let dir = format!("d{:03}", i % 200);
+        let name = format!("file-{i:07}");
+        let body = format!("content of {i}\n").repeat((i % 7) as usize);
+        std::fs::create_dir_all(src.join(&dir)).unwrap();
+        std::fs::write(src.join(&dir).join(&name), &body).unwrap();
+        tree.insert(format!("{dir}/{name}").as_bytes(), file(0o644, Content::bytes(body.into_bytes()))).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let min = ext4::min_size(&tree, &params(), &Ext4Options::default());
+    let min_t = t0.elapsed();
+    let size = (min * 3 / 2).div_ceil(1 << 20) << 20;
+    let ours = d.path().join("ours.img");
+    let theirs = d.path().join("theirs.img");
+    let t0 = std::time::Instant::now();
+    build_at(&tree, &ours, size).unwrap();
+    let ours_t = t0.elapsed();
+    File::create(&theirs).unwrap().set_len(size).unwrap();
+    let t0 = std::time::Instant::now();
+    let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-b", "4096", "-N", "300000", "-d"]).arg(&src).arg(&theirs).status().unwrap();
+    let theirs_t = t0.elapsed();
+    assert!(st.success());
+    fsck(&ours);
+    eprintln!(
+        "200k files: min_size {min_t:?} ({} MiB); image {} MiB: ours {ours_t:?}, mke2fs -d {theirs_t:?}, ratio {:.2}",
+        min >> 20,
+        size >> 20,
+        ours_t.as_secs_f64() / theirs_t.as_secs_f64()
+    );
+}

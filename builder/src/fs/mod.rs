@@ -3,6 +3,7 @@
 //! time, derived by the plan), plus its own options. It never sees the recipe,
 //! the host's directories or other partitions.
 
+pub mod btrfs;
 pub mod ext4;
 pub mod fat;
 

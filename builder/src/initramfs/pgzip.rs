@@ -74,9 +74,11 @@ struct Done {
     crc: crc32fast::Hasher,
 }
 
-/// The number of compressing threads to use by default.
+/// The number of compressing threads to use by default: the available CPUs,
+/// at most 16 (memory grows with the thread count; the output does not
+/// change with it).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16)
 }
 
 /// Compress the stream that `produce` writes, with `threads` workers, to

@@ -40,7 +40,7 @@ fn be32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// `ext2fs_default_journal_size` (in blocks) for a filesystem of `blocks`.
-fn journal_blocks(blocks: u64) -> Option<u64> {
+pub(super) fn journal_blocks(blocks: u64) -> Option<u64> {
     Some(match blocks {
         0..2048 => return None,
         2048..32768 => 1024,
@@ -206,7 +206,13 @@ fn order(tree: &Tree) -> Result<Order, Ext4Error> {
     if let Some(e) = err {
         return Err(e);
     }
-    let lpf = tree.child(Tree::ROOT, b"lost+found").is_none();
+    let lpf = match tree.child(Tree::ROOT, b"lost+found") {
+        None => true,
+        Some(id) if matches!(tree.inode(id).kind, Kind::Dir(_)) => false,
+        Some(id) => {
+            return Err(Ext4Error::LostFound { kind: tree.inode(id).kind.word() });
+        }
+    };
     let mut ino = vec![0u32; links.len()];
     let mut next = if lpf { FIRST_INO + 1 } else { FIRST_INO };
     for &(id, _) in &list {
@@ -227,20 +233,48 @@ fn need_inodes(o: &Order) -> u64 {
 /// Smallest number of blocks that holds the tree.
 pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
     let Ok(o) = order(tree) else { return 64 };
-    let mut blocks: u64 = 64 + need_inodes(&o) * INODE_SIZE / BS;
+    // With a journal wanted, never answer below the size that gets one
+    // (under 2048 blocks there is none, as with mke2fs).
+    let floor: u64 = if opts.journal { 2048 } else { 64 };
+    let mut blocks: u64 = floor.max(64 + need_inodes(&o) * INODE_SIZE / BS);
     for _ in 0..64 {
         match Plan::fit(tree, &o, blocks, params, opts) {
             Ok(p) => {
-                // Bisect down to the boundary: `bad` does not fit, `good` does.
-                let mut good = blocks;
-                // A lower bound: everything allocated, with the smallest journal.
+                // Content demand hardly depends on the size: everything the
+                // allocator handed out but the journal and the resize block.
                 let j = p.journal.map_or(0, |j| j.1);
-                let mut bad = (p.data_blocks - j + j.min(1024)).saturating_sub(1).max(63);
+                let demand = p.data_blocks - j - p.dind.is_some() as u64;
+                let jmin = if opts.journal { j.min(1024) } else { 0 };
+                let need = need_inodes(&o);
+                // Cheap bisection on geometry alone: the smallest size
+                // whose free blocks hold the demand and the smallest journal.
+                let fits_geo = |b: u64| match Geometry::new(b, opts, need) {
+                    Ok((g, _)) if g.inodes_count() >= need => {
+                        g.free_blocks() >= demand + jmin + (g.rsv_gdt > 0) as u64
+                    }
+                    _ => false,
+                };
+                let (mut bad, mut good) = ((demand + jmin).max(floor) - 1, blocks);
                 while good - bad > 1 {
                     let mid = bad + (good - bad) / 2;
-                    match Plan::fit(tree, &o, mid, params, opts) {
-                        Ok(_) => good = mid,
-                        Err(_) => bad = mid,
+                    if fits_geo(mid) {
+                        good = mid;
+                    } else {
+                        bad = mid;
+                    }
+                }
+                // Confirm with full plans; fall back to bisecting on them.
+                let full = |b: u64| Plan::fit(tree, &o, b, params, opts).is_ok();
+                if full(good) && (good <= floor || !full(good - 1)) {
+                    return good;
+                }
+                let (mut bad, mut good) = if full(good) { (floor - 1, good - 1) } else { (good, blocks) };
+                while good - bad > 1 {
+                    let mid = bad + (good - bad) / 2;
+                    if full(mid) {
+                        good = mid;
+                    } else {
+                        bad = mid;
                     }
                 }
                 return good;
@@ -283,8 +317,8 @@ impl Plan {
                     Ok(mut p) => {
                         p.notes.push(format!(
                             "journal shrunk from {} to {} MiB to fit the content",
-                            j * BS >> 20,
-                            p.journal.map_or(0, |j| j.1) * BS >> 20
+                            (j * BS) >> 20,
+                            (p.journal.map_or(0, |j| j.1) * BS) >> 20
                         ));
                         Ok(p)
                     }
@@ -600,15 +634,15 @@ impl Plan {
         (out, true)
     }
 
+    /// Write everything: file data on a second thread, metadata on this one
+    /// (they never share a block).
     pub fn write(self, tree: &Tree, region: Region<'_>) -> Result<FsReport, Ext4Error> {
-        let data = std::thread::scope(|s| {
-            let h = s.spawn(|| self.write_data(tree, region));
-            let m = self.write_meta(region);
-            let d = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            d?;
-            m
-        })?;
-        Ok(data)
+        std::thread::scope(|s| {
+            let data = s.spawn(|| self.write_data(tree, region));
+            let report = self.write_meta(region);
+            data.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            report
+        })
     }
 
     /// File content: each extent's bytes, the gaps between data ranges and
@@ -814,7 +848,17 @@ impl Plan {
         Ok(FsReport {
             kind: "ext4".into(),
             used_bytes: (g.blocks - free_blocks_total) * BS,
-            notes: self.notes.clone(),
+            notes: std::iter::once(format!(
+                "{} blocks of 4 KiB in {} groups, {} inodes ({} used), journal {} MiB, {} reserved GDT blocks",
+                g.blocks,
+                g.groups,
+                g.inodes_count(),
+                last_ino,
+                self.journal.map_or(0, |j| (j.1 * BS) >> 20),
+                g.rsv_gdt
+            ))
+            .chain(self.notes.iter().cloned())
+            .collect(),
         })
     }
 

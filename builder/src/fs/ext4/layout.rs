@@ -124,8 +124,16 @@ impl Geometry {
                 inode_table: vec![0; groups as usize],
                 meta: Vec::new(),
             };
-            g.place(sb_area)?;
-            return Ok((g, raised));
+            match g.place(sb_area) {
+                Ok(()) => return Ok((g, raised)),
+                // A small last group that starts a flex group cannot hold
+                // its bitmaps and inode table: drop it, as mke2fs does.
+                Err(_) if groups > 1 => {
+                    blocks = (groups - 1) * BPG;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -190,6 +198,12 @@ impl Geometry {
         }
         self.meta = merged;
         Ok(())
+    }
+
+    /// Blocks not taken by fixed metadata.
+    pub fn free_blocks(&self) -> u64 {
+        let meta: u64 = self.meta.iter().filter(|r| r.start < self.blocks).map(|r| r.end.min(self.blocks) - r.start).sum();
+        self.blocks - meta
     }
 
     pub fn inodes_count(&self) -> u64 {

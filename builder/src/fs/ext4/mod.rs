@@ -76,7 +76,9 @@ pub enum Ext4Error {
     FileTooLarge { path: String, size: u64 },
     #[error("{path}: extended attribute `{name}`: {why}")]
     Xattr { path: String, name: String, why: String },
-    #[error("{path}: reading the content from {origin}")]
+    #[error("/lost+found is a {kind} in the tree; ext4 needs it to be a directory (e2fsck would flag it): remove or rename it")]
+    LostFound { kind: &'static str },
+    #[error("{path}: copying the content from {origin} into the image")]
     Content {
         path: String,
         origin: String,

@@ -1,0 +1,290 @@
+//! The data pass: file content into data chunks, with checksums and
+//! optional compression.
+
+use std::ops::Range;
+
+use super::crc::crc32c;
+use super::disk::{align_down, align_up, COMPRESS_ZLIB, COMPRESS_ZSTD, SECTORSIZE};
+use super::fstree::{FileData, FileExtent, FsRootPlan};
+use super::{BtrfsError, Compression};
+use crate::disk::region::Region;
+use crate::tree::content::ContentReader;
+use crate::tree::{Kind, Tree};
+
+/// Largest regular extent (BTRFS_MAX_EXTENT_SIZE).
+pub const MAX_EXTENT: u64 = 128 << 20;
+/// Largest uncompressed span of a compressed extent.
+pub const MAX_COMPRESSED_SPAN: u64 = 128 << 10;
+
+const SECTOR: u64 = SECTORSIZE as u64;
+
+/// A piece of a file to store as one extent (or more, when it has to be
+/// split at a chunk boundary).
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub root: usize,
+    pub inode: usize,
+    pub off: u64,
+    pub len: u64,
+}
+
+/// Sector-aligned, merged data ranges of a file of `len` bytes.
+pub fn aligned_ranges(ranges: &[Range<u64>], len: u64) -> Vec<Range<u64>> {
+    let end_max = align_up(len, SECTOR);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        let s = align_down(r.start, SECTOR);
+        let e = align_up(r.end.min(len), SECTOR).min(end_max);
+        if e <= s {
+            continue;
+        }
+        match out.last_mut() {
+            Some(p) if s <= p.end => p.end = p.end.max(e),
+            _ => out.push(s..e),
+        }
+    }
+    out
+}
+
+/// Decide inline/extents for every regular file and list the pieces to
+/// store, in inode order.
+pub fn plan_pieces(roots: &mut [FsRootPlan], tree: &Tree, max_inline: u64, compress: bool) -> Vec<Piece> {
+    let max = if compress { MAX_COMPRESSED_SPAN } else { MAX_EXTENT };
+    let mut pieces = Vec::new();
+    for (ri, root) in roots.iter_mut().enumerate() {
+        for (ii, ip) in root.inodes.iter_mut().enumerate() {
+            let Some(src) = ip.src else { continue };
+            let Kind::File(c) = &tree.inode(src).kind else { continue };
+            let len = c.len();
+            let ranges = c.data_ranges();
+            if ranges.is_empty() {
+                ip.data = FileData::None;
+            } else if len <= max_inline && len < SECTOR {
+                ip.data = FileData::Inline(len);
+            } else {
+                ip.data = FileData::Extents(Vec::new());
+                for r in aligned_ranges(&ranges, len) {
+                    let mut off = r.start;
+                    while off < r.end {
+                        let l = (r.end - off).min(max);
+                        pieces.push(Piece { root: ri, inode: ii, off, len: l });
+                        off += l;
+                    }
+                }
+            }
+        }
+    }
+    pieces
+}
+
+/// A data chunk as the data pass sees it.
+#[derive(Debug, Clone)]
+pub struct DataChunk {
+    pub logical: u64,
+    pub len: u64,
+    pub phys: u64,
+    /// Bytes handed out from the start.
+    pub used: u64,
+}
+
+/// Sequential allocator over the data chunks.
+#[derive(Debug)]
+pub struct DataSpace {
+    pub chunks: Vec<DataChunk>,
+    cur: usize,
+}
+
+impl DataSpace {
+    pub fn new(chunks: Vec<DataChunk>) -> DataSpace {
+        DataSpace { chunks, cur: 0 }
+    }
+
+    fn exhausted() -> BtrfsError {
+        BtrfsError::Internal("data chunks planned too small for the data".into())
+    }
+
+    /// `len` contiguous bytes: (logical, physical).
+    fn alloc_contig(&mut self, len: u64) -> Result<(u64, u64), BtrfsError> {
+        loop {
+            let c = self.chunks.get_mut(self.cur).ok_or_else(Self::exhausted)?;
+            if c.len - c.used >= len {
+                let r = (c.logical + c.used, c.phys + c.used);
+                c.used += len;
+                return Ok(r);
+            }
+            self.cur += 1;
+        }
+    }
+
+    /// `len` bytes, split at chunk ends: (logical, physical, len) segments.
+    fn alloc_split(&mut self, mut len: u64) -> Result<Vec<(u64, u64, u64)>, BtrfsError> {
+        let mut v = Vec::new();
+        while len > 0 {
+            let c = self.chunks.get_mut(self.cur).ok_or_else(Self::exhausted)?;
+            let n = (c.len - c.used).min(len);
+            if n == 0 {
+                self.cur += 1;
+                continue;
+            }
+            v.push((c.logical + c.used, c.phys + c.used, n));
+            c.used += n;
+            len -= n;
+        }
+        Ok(v)
+    }
+}
+
+/// Checksum runs: (logical start, one crc32c per sector), merged when
+/// contiguous.
+#[derive(Debug, Default)]
+pub struct Csums(pub Vec<(u64, Vec<u32>)>);
+
+impl Csums {
+    fn push(&mut self, logical: u64, data: &[u8]) {
+        let sums = data.chunks(SECTOR as usize).map(crc32c);
+        match self.0.last_mut() {
+            Some((s, v)) if *s + v.len() as u64 * SECTOR == logical => v.extend(sums),
+            _ => self.0.push((logical, sums.collect())),
+        }
+    }
+
+    fn push_dummy(&mut self, logical: u64, len: u64) {
+        let n = (len / SECTOR) as usize;
+        match self.0.last_mut() {
+            Some((s, v)) if *s + v.len() as u64 * SECTOR == logical => v.resize(v.len() + n, 0),
+            _ => self.0.push((logical, vec![0; n])),
+        }
+    }
+}
+
+fn compress(kind: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    match kind {
+        Compression::Zstd => zstd::bulk::compress(data, 3),
+        Compression::Zlib => {
+            use std::io::Write;
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(3));
+            e.write_all(data)?;
+            e.finish()
+        }
+    }
+}
+
+/// Store every piece. Without a region (sizing only) nothing is read or
+/// written and every piece is assumed incompressible.
+pub fn write_data(
+    roots: &mut [FsRootPlan],
+    tree: &Tree,
+    pieces: &[Piece],
+    space: &mut DataSpace,
+    region: Option<&Region<'_>>,
+    compression: Option<Compression>,
+) -> Result<Csums, BtrfsError> {
+    let mut csums = Csums::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut reader: Option<((usize, usize), ContentReader)> = None;
+    for p in pieces {
+        let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
+        let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
+        let read_err = |e: std::io::Error| BtrfsError::Read { origin: content.origin(), source: e };
+        let mut extents = Vec::new();
+        let Some(region) = region else {
+            for (logical, _, n) in space.alloc_split(p.len)? {
+                csums.push_dummy(logical, n);
+                extents.push(FileExtent {
+                    file_off: p.off + (extents.iter().map(|e: &FileExtent| e.num_bytes).sum::<u64>()),
+                    num_bytes: n,
+                    disk_bytenr: logical,
+                    disk_num_bytes: n,
+                    compression: 0,
+                });
+            }
+            push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
+            continue;
+        };
+        if reader.as_ref().map(|r| r.0) != Some((p.root, p.inode)) {
+            reader = Some(((p.root, p.inode), content.open().map_err(read_err)?));
+        }
+        let rd = &reader.as_ref().expect("opened above").1;
+        if let Some(kind) = compression {
+            buf.resize(p.len as usize, 0);
+            rd.read_exact_at(&mut buf, p.off).map_err(read_err)?;
+            let c = compress(kind, &buf).map_err(|e| BtrfsError::Compress { origin: content.origin(), source: e })?;
+            let clen = align_up(c.len() as u64, SECTOR);
+            if clen + SECTOR <= p.len {
+                let (logical, phys) = space.alloc_contig(clen)?;
+                let mut out = c;
+                out.resize(clen as usize, 0);
+                region.write_at(&out, phys)?;
+                csums.push(logical, &out);
+                extents.push(FileExtent {
+                    file_off: p.off,
+                    num_bytes: p.len,
+                    disk_bytenr: logical,
+                    disk_num_bytes: clen,
+                    compression: match kind {
+                        Compression::Zstd => COMPRESS_ZSTD,
+                        Compression::Zlib => COMPRESS_ZLIB,
+                    },
+                });
+                push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
+                continue;
+            }
+        }
+        let mut done = 0u64;
+        for (logical, phys, n) in space.alloc_split(p.len)? {
+            let src = p.off + done;
+            let file_backed = !matches!(rd, ContentReader::Bytes(_));
+            if file_backed {
+                // Host content: copy_file_range, then the padding past the
+                // end of the file written explicitly (it is checksummed).
+                let copy = n.min(content.len().saturating_sub(src));
+                if copy > 0 {
+                    region.copy_content(rd, src, copy, phys)?;
+                }
+                if copy < n {
+                    region.zero(phys + copy, n - copy)?;
+                }
+            }
+            let mut at = 0u64;
+            while at < n {
+                let k = (n - at).min(1 << 20);
+                buf.resize(k as usize, 0);
+                rd.read_exact_at(&mut buf, src + at).map_err(read_err)?;
+                if !file_backed {
+                    region.write_at(&buf, phys + at)?;
+                }
+                csums.push(logical + at, &buf);
+                at += k;
+            }
+            extents.push(FileExtent {
+                file_off: p.off + done,
+                num_bytes: n,
+                disk_bytenr: logical,
+                disk_num_bytes: n,
+                compression: 0,
+            });
+            done += n;
+        }
+        push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
+    }
+    Ok(csums)
+}
+
+fn push_extents(d: &mut FileData, mut v: Vec<FileExtent>) {
+    if let FileData::Extents(e) = d {
+        e.append(&mut v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_aligned_and_merged() {
+        let one = |r: Range<u64>| vec![r];
+        assert_eq!(aligned_ranges(&one(0..10), 10), one(0..4096));
+        assert_eq!(aligned_ranges(&[0..4096, 5000..9000, 1 << 20..(1 << 20) + 1], 2 << 20), vec![0..12288, 1 << 20..(1 << 20) + 4096]);
+        assert_eq!(aligned_ranges(&one(8192..20000), 10000), one(8192..12288));
+    }
+}
