@@ -76,19 +76,25 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         None => None,
     };
     let esp_files = boot.as_ref().map(|b| b.esp_files.as_slice()).unwrap_or(&[]);
-    let boot_info = boot.as_ref().map(|b| crate::output::manifest::BootInfo {
+    let mut boot_info = boot.as_ref().map(|b| crate::output::manifest::BootInfo {
         firmware: recipe.firmware(),
         kernel: b.kernel.origin.clone(),
         kernel_release: b.kernel.release.clone(),
         cmdline: b.cmdline.clone(),
         modules: b.modules.clone(),
+        grub: None,
     });
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
         write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
-        if recipe.firmware().contains(&crate::recipe::Firmware::Bios) && boot.is_some() {
-            install_bios(tmp.as_file(), &loaded, &plan, boot.as_ref().expect("checked"), &opts.out_dir)?;
+        if let Some(b) = boot.as_ref().filter(|_| recipe.firmware().contains(&crate::recipe::Firmware::Bios)) {
+            let step = progress.step("installing GRUB for BIOS boot".into());
+            let installed = install_bios(tmp.as_file(), &loaded, &plan, b, &opts.out_dir)?;
+            step.done();
+            if let Some(info) = boot_info.as_mut() {
+                info.grub = Some(installed);
+            }
         }
         let raw = tmp.as_file();
         if recipe.outputs.contains(&Output::Qcow2) {
@@ -270,10 +276,23 @@ fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     Ok(headroom.apply(min))
 }
 
-/// GRUB for BIOS boot: not in this build yet, so say so instead of writing
-/// an image that would not boot.
-fn install_bios(_file: &File, _loaded: &Loaded, _plan: &Plan, _boot: &crate::boot::assemble::BootParts, _spool: &Path) -> Result<(), Error> {
-    Err(Error::Other("boot.firmware: \"bios\" is not available in this build yet (GRUB installation lands separately); use [\"uefi\"]".into()))
+/// GRUB for BIOS boot: the core image (from the pinned `grub-pc-bin`,
+/// read from the package itself) into the bios-boot partition and boot.img
+/// into sector 0; GRUB then loads `/boot/vmlinuz` and `/boot/initrd.img`
+/// from the ESP with the recipe's command line.
+fn install_bios(
+    file: &File,
+    loaded: &Loaded,
+    plan: &Plan,
+    boot: &crate::boot::assemble::BootParts,
+    spool: &Path,
+) -> Result<crate::boot::grub::Installed, Error> {
+    let packages = crate::boot::packages::Packages::open(&loaded.base_dir)
+        .map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
+    let deb = packages.deb("grub-pc-bin").map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
+    let files = crate::boot::grub::GrubFiles::from_deb(&deb, spool).map_err(|e| Error::Partition { name: "GRUB".into(), source: e.into() })?;
+    crate::boot::grub::install_for_plan(file, plan, &files, &boot.cmdline)
+        .map_err(|e| Error::Partition { name: "GRUB BIOS install".into(), source: e.into() })
 }
 
 /// Write the GPT and every partition into `file`. `esp_files` are added to

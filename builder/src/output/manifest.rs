@@ -143,6 +143,10 @@ pub struct BootInfo {
     pub kernel_release: String,
     pub cmdline: String,
     pub modules: Vec<String>,
+    /// What the BIOS install wrote (core image hash, its first sector, the
+    /// embedded GRUB modules), when `boot.firmware` has `bios`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grub: Option<crate::boot::grub::Installed>,
 }
 
 impl Manifest {
