@@ -1,4 +1,5 @@
 //! The example recipes users copy: each one is built and booted under TCG,
+//! by UEFI and by BIOS from the same raw file,
 //! with the real guest agent (`./build.sh agent`, which `./build.sh test`
 //! runs first) and the pinned packages (`./build.sh fetch`).
 
@@ -44,10 +45,14 @@ fn root_recipes_boot_from_the_right_partuuid() {
         let m = build(recipe, t.path());
         let root_part = m["disk"]["partitions"].as_array().unwrap().iter().find(|p| p["label"] == "root").unwrap().clone();
         let guid = root_part["part_guid"].as_str().unwrap();
+        let dev = format!("/dev/vda{}", root_part["number"]);
         assert!(m["boot"]["cmdline"].as_str().unwrap().contains(&format!("root=PARTUUID={guid}")));
-        let log = boot(&t.path().join(recipe.replace(".json", ".raw")), "uefi");
-        assert!(log.contains(&format!("root PARTUUID={guid} is /dev/vda2 ({fs}")), "{recipe}: agent did not mount the root:\n{log}");
-        assert!(log.contains(&format!("root: /dev/vda2 {fs}")), "{recipe}: / is not the root partition:\n{log}");
+        // One raw file boots either way.
+        for firmware in ["uefi", "bios"] {
+            let log = boot(&t.path().join(recipe.replace(".json", ".raw")), firmware);
+            assert!(log.contains(&format!("root PARTUUID={guid} is {dev} ({fs}")), "{recipe} by {firmware}: agent did not mount the root:\n{log}");
+            assert!(log.contains(&format!("root: {dev} {fs}")), "{recipe} by {firmware}: / is not the root partition:\n{log}");
+        }
     }
 }
 
@@ -58,6 +63,7 @@ fn hello_boots_and_serves_http() {
     let t = tempfile::tempdir().unwrap();
     build("hello.json", t.path());
     boot(&t.path().join("hello.raw"), "uefi");
+    boot(&t.path().join("hello.raw"), "bios");
     // The qcow2, with a port forward, answering HTTP.
     let port = 20000 + (std::process::id() % 20000) as u16;
     let vars = t.path().join("vars.fd");
