@@ -452,61 +452,6 @@ fn debootstrap_minbase_if_present() {
     }
 }
 
-/// `cargo test --release -p e2e-tests --test ext4 bench -- --ignored --nocapture`:
-/// our writer against `mke2fs -d` on the debootstrap tree, same size, same run.
-#[test]
-#[ignore]
-fn bench_minbase_against_mke2fs() {
-    let src = Path::new("/work/cache/minbase");
-    if !src.is_dir() {
-        eprintln!("NOTICE: {} is absent; nothing to measure", src.display());
-        return;
-    }
-    let t0 = std::time::Instant::now();
-    let mut tree = Tree::new(EPOCH);
-    let layer: build_image::recipe::layer::DirLayer =
-        serde_json::from_value(serde_json::json!({"dir": src, "to": "/", "owner": "preserve"})).unwrap();
-    build_image::tree::dir::apply(&mut tree, &layer, src).unwrap();
-    let load = t0.elapsed();
-    let t0 = std::time::Instant::now();
-    let min = ext4::min_size(&tree, &params(), &Ext4Options::default());
-    let min_t = t0.elapsed();
-    let size = (min * 3 / 2).div_ceil(1 << 20) << 20;
-    let d = tempfile::tempdir().unwrap();
-    let ours = d.path().join("ours.img");
-    let theirs = d.path().join("theirs.img");
-    let mut best_ours = std::time::Duration::MAX;
-    let mut best_theirs = std::time::Duration::MAX;
-    for _ in 0..3 {
-        let t0 = std::time::Instant::now();
-        build_at(&tree, &ours, size).unwrap();
-        best_ours = best_ours.min(t0.elapsed());
-        let _ = std::fs::remove_file(&theirs);
-        File::create(&theirs).unwrap().set_len(size).unwrap();
-        let t0 = std::time::Instant::now();
-        let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"]).arg(src).arg(&theirs).status().unwrap();
-        best_theirs = best_theirs.min(t0.elapsed());
-        assert!(st.success());
-    }
-    fsck(&ours);
-    eprintln!(
-        "minbase: load {load:?}, min_size {min_t:?} ({} MiB); image {} MiB: ours {best_ours:?}, mke2fs -d {best_theirs:?}, ratio {:.2}",
-        min >> 20,
-        size >> 20,
-        best_ours.as_secs_f64() / best_theirs.as_secs_f64()
-    );
-    for img in [&ours, &theirs] {
-        let out = Command::new("du").args(["-k", "--apparent-size"]).arg(img).output().unwrap();
-        let real = Command::new("du").arg("-k").arg(img).output().unwrap();
-        eprintln!("{}: allocated {}", img.display(), String::from_utf8_lossy(&real.stdout).trim());
-        let _ = out;
-    }
-    if let Ok(keep) = std::env::var("EXT4_KEEP") {
-        std::fs::copy(&ours, format!("{keep}.ours")).unwrap();
-        std::fs::copy(&theirs, format!("{keep}.mke2fs")).unwrap();
-    }
-}
-
 fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
@@ -694,43 +639,4 @@ fn random_trees_at_min_size() {
             compare(&tree, &m.0);
         }
     }
-}
-
-/// `cargo test --release -p e2e-tests --test ext4 bench_many -- --ignored --nocapture`:
-/// 200,000 small files in 200 directories, ours against `mke2fs -d`.
-#[test]
-#[ignore]
-fn bench_many_files_against_mke2fs() {
-    let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    let mut tree = Tree::new(EPOCH);
-    for i in 0..200_000u32 {
-        let dir = format!("d{:03}", i % 200);
-        let name = format!("file-{i:07}");
-        let body = format!("content of {i}\n").repeat((i % 7) as usize);
-        std::fs::create_dir_all(src.join(&dir)).unwrap();
-        std::fs::write(src.join(&dir).join(&name), &body).unwrap();
-        tree.insert(format!("{dir}/{name}").as_bytes(), file(0o644, Content::bytes(body.into_bytes()))).unwrap();
-    }
-    let t0 = std::time::Instant::now();
-    let min = ext4::min_size(&tree, &params(), &Ext4Options::default());
-    let min_t = t0.elapsed();
-    let size = (min * 3 / 2).div_ceil(1 << 20) << 20;
-    let ours = d.path().join("ours.img");
-    let theirs = d.path().join("theirs.img");
-    let t0 = std::time::Instant::now();
-    build_at(&tree, &ours, size).unwrap();
-    let ours_t = t0.elapsed();
-    File::create(&theirs).unwrap().set_len(size).unwrap();
-    let t0 = std::time::Instant::now();
-    let st = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-b", "4096", "-N", "300000", "-d"]).arg(&src).arg(&theirs).status().unwrap();
-    let theirs_t = t0.elapsed();
-    assert!(st.success());
-    fsck(&ours);
-    eprintln!(
-        "200k files: min_size {min_t:?} ({} MiB); image {} MiB: ours {ours_t:?}, mke2fs -d {theirs_t:?}, ratio {:.2}",
-        min >> 20,
-        size >> 20,
-        ours_t.as_secs_f64() / theirs_t.as_secs_f64()
-    );
 }
