@@ -43,6 +43,22 @@ pub struct BuildResult {
 pub struct Trees {
     pub trees: BTreeMap<String, Tree>,
     pub inputs: Vec<Input>,
+    /// `dir` inputs whose digest is still to be computed: (index into
+    /// `inputs`, a snapshot of the tree right after the layer, its `to`).
+    /// They are hashed on a second thread while the image is written.
+    pub pending_dirs: Vec<(usize, Tree, String)>,
+}
+
+impl Trees {
+    /// Compute the digests of the `dir` inputs.
+    pub fn digest_dirs(pending: &[(usize, Tree, String)], inputs: &mut [Input]) -> Result<(), Error> {
+        for (i, tree, to) in pending {
+            let at = inputs[*i].layer.clone();
+            let shown = inputs[*i].path.clone();
+            inputs[*i] = Input::dir(&at, &shown, tree, to).map_err(|source| Error::Layer { at, source })?;
+        }
+        Ok(())
+    }
 }
 
 /// A finished temp file waiting to be renamed to its final name.
@@ -55,14 +71,37 @@ struct Pending {
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Error> {
     let progress = Progress::new(opts.progress);
     let loaded = crate::recipe::load(recipe_path, opts.env_epoch)?;
-    let recipe = &loaded.recipe;
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| Error::io(format!("creating the output folder {}", opts.out_dir.display()), e))?;
-    let trees = resolve_trees(&loaded, &opts.out_dir, &progress)?;
-    let plan = plan_for(&loaded, &trees)?;
+    let mut trees = resolve_trees(&loaded, &opts.out_dir, &progress)?;
+    let pending_dirs = std::mem::take(&mut trees.pending_dirs);
+    let mut inputs = std::mem::take(&mut trees.inputs);
+    // The `dir` inputs' digests read every file again: do it on the second
+    // core while the image is written and hashed.
+    std::thread::scope(|scope| {
+        let digests = scope.spawn(|| Trees::digest_dirs(&pending_dirs, &mut inputs).map(|()| inputs));
+        let result = build_outputs(&loaded, opts, &trees, &progress).and_then(|(pending, plan, boot)| {
+            let artifacts = hash_outputs(&pending, &progress)?;
+            Ok((pending, plan, boot, artifacts))
+        });
+        let inputs = digests.join().expect("digest thread panicked");
+        let (pending, plan, boot_info, artifacts) = result?;
+        finish(&loaded, opts, pending, artifacts, &plan, inputs?, boot_info)
+    })
+}
+
+/// Everything up to the finished (not yet renamed) outputs.
+fn build_outputs(
+    loaded: &Loaded,
+    opts: &BuildOptions,
+    trees: &Trees,
+    progress: &Progress,
+) -> Result<(Vec<Pending>, Plan, Option<crate::output::manifest::BootInfo>), Error> {
+    let recipe = &loaded.recipe;
+    let progress = progress.clone();
+    let plan = plan_for(loaded, trees)?;
 
     let mut pending = Vec::new();
-    let mut artifacts = Vec::new();
     let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
     let boot = match &recipe.kernel {
         Some(_) => {
@@ -148,13 +187,33 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         }
         None => {}
     }
+    Ok((pending, plan, boot_info))
+}
+
+/// Sync and hash every finished output.
+fn hash_outputs(pending: &[Pending], progress: &Progress) -> Result<Vec<Artifact>, Error> {
     let step = progress.step("hashing the outputs".to_string());
-    for p in &pending {
+    let mut artifacts = Vec::new();
+    for p in pending {
         p.tmp.as_file().sync_all().map_err(|e| Error::io(format!("syncing {}", p.dest.display()), e))?;
         artifacts.push(Artifact::of(p.tmp.as_file(), &p.dest)?);
     }
     step.done();
-    let manifest = Manifest::new(&loaded, &plan, artifacts, trees.inputs.clone(), boot_info);
+    Ok(artifacts)
+}
+
+/// Write the manifest and move everything into place, manifest last.
+fn finish(
+    loaded: &Loaded,
+    opts: &BuildOptions,
+    mut pending: Vec<Pending>,
+    artifacts: Vec<Artifact>,
+    plan: &Plan,
+    inputs: Vec<Input>,
+    boot_info: Option<crate::output::manifest::BootInfo>,
+) -> Result<BuildResult, Error> {
+    let recipe = &loaded.recipe;
+    let manifest = Manifest::new(loaded, plan, artifacts, inputs, boot_info);
     let manifest_path = opts.out_dir.join(format!("{}.manifest.json", recipe.name));
     let mut mtmp = temp_in(&opts.out_dir, &recipe.name)?;
     mtmp.write_all(manifest.to_json().as_bytes()).map_err(|e| Error::io("writing the manifest", e))?;
@@ -191,6 +250,7 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
     let recipe = &loaded.recipe;
     let mut trees = BTreeMap::new();
     let mut inputs = Vec::new();
+    let mut pending_dirs = Vec::new();
     for (name, layers) in &recipe.trees {
         let step = progress.step(format!("building tree `{name}`"));
         let mut tree = Tree::new(recipe.epoch());
@@ -230,13 +290,14 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                 }
             }
             if let Layer::Dir(l) = layer {
-                inputs.push(Input::dir(&at, &l.dir, &tree, &l.to).map_err(wrap)?);
+                pending_dirs.push((inputs.len(), tree.clone(), l.to.clone()));
+                inputs.push(Input { layer: at.clone(), kind: "dir".into(), path: l.dir.clone(), sha256: String::new() });
             }
         }
         step.done();
         trees.insert(name.clone(), tree);
     }
-    Ok(Trees { trees, inputs })
+    Ok(Trees { trees, inputs, pending_dirs })
 }
 
 /// Plan the disk; `auto` sizes are asked of the filesystem writers.
