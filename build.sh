@@ -44,6 +44,9 @@ test)
     cargo build -q -p build-image
     ./target/debug/build-image fetch --project .
     "$0" agent
+    # A real Debian root for the filesystem tests (debootstrap, cached).
+    export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$PWD/out/cache/minbase}
+    sh bench/minbase.sh "$BUILD_IMAGE_MINBASE"
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;

@@ -1,6 +1,8 @@
 //! The ext4 writer against the real tools: e2fsck, resize2fs, and the
 //! kernel itself (loop mount, as root) reading every entry back.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs::File;
@@ -430,7 +432,8 @@ fn empty_tree_and_too_small() {
 
 #[test]
 fn debootstrap_minbase_if_present() {
-    let src = Path::new("/work/cache/minbase");
+    let src_buf = common::minbase();
+    let src = src_buf.as_path();
     if !src.is_dir() {
         eprintln!("NOTICE: {} is absent; skipping the debootstrap tree", src.display());
         return;

@@ -111,3 +111,10 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The Debian minbase tree the tests use: `$BUILD_IMAGE_MINBASE` (set by
+/// `./build.sh test`, which makes it with bench/minbase.sh), else the
+/// shared cache.
+pub fn minbase() -> PathBuf {
+    std::env::var_os("BUILD_IMAGE_MINBASE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/work/cache/minbase"))
+}
