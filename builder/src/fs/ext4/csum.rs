@@ -1,52 +1,11 @@
 //! CRC32C as ext4 uses it (raw update: no inversion before or after, the
 //! caller passes the running value) and the directory-index `half_md4` hash.
 
-const fn make_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            t[k][i] = (t[k - 1][i] >> 8) ^ t[0][(t[k - 1][i] & 0xff) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-static T: [[u32; 256]; 8] = make_tables();
-
-/// Continue a CRC32C over `data` from `crc` (ext4's `ext4_chksum`).
-pub fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
-        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-        crc = T[7][(lo & 0xff) as usize]
-            ^ T[6][((lo >> 8) & 0xff) as usize]
-            ^ T[5][((lo >> 16) & 0xff) as usize]
-            ^ T[4][(lo >> 24) as usize]
-            ^ T[3][(hi & 0xff) as usize]
-            ^ T[2][((hi >> 8) & 0xff) as usize]
-            ^ T[1][((hi >> 16) & 0xff) as usize]
-            ^ T[0][(hi >> 24) as usize];
-    }
-    for &b in chunks.remainder() {
-        crc = T[0][((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
+/// Continue a CRC32C over `data` from `crc` (ext4's `ext4_chksum`: the raw
+/// register update, no inversion). The `crc32c` crate (hardware-accelerated)
+/// computes the standard, inverted form, hence the two inversions.
+pub fn crc32c(crc: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!crc, data)
 }
 
 /// Pack up to `num` words of a name as `str2hashbuf` does, with signed

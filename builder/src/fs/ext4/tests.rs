@@ -90,18 +90,6 @@ fn features_are_checked() {
     assert!(Ext4Options::from_fs_options(&o).unwrap_err().to_string().contains("orphan_file"));
 }
 
-/// Development aid: `EXT4_KEEP=/path cargo test ... keep_image -- --ignored`.
-#[test]
-#[ignore]
-fn keep_image() {
-    let path = std::env::var("EXT4_KEEP").unwrap();
-    let mut tree = Tree::new(1_700_000_000);
-    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) })
-        .unwrap();
-    let size: u64 = std::env::var("EXT4_SIZE").map(|s| s.parse().unwrap()).unwrap_or(1 << 30);
-    build(&tree, Path::new(&path), size, &Ext4Options::default()).unwrap();
-}
-
 #[test]
 fn dx_hash_matches_debugfs() {
     if !have("debugfs") {
