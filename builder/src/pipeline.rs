@@ -43,7 +43,17 @@ pub struct BuildResult {
 pub struct Trees {
     pub trees: BTreeMap<String, Tree>,
     pub inputs: Vec<Input>,
+    /// Per tree, the run configuration of its last `oci` layer.
+    pub oci: BTreeMap<String, crate::tree::oci::ImageConfig>,
+    /// The OEM configuration (layers 00–20), when the recipe has an `oem`
+    /// section or an OEM partition.
+    pub oem: Option<crate::oem::Rendered>,
 }
+
+/// The name under which the OEM partition's tree (its `tree`, if any, plus
+/// the rendered OEM files) is kept in [`Trees::trees`]; validation refuses
+/// it as a recipe tree name.
+pub const OEM_TREE: &str = "<oem>";
 
 /// A finished temp file waiting to be renamed to its final name.
 struct Pending {
@@ -191,6 +201,7 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
     let recipe = &loaded.recipe;
     let mut trees = BTreeMap::new();
     let mut inputs = Vec::new();
+    let mut oci = BTreeMap::new();
     for (name, layers) in &recipe.trees {
         let step = progress.step(format!("building tree `{name}`"));
         let mut tree = Tree::new(recipe.epoch());
@@ -217,6 +228,11 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     inputs.push(Input::file(&at, "deb", &l.deb, &path).map_err(wrap)?);
                     crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
                 }
+                Layer::Oci(l) => {
+                    inputs.push(Input::file(&at, "oci", &l.oci, &host(&l.oci)).map_err(wrap)?);
+                    let config = crate::tree::oci::apply_oci(&mut tree, &host(&l.oci), &l.to, spool_dir).map_err(wrap)?;
+                    oci.insert(name.clone(), config);
+                }
                 Layer::File(l) => {
                     if let Some(src) = &l.source {
                         inputs.push(Input::file(&at, "file", src, &host(src)).map_err(wrap)?);
@@ -236,12 +252,35 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
         step.done();
         trees.insert(name.clone(), tree);
     }
-    Ok(Trees { trees, inputs })
+    let oem = crate::oem::wanted(recipe).then(|| crate::oem::render(recipe));
+    if let (Some(rendered), Some(i)) = (&oem, crate::oem::oem_partition(recipe)) {
+        let p = &recipe.disk.as_ref().expect("has a partition").partitions[i];
+        let mut t = p.tree.as_ref().map(|t| trees[t].clone()).unwrap_or_else(|| Tree::new(recipe.epoch()));
+        rendered.add_to(&mut t, "/").map_err(|e| Error::Other(format!("disk.partitions[{i}] (OEM): {e}")))?;
+        trees.insert(OEM_TREE.to_string(), t);
+    }
+    Ok(Trees { trees, inputs, oci, oem })
 }
 
 /// Plan the disk; `auto` sizes are asked of the filesystem writers.
 pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
-    crate::plan::plan(&loaded.recipe, &loaded.digest, |i| auto_size(loaded, trees, i))
+    let mut plan = crate::plan::plan(&loaded.recipe, &loaded.digest, |i| auto_size(loaded, trees, i))?;
+    if let Some(i) = crate::oem::oem_partition(&loaded.recipe).filter(|_| trees.trees.contains_key(OEM_TREE)) {
+        plan.partitions[i].tree = Some(OEM_TREE.to_string());
+    }
+    Ok(plan)
+}
+
+/// The tree that goes into partition `i` (the OEM partition's includes the
+/// rendered OEM files).
+fn partition_tree<'a>(loaded: &Loaded, trees: &'a Trees, i: usize) -> Option<&'a Tree> {
+    if crate::oem::oem_partition(&loaded.recipe) == Some(i) {
+        if let Some(t) = trees.trees.get(OEM_TREE) {
+            return Some(t);
+        }
+    }
+    let p = &loaded.recipe.disk.as_ref()?.partitions[i];
+    p.tree.as_ref().map(|t| &trees.trees[t])
 }
 
 /// The size a partition marked `"auto"` needs: its filesystem's minimum for
@@ -249,7 +288,7 @@ pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
 fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     let p = &loaded.recipe.disk.as_ref().expect("auto needs a disk").partitions[i];
     let empty = Tree::new(loaded.recipe.epoch());
-    let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+    let tree = partition_tree(loaded, trees, i).unwrap_or(&empty);
     let (uuid, seed) = crate::plan::fs_identity(&loaded.digest, i, &p.label);
     let params = FsParams { label: p.fs.label.clone().unwrap_or_else(|| p.label.clone()), uuid, seed, epoch: loaded.recipe.epoch() };
     let at = format!("disk.partitions[{i}]");
