@@ -158,6 +158,22 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         }
         None => {}
     }
+    if recipe.outputs.iter().any(|o| matches!(o, Output::CloudConfig | Output::Ignition)) {
+        let oem = trees.oem.clone().unwrap_or_else(|| crate::oem::render(recipe));
+        let c = crate::output::coreos::config(recipe, &oem.merged);
+        let mut emit = |ext: &str, text: String| -> Result<(), Error> {
+            let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
+            tmp.write_all(text.as_bytes()).map_err(|e| Error::io(format!("writing {ext}"), e))?;
+            pending.push(Pending { tmp, dest: dest(ext) });
+            Ok(())
+        };
+        if recipe.outputs.contains(&Output::CloudConfig) {
+            emit("cloud-config.yml", crate::output::coreos::cloud_config(&c))?;
+        }
+        if recipe.outputs.contains(&Output::Ignition) {
+            emit("ign", crate::oem::to_json(&crate::output::coreos::ignition(&c)))?;
+        }
+    }
     let step = progress.step("hashing the outputs".to_string());
     for p in &pending {
         p.tmp.as_file().sync_all().map_err(|e| Error::io(format!("syncing {}", p.dest.display()), e))?;

@@ -138,7 +138,8 @@ fn oem_partition_ext4_holds_the_files() {
     assert!(ok, "e2fsck: {out}");
     let (ok, config) = tool("debugfs", &["-R", "cat /config.json", p]);
     assert!(ok, "{config}");
-    let json = &config[config.find('{').expect("JSON in debugfs output")..];
+    // tool() appends debugfs's stderr banner after the file.
+    let json = &config[config.find('{').expect("JSON in debugfs output")..=config.rfind('}').unwrap()];
     check_merged(&serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {config}")));
     let o = run(t.path(), &["inspect", "--json", image.to_str().unwrap()]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -82,7 +82,7 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<Smoke>,
     /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
-    /// `vhd`, `uki`, `kernel+initramfs`.
+    /// `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
 }
@@ -224,6 +224,13 @@ pub enum Output {
     /// `NAME.vmlinuz` and `NAME.initramfs`, for direct kernel boot.
     #[serde(rename = "kernel+initramfs")]
     KernelInitramfs,
+    /// `NAME.cloud-config.yml`: `#cloud-config` YAML (CoreOS/RancherOS
+    /// cloudinit): hostname, the OEM user's SSH keys, inline files, networkd
+    /// units for the OEM network.
+    #[serde(rename = "cloud-config")]
+    CloudConfig,
+    /// `NAME.ign`: Ignition spec 3.4 JSON with the same content.
+    Ignition,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.
