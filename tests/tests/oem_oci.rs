@@ -150,6 +150,10 @@ fn oem_partition_ext4_holds_the_files() {
 /// crate: two layers (gzip and zstd), the second deleting a file by
 /// whiteout and making a directory opaque.
 fn oci_archive(dest: &Path) {
+    oci_archive_with_user(dest, "0:0")
+}
+
+fn oci_archive_with_user(dest: &Path, user: &str) {
     fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
         let mut h = tar::Header::new_ustar();
         h.set_path(path).unwrap();
@@ -179,7 +183,7 @@ fn oci_archive(dest: &Path) {
         ("etc/.wh.secret", b"", 0o644),
         ("srv/www/.wh..wh..opq", b"", 0o644),
         ("srv/www/index.html", b"<h1>from the container</h1>\n", 0o644),
-        ("app/run.sh", b"#!/bin/sh\necho \"APP: $GREETING from $(pwd)\"\n", 0o755),
+        ("app/run.sh", b"#!/bin/sh\necho \"APP: $GREETING from $(pwd) as $(id -u):$(id -g)\"\n", 0o755),
     ]);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&l1).unwrap();
@@ -188,7 +192,7 @@ fn oci_archive(dest: &Path) {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": ["/bin/sh", "/app/run.sh"], "Cmd": ["--port", "80"],
-                   "Env": ["PATH=/bin:/usr/bin", "GREETING=hello oci"], "WorkingDir": "/srv/www", "User": "0:0"},
+                   "Env": ["PATH=/bin:/usr/bin", "GREETING=hello oci"], "WorkingDir": "/srv/www", "User": user},
         "rootfs": {"type": "layers", "diff_ids": []}
     }))
     .unwrap();
@@ -279,4 +283,34 @@ fn oci_image_becomes_the_appliance() {
     unpack_initramfs(&w.join("out/oci.initramfs"), &y);
     assert_eq!(fs::read_to_string(y.join("etc/agent/init")).unwrap(), "/bin/sh\n-c\necho override\n");
     assert_eq!(fs::read_to_string(y.join("etc/agent/env")).unwrap(), "PATH=/bin:/usr/bin\nGREETING=hello oci\n");
+}
+
+/// The container's entrypoint runs as the appliance under qemu with the real
+/// guest agent (`./build.sh agent`): its Env, WorkingDir and User apply.
+#[test]
+fn oci_entrypoint_boots_with_env_workdir_and_user() {
+    let t = scratch();
+    let w = t.path();
+    // Run as uid 1000 (the archive is rebuilt rather than patched: the
+    // config is digest-checked).
+    oci_archive_with_user(&w.join("image.tar"), "1000:1000");
+    let recipe = serde_json::json!({
+        "name": "ociboot",
+        "source_date_epoch": 1_700_000_000,
+        "trees": {"initrd": [{"deb": "busybox-static"}, {"symlink": "/bin/sh", "target": "busybox"},
+                             {"symlink": "/bin/id", "target": "busybox"}, {"symlink": "/bin/pwd", "target": "busybox"},
+                             {"oci": "image.tar"}]},
+        "initramfs": {"tree": "initrd"},
+        "kernel": {"package": "linux-image-cloud-amd64", "cmdline": "console=ttyS0,115200 panic=-1"},
+        "disk": {"partitions": [{"label": "ESP", "type": "esp", "size": "64MiB"}]},
+        "outputs": ["raw"]
+    });
+    fs::write(w.join("r.json"), recipe.to_string()).unwrap();
+    run_ok(w, &["-q", "r.json", "--out", "out"]);
+    let o = run(
+        w,
+        &["boot", "-q", "out/ociboot.raw", "--firmware", "uefi", "--accel", "tcg", "--expect", "APP: hello oci from /srv/www as 1000:1000", "--timeout", "240"],
+    );
+    let log = fs::read_to_string(w.join("out/ociboot.raw.serial.log")).unwrap_or_default();
+    assert!(o.status.success(), "boot failed:\n{}\n{log}", String::from_utf8_lossy(&o.stderr));
 }

@@ -177,6 +177,11 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
             ins(&mut tree, "/etc/agent/init", file_inode(0o644, epoch, Content::bytes(argv)))?;
         }
         if let Some(c) = image {
+            if let Some(bad) = c.env.iter().find(|e| e.contains('\n') || !e.contains('=')) {
+                return Err(Error::Other(format!(
+                    "initramfs.tree: the container image's Env entry {bad:?} is not one KEY=VALUE line: /etc/agent/env cannot hold it"
+                )));
+            }
             if !c.env.is_empty() {
                 let env: String = c.env.iter().map(|e| format!("{e}\n")).collect();
                 ins(&mut tree, "/etc/agent/env", file_inode(0o644, epoch, Content::bytes(env)))?;
