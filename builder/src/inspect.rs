@@ -331,7 +331,7 @@ impl Inspection {
                 let _ = writeln!(s, "  note: {p}");
             }
             let w = o.keys.iter().map(|k| k.key.len()).max().unwrap_or(3).max(3);
-            let _ = writeln!(s, "  {:<w$}  {:<20}  {}", "key", "set by", "value");
+            let _ = writeln!(s, "  {:<w$}  {:<20}  value", "key", "set by");
             for k in &o.keys {
                 let _ = writeln!(s, "  {:<w$}  {:<20}  {}", k.key, k.layer, k.value);
             }

@@ -219,8 +219,11 @@ fn oci_manifest(img: &Image) -> Result<Value, LayerError> {
     Err(img.err("indexes nest too deeply"))
 }
 
+/// A layer: its name (digest or path) and (offset, size) in the archive.
+type LayerRef = (String, (u64, u64));
+
 /// The config and layer members of the image, in order.
-fn resolve(img: &Image) -> Result<(ImageConfig, Vec<(String, (u64, u64))>), LayerError> {
+fn resolve(img: &Image) -> Result<(ImageConfig, Vec<LayerRef>), LayerError> {
     if img.files.contains_key("index.json") {
         let m = oci_manifest(img)?;
         let cdigest = m["config"]["digest"].as_str().ok_or_else(|| img.err("the manifest has no `config.digest`"))?;
