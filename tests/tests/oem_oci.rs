@@ -70,6 +70,9 @@ fn check_merged(v: &serde_json::Value) {
 fn oem_partition_vfat_is_read_back_by_mtools_and_inspect() {
     let t = scratch();
     let image = build_in(t.path(), &oem_recipe("vfat"));
+    // Reproducible: a second build elsewhere gives the same bytes.
+    let again = scratch();
+    assert_eq!(sha256(&build_in(again.path(), &oem_recipe("vfat"))), sha256(&image), "OEM partition not reproducible");
     let part = t.path().join("oem.part");
     oem_partition(&image, &part);
     let p = part.to_str().unwrap();

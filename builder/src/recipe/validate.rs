@@ -242,3 +242,40 @@ fn check_tree_path(at: &str, p: &str) -> Check {
     }
     crate::tree::components(p.as_bytes()).map(|_| ()).map_err(|e| (at.to_string(), e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(v: serde_json::Value) -> Result<(), (String, String)> {
+        let mut base = serde_json::json!({"name": "x", "outputs": []});
+        crate::recipe::merge(&mut base, v);
+        let r: Recipe = serde_json::from_value(base).map_err(|e| ("parse".to_string(), e.to_string()))?;
+        validate(&r)
+    }
+
+    fn oem_disk(fs: &str, second: bool) -> serde_json::Value {
+        let mut parts = vec![serde_json::json!({"label": "OEM", "type": "linux", "size": "8MiB", "filesystem": fs})];
+        if second {
+            parts.push(serde_json::json!({"label": "other", "type": "linux", "size": "8MiB", "filesystem": "vfat", "fs": {"label": "OEM"}}));
+        }
+        serde_json::json!({"disk": {"partitions": parts}})
+    }
+
+    #[test]
+    fn oem_section_and_partition_checks() {
+        assert!(check(oem_disk("vfat", false)).is_ok());
+        assert!(check(serde_json::json!({"oem": {"platform": "metal", "user": "admin", "hostname": "a.b-c"}})).is_ok());
+        let at = |v| check(v).unwrap_err().0;
+        assert_eq!(at(oem_disk("none", false)), "disk.partitions[0].filesystem");
+        assert_eq!(at(oem_disk("vfat", true)), "disk.partitions[1].label");
+        assert_eq!(at(serde_json::json!({"oem": {"user": "Root!"}})), "oem.user");
+        assert_eq!(at(serde_json::json!({"oem": {"hostname": "-bad-"}})), "oem.hostname");
+        assert_eq!(at(serde_json::json!({"oem": {"ssh_authorized_keys": ["ok key", "two\nlines"]}})), "oem.ssh_authorized_keys[1]");
+        assert_eq!(at(serde_json::json!({"trees": {"<oem>": []}})), "trees");
+        // Unknown platform and unknown keys are type errors.
+        assert!(check(serde_json::json!({"oem": {"platform": "aws"}})).is_err());
+        assert!(check(serde_json::json!({"oem": {"usr": "core"}})).is_err());
+        assert!(check(serde_json::json!({"trees": {"t": [{"oci": "x.tar", "to": "relative"}]}})).is_err());
+    }
+}
