@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml)
 
 deps() {
     local missing=()

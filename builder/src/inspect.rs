@@ -36,6 +36,34 @@ pub struct Inspection {
     pub size: u64,
     pub disk_guid: String,
     pub partitions: Vec<InspectedPartition>,
+    /// The OEM configuration read back from the OEM partition, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oem: Option<OemReport>,
+}
+
+/// The OEM partition's configuration as the image holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OemReport {
+    /// GPT entry number of the OEM partition.
+    pub partition: u32,
+    /// `/config.json`: the effective configuration the builder rendered.
+    pub config: Option<serde_json::Value>,
+    /// `/layers/*.json` file names, in merge order.
+    pub layers: Vec<String>,
+    /// Each key of the effective configuration, its value and the layer
+    /// that set it.
+    pub keys: Vec<OemKey>,
+    /// Why the configuration could not be read, or a mismatch between
+    /// `/config.json` and the merge of the layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OemKey {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub layer: String,
 }
 
 const TYPE_NAMES: [&str; 11] =
@@ -56,7 +84,130 @@ pub fn inspect(path: &Path) -> Result<Inspection, crate::Error> {
         let fs = probe(&f, p.offset, p.size).map_err(|e| crate::Error::io(format!("reading partition {} of {shown}", p.number), e))?;
         out.push(InspectedPartition { type_name: type_name(&p.type_guid), partition: p, filesystem: fs });
     }
-    Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out })
+    let oem = out
+        .iter()
+        .find(|p| p.filesystem.label.as_deref() == Some(crate::oem::OEM_LABEL))
+        .map(|p| read_oem(&f, p));
+    Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, oem })
+}
+
+/// Read `/config.json` and `/layers/*.json` from the OEM partition and
+/// recompute which layer set each key.
+fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
+    let mut r = OemReport { partition: p.partition.number, config: None, layers: Vec::new(), keys: Vec::new(), problem: None };
+    let files = match p.filesystem.kind.as_str() {
+        "vfat" => read_fat_oem(f, p.partition.offset, p.partition.size),
+        other => Err(format!("reading the OEM files from {other} is not supported yet (vfat only): `debugfs -R 'cat /config.json'` or mount it")),
+    };
+    let (config, layers) = match files {
+        Ok(x) => x,
+        Err(e) => {
+            r.problem = Some(e);
+            return r;
+        }
+    };
+    let parse = |name: &str, b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).map_err(|e| format!("{name} is not valid JSON: {e}"));
+    let mut parsed = Vec::new();
+    for (name, b) in &layers {
+        match parse(name, b) {
+            Ok(v) => parsed.push((name.clone(), v)),
+            Err(e) => {
+                r.problem = Some(e);
+                return r;
+            }
+        }
+    }
+    r.layers = layers.iter().map(|(n, _)| n.clone()).collect();
+    let (merged, prov) = crate::oem::merge_layers(&parsed);
+    match config.as_deref().map(|b| parse("/config.json", b)) {
+        Some(Ok(c)) => {
+            if c != merged {
+                r.problem = Some("/config.json differs from the merge of /layers/*.json: it was edited after the build".into());
+            }
+            r.config = Some(c);
+        }
+        Some(Err(e)) => r.problem = Some(e),
+        None => r.problem = Some("the OEM partition has no /config.json".into()),
+    }
+    let effective = r.config.clone().unwrap_or(merged);
+    for (key, value) in crate::oem::leaves(&effective) {
+        let layer = prov.get(&key).cloned().unwrap_or_else(|| "config.json".into());
+        r.keys.push(OemKey { key, value, layer });
+    }
+    r
+}
+
+/// A read-only view of a partition for the `fatfs` crate: writes fail.
+struct ReadOnlyPart<'a> {
+    f: &'a File,
+    offset: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl std::io::Read for ReadOnlyPart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        let k = self.f.read_at(&mut buf[..n], self.offset + self.pos)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl std::io::Write for ReadOnlyPart<'_> {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "inspect never writes to the image"))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for ReadOnlyPart<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let p = match to {
+            std::io::SeekFrom::Start(p) => p as i128,
+            std::io::SeekFrom::End(d) => self.len as i128 + d as i128,
+            std::io::SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if p < 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"));
+        }
+        self.pos = p as u64;
+        Ok(self.pos)
+    }
+}
+
+type OemFiles = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+fn read_fat_oem(f: &File, offset: u64, len: u64) -> Result<OemFiles, String> {
+    use std::io::Read;
+    const MAX: u64 = 16 << 20;
+    let part = ReadOnlyPart { f, offset, len, pos: 0 };
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(|e| format!("reading the OEM partition's FAT: {e}"))?;
+    let root = fs.root_dir();
+    let read = |mut file: fatfs::File<'_, ReadOnlyPart<'_>>, name: &str| -> Result<Vec<u8>, String> {
+        let mut b = Vec::new();
+        (&mut file).take(MAX).read_to_end(&mut b).map_err(|e| format!("reading {name}: {e}"))?;
+        Ok(b)
+    };
+    let config = match root.open_file("config.json") {
+        Ok(file) => Some(read(file, "/config.json")?),
+        Err(_) => None,
+    };
+    let mut layers = Vec::new();
+    if let Ok(dir) = root.open_dir("layers") {
+        for e in dir.iter() {
+            let e = e.map_err(|e| format!("listing /layers: {e}"))?;
+            let name = e.file_name();
+            if e.is_file() && name.ends_with(".json") {
+                let b = read(e.to_file(), &format!("/layers/{name}"))?;
+                layers.push((name, b));
+            }
+        }
+    }
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((config, layers))
 }
 
 fn read(f: &File, at: u64, len: usize, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
@@ -173,6 +324,17 @@ impl Inspection {
                 fs.uuid.clone().unwrap_or_else(|| "-".into()),
                 fs.label.clone().unwrap_or_else(|| "-".into()),
             );
+        }
+        if let Some(o) = &self.oem {
+            let _ = writeln!(s, "\nOEM configuration (partition {}; layers: {}):", o.partition, o.layers.join(", "));
+            if let Some(p) = &o.problem {
+                let _ = writeln!(s, "  note: {p}");
+            }
+            let w = o.keys.iter().map(|k| k.key.len()).max().unwrap_or(3).max(3);
+            let _ = writeln!(s, "  {:<w$}  {:<20}  value", "key", "set by");
+            for k in &o.keys {
+                let _ = writeln!(s, "  {:<w$}  {:<20}  {}", k.key, k.layer, k.value);
+            }
         }
         s
     }

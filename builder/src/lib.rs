@@ -13,6 +13,7 @@ pub mod disk;
 pub mod fs;
 pub mod initramfs;
 pub mod inspect;
+pub mod oem;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

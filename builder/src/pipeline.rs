@@ -47,6 +47,11 @@ pub struct Trees {
     /// `inputs`, a snapshot of the tree right after the layer, its `to`).
     /// They are hashed on a second thread while the image is written.
     pub pending_dirs: Vec<(usize, Tree, String)>,
+    /// Per tree, the run configuration of its last `oci` layer.
+    pub oci: BTreeMap<String, crate::tree::oci::ImageConfig>,
+    /// The OEM configuration (layers 00–20), when the recipe has an `oem`
+    /// section or an OEM partition.
+    pub oem: Option<crate::oem::Rendered>,
 }
 
 impl Trees {
@@ -60,6 +65,11 @@ impl Trees {
         Ok(())
     }
 }
+
+/// The name under which the OEM partition's tree (its `tree`, if any, plus
+/// the rendered OEM files) is kept in [`Trees::trees`]; validation refuses
+/// it as a recipe tree name.
+pub const OEM_TREE: &str = "<oem>";
 
 /// A finished temp file waiting to be renamed to its final name.
 struct Pending {
@@ -187,6 +197,22 @@ fn build_outputs(
         }
         None => {}
     }
+    if recipe.outputs.iter().any(|o| matches!(o, Output::CloudConfig | Output::Ignition)) {
+        let oem = trees.oem.clone().unwrap_or_else(|| crate::oem::render(recipe));
+        let c = crate::output::coreos::config(recipe, &oem.merged);
+        let mut emit = |ext: &str, text: String| -> Result<(), Error> {
+            let mut tmp = temp_in(&opts.out_dir, &recipe.name)?;
+            tmp.write_all(text.as_bytes()).map_err(|e| Error::io(format!("writing {ext}"), e))?;
+            pending.push(Pending { tmp, dest: dest(ext) });
+            Ok(())
+        };
+        if recipe.outputs.contains(&Output::CloudConfig) {
+            emit("cloud-config.yml", crate::output::coreos::cloud_config(&c))?;
+        }
+        if recipe.outputs.contains(&Output::Ignition) {
+            emit("ign", crate::oem::to_json(&crate::output::coreos::ignition(&c)))?;
+        }
+    }
     Ok((pending, plan, boot_info))
 }
 
@@ -251,6 +277,7 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
     let mut trees = BTreeMap::new();
     let mut inputs = Vec::new();
     let mut pending_dirs = Vec::new();
+    let mut oci = BTreeMap::new();
     for (name, layers) in &recipe.trees {
         let step = progress.step(format!("building tree `{name}`"));
         let mut tree = Tree::new(recipe.epoch());
@@ -277,6 +304,11 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     inputs.push(Input::file(&at, "deb", &l.deb, &path).map_err(wrap)?);
                     crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
                 }
+                Layer::Oci(l) => {
+                    inputs.push(Input::file(&at, "oci", &l.oci, &host(&l.oci)).map_err(wrap)?);
+                    let config = crate::tree::oci::apply_oci(&mut tree, &host(&l.oci), &l.to, spool_dir).map_err(wrap)?;
+                    oci.insert(name.clone(), config);
+                }
                 Layer::File(l) => {
                     if let Some(src) = &l.source {
                         inputs.push(Input::file(&at, "file", src, &host(src)).map_err(wrap)?);
@@ -297,12 +329,35 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
         step.done();
         trees.insert(name.clone(), tree);
     }
-    Ok(Trees { trees, inputs, pending_dirs })
+    let oem = crate::oem::wanted(recipe).then(|| crate::oem::render(recipe));
+    if let (Some(rendered), Some(i)) = (&oem, crate::oem::oem_partition(recipe)) {
+        let p = &recipe.disk.as_ref().expect("has a partition").partitions[i];
+        let mut t = p.tree.as_ref().map(|t| trees[t].clone()).unwrap_or_else(|| Tree::new(recipe.epoch()));
+        rendered.add_to(&mut t, "/").map_err(|e| Error::Other(format!("disk.partitions[{i}] (OEM): {e}")))?;
+        trees.insert(OEM_TREE.to_string(), t);
+    }
+    Ok(Trees { trees, inputs, pending_dirs, oci, oem })
 }
 
 /// Plan the disk; `auto` sizes are asked of the filesystem writers.
 pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
-    crate::plan::plan(&loaded.recipe, &loaded.digest, |i| auto_size(loaded, trees, i))
+    let mut plan = crate::plan::plan(&loaded.recipe, &loaded.digest, |i| auto_size(loaded, trees, i))?;
+    if let Some(i) = crate::oem::oem_partition(&loaded.recipe).filter(|_| trees.trees.contains_key(OEM_TREE)) {
+        plan.partitions[i].tree = Some(OEM_TREE.to_string());
+    }
+    Ok(plan)
+}
+
+/// The tree that goes into partition `i` (the OEM partition's includes the
+/// rendered OEM files).
+fn partition_tree<'a>(loaded: &Loaded, trees: &'a Trees, i: usize) -> Option<&'a Tree> {
+    if crate::oem::oem_partition(&loaded.recipe) == Some(i) {
+        if let Some(t) = trees.trees.get(OEM_TREE) {
+            return Some(t);
+        }
+    }
+    let p = &loaded.recipe.disk.as_ref()?.partitions[i];
+    p.tree.as_ref().map(|t| &trees.trees[t])
 }
 
 /// The size a partition marked `"auto"` needs: its filesystem's minimum for
@@ -310,7 +365,7 @@ pub fn plan_for(loaded: &Loaded, trees: &Trees) -> Result<Plan, Error> {
 fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     let p = &loaded.recipe.disk.as_ref().expect("auto needs a disk").partitions[i];
     let empty = Tree::new(loaded.recipe.epoch());
-    let tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
+    let tree = partition_tree(loaded, trees, i).unwrap_or(&empty);
     let (uuid, seed) = crate::plan::fs_identity(&loaded.digest, i, &p.label);
     let params = FsParams { label: p.fs.label.clone().unwrap_or_else(|| p.label.clone()), uuid, seed, epoch: loaded.recipe.epoch() };
     let at = format!("disk.partitions[{i}]");

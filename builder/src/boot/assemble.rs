@@ -167,10 +167,39 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
     }
     ins(&mut tree, "/etc/agent/modules", file_inode(0o644, epoch, Content::bytes(list)))?;
     if root.is_none() {
-        if let Some(init) = &recipe.init {
+        // A container image in the initramfs tree brings its command,
+        // environment, working directory and user; the recipe's `init`
+        // overrides the command only.
+        let image = recipe.initramfs.as_ref().and_then(|i| trees.oci.get(&i.tree));
+        let argv = recipe.init.clone().or_else(|| image.map(|c| c.argv()).filter(|a| !a.is_empty()));
+        if let Some(init) = &argv {
             let argv: String = init.iter().map(|a| format!("{a}\n")).collect();
             ins(&mut tree, "/etc/agent/init", file_inode(0o644, epoch, Content::bytes(argv)))?;
         }
+        if let Some(c) = image {
+            if let Some(bad) = c.env.iter().find(|e| e.contains('\n') || !e.contains('=')) {
+                return Err(Error::Other(format!(
+                    "initramfs.tree: the container image's Env entry {bad:?} is not one KEY=VALUE line: /etc/agent/env cannot hold it"
+                )));
+            }
+            if !c.env.is_empty() {
+                let env: String = c.env.iter().map(|e| format!("{e}\n")).collect();
+                ins(&mut tree, "/etc/agent/env", file_inode(0o644, epoch, Content::bytes(env)))?;
+            }
+            if let Some(w) = &c.working_dir {
+                ins(&mut tree, "/etc/agent/workdir", file_inode(0o644, epoch, Content::bytes(format!("{w}\n"))))?;
+            }
+            if let Some(u) = &c.user {
+                ins(&mut tree, "/etc/agent/user", file_inode(0o644, epoch, Content::bytes(format!("{u}\n"))))?;
+            }
+        }
+    }
+    // OEM configuration without an OEM partition: the same files in the
+    // initramfs, and the merge where the agent reads it.
+    if let Some(oem) = trees.oem.as_ref().filter(|_| crate::oem::oem_partition(recipe).is_none()) {
+        oem.add_to(&mut tree, "/usr/share/oem").map_err(|e| Error::Other(format!("initramfs: {e}")))?;
+        let merged = crate::oem::to_json(&oem.merged);
+        ins(&mut tree, "/etc/agent/oem.json", file_inode(0o644, epoch, Content::bytes(merged)))?;
     }
     let (compression, level) = recipe.initramfs.as_ref().map(|i| (i.compression, i.level)).unwrap_or_default();
     let mut initramfs = crate::pipeline::temp_in(out_dir, &recipe.name)?;

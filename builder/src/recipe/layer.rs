@@ -53,6 +53,18 @@ pub struct DebLayer {
     pub to: String,
 }
 
+/// Unpack a container image: an OCI image-layout archive (`index.json`) or
+/// a `docker save` archive (`manifest.json`). Its layers are applied in
+/// order with whiteouts; its config's Entrypoint/Cmd, Env, WorkingDir and
+/// User become the appliance's command unless the recipe's `init` says.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciLayer {
+    pub oci: String,
+    #[serde(default = "slash")]
+    pub to: String,
+}
+
 /// Write one file from inline text, a host file, or an RFC 2397 data URL.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +133,7 @@ pub enum Layer {
     Dir(DirLayer),
     Tar(TarLayer),
     Deb(DebLayer),
+    Oci(OciLayer),
     File(FileLayer),
     Mkdir(MkdirLayer),
     Symlink(SymlinkLayer),
@@ -128,7 +141,7 @@ pub enum Layer {
 }
 
 /// The keys that name a layer's kind.
-pub const KINDS: [&str; 7] = ["dir", "tar", "deb", "file", "mkdir", "symlink", "remove"];
+pub const KINDS: [&str; 8] = ["dir", "tar", "deb", "oci", "file", "mkdir", "symlink", "remove"];
 
 impl Layer {
     /// The kind word (`dir`, `tar`, …).
@@ -137,6 +150,7 @@ impl Layer {
             Layer::Dir(_) => "dir",
             Layer::Tar(_) => "tar",
             Layer::Deb(_) => "deb",
+            Layer::Oci(_) => "oci",
             Layer::File(_) => "file",
             Layer::Mkdir(_) => "mkdir",
             Layer::Symlink(_) => "symlink",
@@ -182,6 +196,7 @@ impl<'de> Deserialize<'de> for Layer {
                 "dir" => Layer::Dir(typed(k, v)?),
                 "tar" => Layer::Tar(typed(k, v)?),
                 "deb" => Layer::Deb(typed(k, v)?),
+                "oci" => Layer::Oci(typed(k, v)?),
                 "file" => Layer::File(typed(k, v)?),
                 "mkdir" => Layer::Mkdir(typed(k, v)?),
                 "symlink" => Layer::Symlink(typed(k, v)?),

@@ -70,6 +70,11 @@ pub struct Recipe {
     /// initramfs (default `/bin/sh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<Vec<String>>,
+    /// OEM configuration (CoreOS style): the platform whose OEM layer to use,
+    /// and the recipe's own layer on top of it. Rendered into the partition
+    /// labelled `OEM`, or into the initramfs when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oem: Option<Oem>,
     /// How the image boots: `{"firmware": ["uefi", "bios"]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<Boot>,
@@ -77,7 +82,7 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<Smoke>,
     /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
-    /// `vhd`, `uki`, `kernel+initramfs`.
+    /// `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
 }
@@ -99,6 +104,74 @@ pub struct Kernel {
     /// Modules to load at boot; their dependencies come along.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
+}
+
+/// `"oem": {"platform": "vpc", "user": "core", "hostname": "node01", "network": {...}, "ssh_authorized_keys": [...]}`.
+///
+/// The recipe's OEM layer: merged over the built-in defaults and the
+/// platform's layer (objects merge, later wins, arrays replace).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Oem {
+    /// Whose OEM layer (`oem/platforms/NAME/oem.json`) to use: `vpc`
+    /// (OpenStack: config drive, then the metadata service), `qemu` or
+    /// `metal` (DHCP on every link). Default `vpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// The login user that gets the SSH keys (default `core`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The host name (default: from the cloud metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Network configuration in OpenStack's `network_data.json` shape:
+    /// `{"links": [...], "networks": [...], "services": [...]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkData>,
+    /// SSH public keys for `user`, one per entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_authorized_keys: Option<Vec<String>>,
+}
+
+/// A platform with an OEM layer in `oem/platforms/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// OpenStack VPC: config drive, then the metadata service; user `core`.
+    Vpc,
+    /// QEMU: DHCP on every link.
+    Qemu,
+    /// Bare metal: DHCP on every link.
+    Metal,
+}
+
+impl Platform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Vpc => "vpc",
+            Platform::Qemu => "qemu",
+            Platform::Metal => "metal",
+        }
+    }
+}
+
+/// OpenStack `network_data.json`: links, networks and services. Entries
+/// are kept as given (extra keys allowed), so that the cloud's own
+/// documents fit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkData {
+    /// Interfaces: `{"id": "eth0", "type": "phy", "ethernet_mac_address": "fa:16:3e:…", "mtu": 1500}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// Addresses on links: `{"id": "n0", "link": "eth0", "type": "ipv4", "ip_address": "10.0.0.5",
+    /// "netmask": "255.255.255.0", "routes": [...]}`, or `"type": "ipv4_dhcp"`.
+    /// `"link": "*"` means every link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// `{"type": "dns", "address": "8.8.8.8"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Firmware the image boots with.
@@ -151,6 +224,13 @@ pub enum Output {
     /// `NAME.vmlinuz` and `NAME.initramfs`, for direct kernel boot.
     #[serde(rename = "kernel+initramfs")]
     KernelInitramfs,
+    /// `NAME.cloud-config.yml`: `#cloud-config` YAML (CoreOS/RancherOS
+    /// cloudinit): hostname, the OEM user's SSH keys, inline files, networkd
+    /// units for the OEM network.
+    #[serde(rename = "cloud-config")]
+    CloudConfig,
+    /// `NAME.ign`: Ignition spec 3.4 JSON with the same content.
+    Ignition,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.

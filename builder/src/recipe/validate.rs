@@ -26,6 +26,9 @@ pub fn validate(r: &Recipe) -> Check {
         if tree.is_empty() {
             return fail("trees", "a tree name cannot be empty");
         }
+        if tree == "<oem>" {
+            return fail("trees", "`<oem>` is reserved for the OEM partition's tree: choose another name");
+        }
         for (i, layer) in layers.iter().enumerate() {
             check_layer(&format!("trees.{tree}[{i}]"), layer)?;
         }
@@ -81,7 +84,33 @@ pub fn validate(r: &Recipe) -> Check {
             }
         }
     }
+    if let Some(oem) = &r.oem {
+        if let Some(u) = &oem.user {
+            if !valid_user(u) {
+                return fail("oem.user", format!("`{u}` is not a valid user name: use [a-z_][a-z0-9_-]*, at most 32 characters, e.g. \"core\""));
+            }
+        }
+        if let Some(h) = &oem.hostname {
+            if !valid_hostname(h) {
+                return fail("oem.hostname", format!("`{h}` is not a valid host name: dot-separated labels of letters, digits and `-`, at most 253 characters"));
+            }
+        }
+        for (i, k) in oem.ssh_authorized_keys.iter().flatten().enumerate() {
+            if k.trim().is_empty() || k.contains('\n') {
+                return fail(format!("oem.ssh_authorized_keys[{i}]"), "one public key per entry, on one line, e.g. \"ssh-ed25519 AAAA… me@host\"");
+            }
+        }
+    }
     if let Some(disk) = &r.disk {
+        let oem: Vec<usize> = disk.partitions.iter().enumerate().filter(|(_, p)| crate::oem::is_oem_partition(p)).map(|(i, _)| i).collect();
+        if oem.len() > 1 {
+            return fail(format!("disk.partitions[{}].label", oem[1]), format!("only one partition may be labelled OEM; partitions {oem:?} all are"));
+        }
+        if let Some(&i) = oem.first() {
+            if disk.partitions[i].filesystem == Filesystem::None {
+                return fail(format!("disk.partitions[{i}].filesystem"), "the OEM partition holds the OEM configuration: give it a filesystem (vfat, ext4 or btrfs)");
+            }
+        }
         let mut fills = Vec::new();
         for (i, p) in disk.partitions.iter().enumerate() {
             let at = format!("disk.partitions[{i}]");
@@ -144,6 +173,22 @@ pub fn validate(r: &Recipe) -> Check {
     Ok(())
 }
 
+/// A login name: `[a-z_][a-z0-9_-]*`, at most 32 characters.
+pub fn valid_user(u: &str) -> bool {
+    let mut c = u.chars();
+    u.len() <= 32
+        && matches!(c.next(), Some(x) if x.is_ascii_lowercase() || x == '_')
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '_' || x == '-')
+}
+
+/// An RFC 1123 host name.
+pub fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 fn names(r: &Recipe) -> String {
     let v: Vec<&str> = r.trees.keys().map(String::as_str).collect();
     if v.is_empty() {
@@ -187,6 +232,7 @@ fn check_layer(at: &str, layer: &Layer) -> Check {
         Layer::Dir(d) => check_tree_path(&format!("{at}.to"), &d.to),
         Layer::Tar(t) => check_tree_path(&format!("{at}.to"), &t.to),
         Layer::Deb(d) => check_tree_path(&format!("{at}.to"), &d.to),
+        Layer::Oci(o) => check_tree_path(&format!("{at}.to"), &o.to),
     }
 }
 
@@ -195,4 +241,41 @@ fn check_tree_path(at: &str, p: &str) -> Check {
         return fail(at, format!("`{p}` must be an absolute path in the tree, like \"/etc/hostname\""));
     }
     crate::tree::components(p.as_bytes()).map(|_| ()).map_err(|e| (at.to_string(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(v: serde_json::Value) -> Result<(), (String, String)> {
+        let mut base = serde_json::json!({"name": "x", "outputs": []});
+        crate::recipe::merge(&mut base, v);
+        let r: Recipe = serde_json::from_value(base).map_err(|e| ("parse".to_string(), e.to_string()))?;
+        validate(&r)
+    }
+
+    fn oem_disk(fs: &str, second: bool) -> serde_json::Value {
+        let mut parts = vec![serde_json::json!({"label": "OEM", "type": "linux", "size": "8MiB", "filesystem": fs})];
+        if second {
+            parts.push(serde_json::json!({"label": "other", "type": "linux", "size": "8MiB", "filesystem": "vfat", "fs": {"label": "OEM"}}));
+        }
+        serde_json::json!({"disk": {"partitions": parts}})
+    }
+
+    #[test]
+    fn oem_section_and_partition_checks() {
+        assert!(check(oem_disk("vfat", false)).is_ok());
+        assert!(check(serde_json::json!({"oem": {"platform": "metal", "user": "admin", "hostname": "a.b-c"}})).is_ok());
+        let at = |v| check(v).unwrap_err().0;
+        assert_eq!(at(oem_disk("none", false)), "disk.partitions[0].filesystem");
+        assert_eq!(at(oem_disk("vfat", true)), "disk.partitions[1].label");
+        assert_eq!(at(serde_json::json!({"oem": {"user": "Root!"}})), "oem.user");
+        assert_eq!(at(serde_json::json!({"oem": {"hostname": "-bad-"}})), "oem.hostname");
+        assert_eq!(at(serde_json::json!({"oem": {"ssh_authorized_keys": ["ok key", "two\nlines"]}})), "oem.ssh_authorized_keys[1]");
+        assert_eq!(at(serde_json::json!({"trees": {"<oem>": []}})), "trees");
+        // Unknown platform and unknown keys are type errors.
+        assert!(check(serde_json::json!({"oem": {"platform": "aws"}})).is_err());
+        assert!(check(serde_json::json!({"oem": {"usr": "core"}})).is_err());
+        assert!(check(serde_json::json!({"trees": {"t": [{"oci": "x.tar", "to": "relative"}]}})).is_err());
+    }
 }

@@ -13,6 +13,7 @@
 pub mod content;
 pub mod dir;
 pub mod inline;
+pub mod oci;
 pub mod tar;
 
 use std::collections::BTreeMap;
@@ -310,6 +311,24 @@ impl Tree {
         let dir = *stack.last().expect("stack never empty");
         match &mut self.inodes[dir].kind {
             Kind::Dir(children) => Ok(children.remove(last).is_some()),
+            _ => Ok(false),
+        }
+    }
+
+    /// Empty the directory at `path` (following in-tree symlinks to it),
+    /// keeping the directory itself. Returns whether it existed.
+    pub fn clear_dir(&mut self, path: &[u8]) -> Result<bool, TreeError> {
+        let comps = components(path)?;
+        let mut stack = vec![Self::ROOT];
+        if !self.walk_dirs(path, &mut stack, &comps, false, 0)? {
+            return Ok(false);
+        }
+        let dir = *stack.last().expect("stack never empty");
+        match &mut self.inodes[dir].kind {
+            Kind::Dir(children) => {
+                children.clear();
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }

@@ -6,6 +6,9 @@
 //! the content references slices of that. A `.deb` is an `ar` archive whose
 //! `data.tar*` member is spooled the same way; maintainer scripts never run.
 //!
+//! [`unpack`] is shared with the `oci` layer ([`super::oci`]), which adds
+//! whiteouts and reads each layer blob in place inside the image archive.
+//!
 //! Entry names that climb out of the tree (`../x`) and paths that traverse an
 //! absolute or escaping symlink are refused by [`Tree`]'s editing API.
 
@@ -56,7 +59,7 @@ pub fn decoder<'a>(kind: Compressed, r: impl Read + 'a, what: &Path) -> Result<B
 }
 
 /// Decompress `r` into an unnamed spool file in `spool_dir`.
-fn spool(mut r: impl Read, spool_dir: &Path, what: &Path) -> Result<File, LayerError> {
+pub fn spool(mut r: impl Read, spool_dir: &Path, what: &Path) -> Result<File, LayerError> {
     let mut f = tempfile::tempfile_in(spool_dir).map_err(|e| LayerError::host(spool_dir, "creating a spool file in", e))?;
     let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
     io::copy(&mut r, &mut w).map_err(|e| LayerError::host(what, "decompressing", e))?;
@@ -77,7 +80,8 @@ pub fn apply_tar(tree: &mut Tree, path: &Path, to: &str, spool_dir: &Path) -> Re
         let dec = decoder(kind, BufReader::with_capacity(1 << 20, f), path)?;
         SourceFile { path: path.to_path_buf(), file: spool(dec, spool_dir, path)? }
     };
-    unpack(tree, Arc::new(source), to, spool_dir)
+    let len = source.file.metadata().map_err(|e| LayerError::host(path, "reading", e))?.len();
+    unpack(tree, &Archive { source: Arc::new(source), start: 0, len }, to, spool_dir, Whiteouts::Keep)
 }
 
 fn read_head(f: &mut File, head: &mut [u8]) -> io::Result<usize> {
@@ -112,14 +116,126 @@ pub fn apply_deb(tree: &mut Tree, path: &Path, to: &str, spool_dir: &Path) -> Re
             };
             let dec = decoder(kind, entry, path)?;
             let file = spool(dec, spool_dir, path)?;
-            return unpack(tree, Arc::new(SourceFile { path: path.to_path_buf(), file }), to, spool_dir);
+            let len = file.metadata().map_err(|e| LayerError::host(path, "reading", e))?.len();
+            let source = Arc::new(SourceFile { path: path.to_path_buf(), file });
+            return unpack(tree, &Archive { source, start: 0, len }, to, spool_dir, Whiteouts::Keep);
         }
     }
     Err(LayerError::Archive { archive: path.into(), msg: "no data.tar member: is this a Debian package?".into() })
 }
 
-/// Walk an uncompressed tar held in `source` and add its entries under `to`.
-fn unpack(tree: &mut Tree, source: Arc<SourceFile>, to: &str, spool_dir: &Path) -> Result<(), LayerError> {
+/// An uncompressed tar: `len` bytes at `start` of `source` (a whole file, or
+/// one blob inside a container image archive).
+#[derive(Clone)]
+pub struct Archive {
+    pub source: Arc<SourceFile>,
+    pub start: u64,
+    pub len: u64,
+}
+
+impl Archive {
+    /// A positional reader over the archive's bytes (the shared file's
+    /// cursor is never used, so slices of one file can be read at once).
+    pub fn reader(&self) -> SliceReader<'_> {
+        SliceReader { file: &self.source.file, start: self.start, len: self.len, pos: 0 }
+    }
+}
+
+/// `Read + Seek` over `len` bytes at `start` of a file, by positional reads.
+pub struct SliceReader<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for SliceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let k = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl Seek for SliceReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let p = match to {
+            SeekFrom::Start(p) => p as i128,
+            SeekFrom::End(d) => self.len as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if p < 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"));
+        }
+        self.pos = p as u64;
+        Ok(self.pos)
+    }
+}
+
+/// What to do with OCI/overlayfs whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// A plain tar: they are ordinary files.
+    Keep,
+    /// A container image layer: `.wh.NAME` deletes NAME from the layers
+    /// below, `.wh..wh..opq` empties its directory of what the layers below
+    /// put there. Neither appears in the tree.
+    Apply,
+}
+
+const WH: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Apply a layer's whiteouts to the tree before its entries are added: they
+/// only ever hide what lower layers put there, whatever their order within
+/// the layer.
+fn apply_whiteouts(tree: &mut Tree, ar: &Archive, base: &[u8]) -> Result<(), LayerError> {
+    let err = |msg: String| LayerError::Archive { archive: ar.source.path.clone(), msg };
+    let mut reader = ar.reader();
+    let mut t = tar::Archive::new(&mut reader);
+    let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
+        let name = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
+        let Some((last, dir)) = rel.split_last() else { continue };
+        if !last.starts_with(WH) {
+            continue;
+        }
+        let mut at = base.to_vec();
+        for c in dir {
+            at.push(b'/');
+            at.extend_from_slice(c);
+        }
+        let escape = |e: super::TreeError| match e {
+            t @ super::TreeError::Escape { .. } => err(format!("whiteout `{shown}` escapes the tree ({t}): refusing the archive")),
+            other => LayerError::Tree(other),
+        };
+        if *last == OPAQUE {
+            tree.clear_dir(&at).map_err(escape)?;
+        } else {
+            let target = &last[WH.len()..];
+            if target.is_empty() || target == b"." || target == b".." || target.starts_with(WH) {
+                return Err(err(format!("whiteout `{shown}` names no entry")));
+            }
+            at.push(b'/');
+            at.extend_from_slice(target);
+            tree.remove(&at).map_err(escape)?;
+        }
+    }
+    Ok(())
+}
+
+/// Walk an uncompressed tar and add its entries under `to`.
+pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteouts: Whiteouts) -> Result<(), LayerError> {
+    let source = &ar.source;
     let archive_path = source.path.clone();
     let err = |msg: String| LayerError::Archive { archive: archive_path.clone(), msg };
     let mut base: Vec<u8> = Vec::new();
@@ -127,15 +243,20 @@ fn unpack(tree: &mut Tree, source: Arc<SourceFile>, to: &str, spool_dir: &Path) 
         base.push(b'/');
         base.extend_from_slice(c);
     }
-    let mut reader = &source.file;
-    reader.seek(SeekFrom::Start(0)).map_err(|e| err(e.to_string()))?;
-    let mut ar = tar::Archive::new(reader);
-    let entries = ar.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
+    if whiteouts == Whiteouts::Apply {
+        apply_whiteouts(tree, ar, &base)?;
+    }
+    let mut reader = ar.reader();
+    let mut t = tar::Archive::new(&mut reader);
+    let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
         let name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&name).into_owned();
         let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
+        if whiteouts == Whiteouts::Apply && rel.last().is_some_and(|l| l.starts_with(WH)) {
+            continue;
+        }
         let mut at = base.clone();
         for c in &rel {
             at.push(b'/');
@@ -176,9 +297,9 @@ fn unpack(tree: &mut Tree, source: Arc<SourceFile>, to: &str, spool_dir: &Path) 
             T::Regular | T::Continuous | T::GNUSparse => {
                 let len = entry.size();
                 if et == T::GNUSparse || h.as_gnu().is_some_and(|g| g.is_extended()) {
-                    Kind::File(spool_sparse(&mut entry, &source, spool_dir).map_err(|e| err(format!("{shown}: {e}")))?)
+                    Kind::File(spool_sparse(&mut entry, source, spool_dir).map_err(|e| err(format!("{shown}: {e}")))?)
                 } else {
-                    Kind::File(Content::Slice { source: source.clone(), offset: entry.raw_file_position(), len, sparse: None })
+                    Kind::File(Content::Slice { source: source.clone(), offset: ar.start + entry.raw_file_position(), len, sparse: None })
                 }
             }
             T::Symlink => {

@@ -570,9 +570,10 @@ fn appliance_argv(cmd: &Cmdline) -> (Vec<String>, &'static str) {
 
 /// Start `argv` as a session leader with the console as its controlling
 /// terminal (so a shell gets job control and ^C).
-fn spawn_on_console(argv: &[String]) -> io::Result<u32> {
+fn spawn_on_console(argv: &[String], spec: &crate::runspec::RunSpec) -> io::Result<u32> {
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..]).env("PATH", PATH);
+    spec.apply(&mut c);
     // SAFETY: the closure only makes raw system calls (setsid, ioctl), which
     // are async-signal-safe, and allocates nothing.
     unsafe {
@@ -683,7 +684,11 @@ fn reap_until(main: Option<u32>) -> Ended {
 fn appliance(cmd: &Cmdline) -> ! {
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");
-    let pid = match spawn_on_console(&argv) {
+    let spec = crate::runspec::RunSpec::load().unwrap_or_else(|e| emergency(fail("reading /etc/agent/user", e)));
+    if spec != crate::runspec::RunSpec::default() {
+        log!("environment {} variable(s), workdir {:?}, user {:?}", spec.env.len(), spec.workdir, spec.user);
+    }
+    let pid = match spawn_on_console(&argv, &spec) {
         Ok(pid) => pid,
         Err(e) => emergency(fail(format_args!("starting {}", argv[0]), e)),
     };
@@ -742,7 +747,7 @@ pub fn emergency(f: Failure) -> ! {
     log!("FAILED {f}");
     if Path::new("/bin/sh").exists() {
         log!("starting /bin/sh on the console for inspection; the machine stays up");
-        match spawn_on_console(&["/bin/sh".to_string()]) {
+        match spawn_on_console(&["/bin/sh".to_string()], &crate::runspec::RunSpec::default()) {
             Ok(pid) => match reap_until(Some(pid)) {
                 Ended::Request(how, sig) => {
                     log!("{how:?} requested ({sig})");

@@ -54,6 +54,7 @@ pub mod cmdline;
 pub mod gpt;
 pub mod modules;
 pub mod probe;
+pub mod runspec;
 pub mod uevent;
 
 use std::fmt;
