@@ -40,9 +40,30 @@ enum Command {
     },
     /// Print the JSON Schema of recipe.json.
     Schema,
+    /// Convert a raw disk image to qcow2, VMDK (streamOptimized) or VHD.
+    Convert {
+        /// Path to a raw disk image.
+        image: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        to: ConvertTo,
+        /// qcow2: compress clusters (deflate), like `qemu-img convert -c`.
+        #[arg(long)]
+        compress: bool,
+        /// Output file (default: the image with the format's extension).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
-const VERBS: [&str; 4] = ["build", "inspect", "schema", "help"];
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ConvertTo {
+    Qcow2,
+    Vmdk,
+    Vhd,
+}
+
+const VERBS: [&str; 7] = ["build", "inspect", "schema", "convert", "flash", "upload", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -90,6 +111,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
+        Command::Convert { image, to, compress, output } => {
+            use build_image::output::convert::{convert, Format};
+            let to = match to {
+                ConvertTo::Qcow2 => Format::Qcow2,
+                ConvertTo::Vmdk => Format::Vmdk,
+                ConvertTo::Vhd => Format::Vhd,
+            };
+            let t = std::time::Instant::now();
+            let dest = convert(&image, to, compress, output.as_deref())?;
+            if !cli.quiet {
+                eprintln!("wrote {} in {:.2} s", dest.display(), t.elapsed().as_secs_f64());
+            }
+        }
     }
     Ok(())
 }

@@ -61,9 +61,48 @@ pub struct Recipe {
     /// The disk: its size and GPT partitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<Disk>,
-    /// What to write into the output folder: `raw`, `initramfs`, `qcow2`, `vhd`.
+    /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
+    /// `vmdk`, `vhd`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
+    /// Options of the `qcow2` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qcow2: Option<Qcow2Options>,
+    /// Options of the `vmdk` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmdk: Option<VmdkOptions>,
+}
+
+/// `"qcow2": {"compress": true}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Qcow2Options {
+    /// Store clusters deflate-compressed (as `qemu-img convert -c` does):
+    /// smaller to ship, slower to write. Default false.
+    #[serde(default)]
+    pub compress: bool,
+    /// Compression level 1–9 (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+}
+
+/// `"vmdk": {"adapter": "lsilogic"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmdkOptions {
+    /// The disk controller the descriptor names: `lsilogic` (default, what
+    /// ESXi and OVF importers expect) or `ide`.
+    #[serde(default)]
+    pub adapter: VmdkAdapter,
+}
+
+/// The VMDK descriptor's `ddb.adapterType`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmdkAdapter {
+    #[default]
+    Lsilogic,
+    Ide,
 }
 
 fn default_outputs() -> Vec<Output> {
@@ -82,6 +121,8 @@ pub enum Output {
     Qcow2,
     /// `NAME.vhd`: fixed VHD (Hyper-V, Azure).
     Vhd,
+    /// `NAME.vmdk`: streamOptimized VMDK (VMware ESXi, OVA), compressed.
+    Vmdk,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.
