@@ -54,6 +54,45 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Write a raw image onto a disk (or into a file), then read it back to
+    /// verify. Refuses a disk that is mounted, used as swap or holds the
+    /// running system; asks before writing to a disk unless --yes.
+    Flash {
+        /// Path to a raw disk image.
+        image: PathBuf,
+        /// Block device (e.g. /dev/sdb) or file to write to.
+        target: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Upload an image to OpenStack Glance (v2, Keystone v3 auth), with boot
+    /// properties from its manifest; checks Glance's sha512 against ours.
+    ///
+    /// Settings come from clouds.yaml (./, ~/.config/openstack/,
+    /// /etc/openstack/, or OS_CLIENT_CONFIG_FILE) or the OS_* variables, like
+    /// the openstack CLI.
+    Upload {
+        /// Image file: .raw, .qcow2, .vmdk or .vhd (NAME.manifest.json beside it
+        /// gives the boot properties).
+        image: PathBuf,
+        /// Cloud name in clouds.yaml (default: OS_CLOUD, the OS_* variables, or
+        /// the only cloud).
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Image name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra image property KEY=VALUE (repeatable), e.g. os_distro=debian.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        /// Image visibility.
+        #[arg(long, value_parser = ["private", "shared", "community", "public"])]
+        visibility: Option<String>,
+        /// Seconds to wait for the image to become active after the upload.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -111,6 +150,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
+        Command::Flash { image, target, yes } => {
+            let opts = build_image::flash::FlashOptions { yes, progress: !cli.quiet };
+            let r = build_image::flash::flash(&image, &target, &opts, build_image::flash::ask_on_terminal)?;
+            eprintln!(
+                "wrote {} bytes to {} in {:.1} s; verified: read back sha256 {} matches the image",
+                r.bytes,
+                target.display(),
+                r.seconds,
+                r.sha256
+            );
+        }
+        Command::Upload { image, cloud, name, properties, visibility, timeout } => {
+            let mut props = Vec::new();
+            for p in properties {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--property `{p}`: write it as KEY=VALUE"))?;
+                props.push((k.to_string(), v.to_string()));
+            }
+            let opts = build_image::cloud::UploadOptions {
+                cloud,
+                name,
+                properties: props,
+                visibility,
+                progress: !cli.quiet,
+                timeout: Some(std::time::Duration::from_secs(timeout)),
+            };
+            let r = build_image::cloud::upload(&image, &opts)?;
+            eprintln!("uploaded {} as image {} ({}), {} bytes, sha512 matches Glance's", image.display(), r.id, r.name, r.size);
+            println!("{}", r.id);
+        }
         Command::Convert { image, to, compress, output } => {
             use build_image::output::convert::{convert, Format};
             let to = match to {
