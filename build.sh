@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time)
+TEST_PACKAGES=(qemu-utils gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time
+    python3 python3-venv python3-pip)
 
 deps() {
     local missing=()
@@ -33,11 +34,14 @@ build)
     ;;
 test)
     deps
+    # OpenStack Glance + Keystone for the upload tests (a cached venv).
+    tests/glance/venv.sh
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;
 deps)
     deps
+    tests/glance/venv.sh
     ;;
 schema)
     cargo run -q -p build-image -- schema > recipes/schema.json
