@@ -215,6 +215,42 @@ fn keystone_password_auth_and_a_wrong_password() {
     assert!(o.status.success(), "upload via keystone: {}", String::from_utf8_lossy(&o.stderr));
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert_eq!(get(gport, &format!("/v2/images/{id}"))["status"], "active");
+    // An application credential and a token, made with the admin's password
+    // through Keystone's API, each authenticate an upload too.
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(MAKE_CREDENTIALS)
+        .arg(format!("http://127.0.0.1:{kport}/v3"))
+        .arg(password)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "making credentials: {}", String::from_utf8_lossy(&made.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let auth_url = format!("http://127.0.0.1:{kport}/v3");
+    let envs: [Vec<(&str, String)>; 2] = [
+        vec![
+            ("OS_AUTH_TYPE", "v3applicationcredential".into()),
+            ("OS_APPLICATION_CREDENTIAL_ID", made["app_id"].as_str().unwrap().into()),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", made["app_secret"].as_str().unwrap().into()),
+        ],
+        vec![
+            ("OS_AUTH_TYPE", "v3token".into()),
+            ("OS_TOKEN", made["token"].as_str().unwrap().into()),
+            ("OS_PROJECT_NAME", "admin".into()),
+            ("OS_PROJECT_DOMAIN_NAME", "Default".into()),
+        ],
+    ];
+    for (i, env) in envs.iter().enumerate() {
+        let mut c = Command::new(bin());
+        c.args(["-q", "upload", raw.to_str().unwrap(), "--name"]).arg(format!("ks-{i}")).env("OS_AUTH_URL", &auth_url).current_dir(w);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "upload with {}: {}", env[0].1, String::from_utf8_lossy(&o.stderr));
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert_eq!(get(gport, &format!("/v2/images/{id}"))["status"], "active");
+    }
     // Wrong password (from the environment this time): one line naming the
     // auth URL and the user, never the password.
     let o = Command::new(bin())
@@ -235,3 +271,21 @@ fn keystone_password_auth_and_a_wrong_password() {
     assert!(err.contains(&format!("http://127.0.0.1:{kport}/v3")) && err.contains("admin") && err.contains("401"), "{err}");
     assert!(!err.contains("not-the-password") && !err.contains(password), "a password leaked: {err}");
 }
+
+/// Python (stdlib only): with the admin password, make an application
+/// credential and a token; print them as JSON.
+const MAKE_CREDENTIALS: &str = r#"
+import json, sys, urllib.request
+url, pw = sys.argv[1], sys.argv[2]
+def call(path, body, token=None):
+    h = {"Content-Type": "application/json"}
+    if token: h["X-Auth-Token"] = token
+    r = urllib.request.urlopen(urllib.request.Request(url + path, data=json.dumps(body).encode(), headers=h, method="POST"))
+    return r.headers, json.loads(r.read())
+auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": pw}}},
+                 "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+h, b = call("/auth/tokens", auth)
+tok, uid = h["X-Subject-Token"], b["token"]["user"]["id"]
+_, ac = call(f"/users/{uid}/application_credentials", {"application_credential": {"name": "build-image-test"}}, tok)
+print(json.dumps({"token": tok, "app_id": ac["application_credential"]["id"], "app_secret": ac["application_credential"]["secret"]}))
+"#;
