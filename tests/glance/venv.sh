@@ -7,7 +7,6 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cache="${1:-${BUILD_IMAGE_CACHE:-$root/out/cache}}"
 mkdir -p "$cache"
-want="glance gunicorn"
 for v in glance keystone; do
     venv="$cache/$v-venv"
     pkgs="$v gunicorn"
@@ -20,4 +19,3 @@ for v in glance keystone; do
     "$venv/bin/pip" install -q $pkgs >&2
     echo "$pkgs" > "$venv/.installed"
 done
-: "$want"
