@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
-TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml)
+TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml
+    python3 python3-venv python3-pip)
 
 deps() {
     local missing=()
@@ -47,11 +48,14 @@ test)
     # A real Debian root for the filesystem tests (debootstrap, cached).
     export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$PWD/out/cache/minbase}
     sh bench/minbase.sh "$BUILD_IMAGE_MINBASE"
+    # OpenStack Glance + Keystone for the upload tests (a cached venv).
+    tests/glance/venv.sh
     cargo build -q --workspace --all-targets
     cargo test -q --workspace -- --test-threads=2
     ;;
 deps)
     deps
+    tests/glance/venv.sh
     ;;
 fetch)
     shift

@@ -18,6 +18,8 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod qemu;
+pub mod flash;
+pub mod cloud;
 
 /// Errors of the whole build, each carrying its context. The CLI prints the
 /// chain of sources once.

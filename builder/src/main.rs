@@ -82,9 +82,70 @@ enum Command {
         #[arg(long, default_value = ".")]
         project: PathBuf,
     },
+    /// Convert a raw disk image to qcow2, VMDK (streamOptimized) or VHD.
+    Convert {
+        /// Path to a raw disk image.
+        image: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        to: ConvertTo,
+        /// qcow2: compress clusters (deflate), like `qemu-img convert -c`.
+        #[arg(long)]
+        compress: bool,
+        /// Output file (default: the image with the format's extension).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Write a raw image onto a disk (or into a file), then read it back to
+    /// verify. Refuses a disk that is mounted, used as swap or holds the
+    /// running system; asks before writing to a disk unless --yes.
+    Flash {
+        /// Path to a raw disk image.
+        image: PathBuf,
+        /// Block device (e.g. /dev/sdb) or file to write to.
+        target: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Upload an image to OpenStack Glance (v2, Keystone v3 auth), with boot
+    /// properties from its manifest; checks Glance's sha512 against ours.
+    ///
+    /// Settings come from clouds.yaml (./, ~/.config/openstack/,
+    /// /etc/openstack/, or OS_CLIENT_CONFIG_FILE) or the OS_* variables, like
+    /// the openstack CLI.
+    Upload {
+        /// Image file: .raw, .qcow2, .vmdk or .vhd (NAME.manifest.json beside it
+        /// gives the boot properties).
+        image: PathBuf,
+        /// Cloud name in clouds.yaml (default: OS_CLOUD, the OS_* variables, or
+        /// the only cloud).
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Image name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra image property KEY=VALUE (repeatable), e.g. os_distro=debian.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        /// Image visibility.
+        #[arg(long, value_parser = ["private", "shared", "community", "public"])]
+        visibility: Option<String>,
+        /// Seconds to wait for the image to become active after the upload.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
 }
 
-const VERBS: [&str; 6] = ["build", "inspect", "schema", "fetch", "boot", "help"];
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ConvertTo {
+    Qcow2,
+    Vmdk,
+    Vhd,
+}
+
+
+const VERBS: [&str; 9] = ["build", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -152,6 +213,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch { update_lock, project } => {
             for line in build_image::boot::packages::fetch(&project, update_lock)? {
                 eprintln!("{line}");
+            }
+        }
+        Command::Flash { image, target, yes } => {
+            let opts = build_image::flash::FlashOptions { yes, progress: !cli.quiet };
+            let r = build_image::flash::flash(&image, &target, &opts, build_image::flash::ask_on_terminal)?;
+            eprintln!(
+                "wrote {} bytes to {} in {:.1} s; verified: read back sha256 {} matches the image",
+                r.bytes,
+                target.display(),
+                r.seconds,
+                r.sha256
+            );
+        }
+        Command::Upload { image, cloud, name, properties, visibility, timeout } => {
+            let mut props = Vec::new();
+            for p in properties {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--property `{p}`: write it as KEY=VALUE"))?;
+                props.push((k.to_string(), v.to_string()));
+            }
+            let opts = build_image::cloud::UploadOptions {
+                cloud,
+                name,
+                properties: props,
+                visibility,
+                progress: !cli.quiet,
+                timeout: Some(std::time::Duration::from_secs(timeout)),
+            };
+            let r = build_image::cloud::upload(&image, &opts)?;
+            eprintln!("uploaded {} as image {} ({}), {} bytes, sha512 matches Glance's", image.display(), r.id, r.name, r.size);
+            println!("{}", r.id);
+        }
+        Command::Convert { image, to, compress, output } => {
+            use build_image::output::convert::{convert, Format};
+            let to = match to {
+                ConvertTo::Qcow2 => Format::Qcow2,
+                ConvertTo::Vmdk => Format::Vmdk,
+                ConvertTo::Vhd => Format::Vhd,
+            };
+            let t = std::time::Instant::now();
+            let dest = convert(&image, to, compress, output.as_deref())?;
+            if !cli.quiet {
+                eprintln!("wrote {} in {:.2} s", dest.display(), t.elapsed().as_secs_f64());
             }
         }
     }

@@ -133,7 +133,7 @@ fn build_outputs(
         modules: b.modules.clone(),
         grub: None,
     });
-    let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd));
+    let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd | Output::Vmdk));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
         write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
@@ -148,9 +148,18 @@ fn build_outputs(
         let raw = tmp.as_file();
         if recipe.outputs.contains(&Output::Qcow2) {
             let out = temp_in(&opts.out_dir, &recipe.name)?;
-            let step = progress.step("converting to qcow2".into());
-            crate::output::qcow2::write(raw, plan.disk_size, out.as_file()).map_err(|e| Error::io("writing the qcow2 image", e))?;
-            step.done();
+            let opts = recipe.qcow2.clone().unwrap_or_default();
+            if opts.compress {
+                let step = progress.step("converting to compressed qcow2".into());
+                let level = opts.level.unwrap_or(6);
+                crate::output::qcow2::write_compressed(raw, plan.disk_size, out.as_file(), level, crate::output::grains::threads())
+                    .map_err(|e| Error::io("writing the compressed qcow2 image", e))?;
+                step.done();
+            } else {
+                let step = progress.step("converting to qcow2".into());
+                crate::output::qcow2::write(raw, plan.disk_size, out.as_file()).map_err(|e| Error::io("writing the qcow2 image", e))?;
+                step.done();
+            }
             pending.push(Pending { tmp: out, dest: dest("qcow2") });
         }
         if recipe.outputs.contains(&Output::Vhd) {
@@ -161,6 +170,20 @@ fn build_outputs(
                 .map_err(|e| Error::io("writing the VHD image", e))?;
             step.done();
             pending.push(Pending { tmp: out, dest: dest("vhd") });
+        }
+        if recipe.outputs.contains(&Output::Vmdk) {
+            let out = temp_in(&opts.out_dir, &recipe.name)?;
+            let step = progress.step("converting to VMDK (streamOptimized)".into());
+            let adapter = match recipe.vmdk.as_ref().map(|v| v.adapter).unwrap_or_default() {
+                crate::recipe::VmdkAdapter::Lsilogic => crate::output::vmdk::Adapter::LsiLogic,
+                crate::recipe::VmdkAdapter::Ide => crate::output::vmdk::Adapter::Ide,
+            };
+            let vopts = crate::output::vmdk::VmdkOptions { adapter, ..Default::default() };
+            let file_name = format!("{}.vmdk", recipe.name);
+            crate::output::vmdk::write(raw, plan.disk_size, out.as_file(), &file_name, &vopts)
+                .map_err(|e| Error::io("writing the VMDK image", e))?;
+            step.done();
+            pending.push(Pending { tmp: out, dest: dest("vmdk") });
         }
         if recipe.outputs.contains(&Output::Raw) {
             pending.push(Pending { tmp, dest: dest("raw") });

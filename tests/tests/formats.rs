@@ -41,3 +41,72 @@ fn qcow2_and_vhd_match_the_raw_image() {
     }
     assert_eq!(first[0], first[1], "two builds give identical files");
 }
+
+#[test]
+fn vmdk_stream_optimized_and_compressed_qcow2_match_the_raw_image() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    fs::create_dir_all(w.join("esp/EFI/BOOT")).unwrap();
+    // Incompressible and compressible content, so both cluster kinds appear.
+    fs::write(w.join("esp/EFI/BOOT/BOOTX64.EFI"), bytes(3, 3 << 20)).unwrap();
+    fs::write(w.join("esp/text.txt"), "build-image ".repeat(400_000)).unwrap();
+    let recipe = serde_json::json!({
+        "name": "cmp",
+        "trees": {"esp": [{"dir": "esp"}]},
+        "disk": {"size": "300MiB", "partitions": [
+            {"label": "ESP", "type": "esp", "size": "64MiB", "filesystem": "vfat", "tree": "esp"},
+            {"label": "data", "type": "linux", "size": "fill"}
+        ]},
+        "qcow2": {"compress": true},
+        "vmdk": {"adapter": "ide"},
+        "outputs": ["raw", "qcow2", "vmdk"]
+    });
+    fs::write(w.join("r.json"), recipe.to_string()).unwrap();
+    let mut sums = Vec::new();
+    for round in 0..2 {
+        let out = format!("out{round}");
+        run_ok(w, &["-q", "r.json", "--out", &out]);
+        let raw = w.join(&out).join("cmp.raw");
+        let qcow = w.join(&out).join("cmp.qcow2");
+        let vmdk = w.join(&out).join("cmp.vmdk");
+        let (ok, o) = tool("qemu-img", &["info", vmdk.to_str().unwrap()]);
+        assert!(ok && o.contains("create type: streamOptimized") && o.contains("compressed: true"), "qemu-img info: {o}");
+        let (ok, o) = tool("qemu-img", &["compare", "-f", "raw", "-F", "vmdk", raw.to_str().unwrap(), vmdk.to_str().unwrap()]);
+        assert!(ok && o.contains("identical"), "vmdk compare: {o}");
+        let (ok, o) = tool("qemu-img", &["check", "-f", "qcow2", qcow.to_str().unwrap()]);
+        assert!(ok && o.contains("No errors") && o.contains("compressed clusters"), "qemu-img check: {o}");
+        let (ok, o) = tool("qemu-img", &["compare", "-f", "raw", "-F", "qcow2", raw.to_str().unwrap(), qcow.to_str().unwrap()]);
+        assert!(ok && o.contains("identical"), "qcow2 compare: {o}");
+        // The text compresses: both are well under the data they hold (~8 MiB).
+        assert!(fs::metadata(&qcow).unwrap().len() < 5 << 20, "compressed qcow2 too big");
+        assert!(fs::metadata(&vmdk).unwrap().len() < 5 << 20, "vmdk too big");
+        // Descriptor: the adapter asked for, and a CID that is not random.
+        let head = fs::read(&vmdk).unwrap();
+        let desc = String::from_utf8_lossy(&head[512..512 * 21]);
+        assert!(desc.contains("ddb.adapterType = \"ide\"") && desc.contains("ddb.virtualHWVersion"), "{desc}");
+        sums.push([sha256(&qcow), sha256(&vmdk)]);
+    }
+    assert_eq!(sums[0], sums[1], "two builds give identical files");
+}
+
+#[test]
+fn convert_verb_writes_each_format() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let raw = w.join("d.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(&raw).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&bytes(1, 1 << 20), 5 << 20).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    }
+    for (to, fmt, extra) in [("qcow2", "qcow2", None), ("qcow2", "qcow2", Some("--compress")), ("vmdk", "vmdk", None), ("vhd", "vpc", None)] {
+        let dest = w.join(format!("d-{to}-{}.img", extra.is_some()));
+        let mut args = vec!["-q", "convert", "d.raw", "--to", to, "-o", dest.to_str().unwrap()];
+        args.extend(extra);
+        run_ok(w, &args);
+        let (ok, o) = tool("qemu-img", &["compare", "-f", "raw", "-F", fmt, raw.to_str().unwrap(), dest.to_str().unwrap()]);
+        assert!(ok && o.contains("identical"), "{to} {extra:?}: {o}");
+    }
+}

@@ -1,6 +1,36 @@
 //! Derived outputs and the manifest.
 
 pub mod coreos;
+pub mod convert;
+pub mod grains;
 pub mod manifest;
 pub mod qcow2;
 pub mod vhd;
+pub mod vmdk;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// A `Write` that writes positionally into a file, moving forward from a
+/// start offset (wrap it in a `BufWriter`).
+pub(crate) struct WriteAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> WriteAt<'a> {
+    pub(crate) fn new(file: &'a File, pos: u64) -> Self {
+        WriteAt { file, pos }
+    }
+}
+
+impl std::io::Write for WriteAt<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all_at(buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

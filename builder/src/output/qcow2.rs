@@ -137,3 +137,159 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// qcow2 compressed clusters: bit 62 of the L2 entry.
+const COMPRESSED: u64 = 1 << 62;
+/// With 64 KiB clusters the host offset has 62 − (16 − 8) = 54 bits; the
+/// count of additional 512-byte sectors sits above it.
+const CSIZE_SHIFT: u32 = 62 - (CLUSTER_BITS - 8);
+
+/// One cluster as written: compressed (raw deflate, 4 KiB window, as qemu
+/// reads it) or, when that does not save a sector, as is.
+enum Stored {
+    Deflate(Vec<u8>),
+    Plain,
+}
+
+fn deflate_cluster(data: &[u8], level: u32) -> Stored {
+    let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(level), false, 12);
+    let mut out = Vec::with_capacity(CLUSTER as usize - 512);
+    match c.compress_vec(data, &mut out, flate2::FlushCompress::Finish) {
+        Ok(flate2::Status::StreamEnd) => Stored::Deflate(out),
+        _ => Stored::Plain,
+    }
+}
+
+/// Write `raw` (of `len` bytes) as qcow2 with compressed clusters into `out`.
+///
+/// Layout: `[header][L1][data: compressed clusters packed byte by byte,
+/// plain clusters cluster-aligned][L2 tables][refcount table][refcount
+/// blocks]`. Tables go after the data so that what is stored depends only
+/// on the content (not on where the raw file happens to have holes).
+/// Refcounts follow qemu's rule: a host cluster counts once for every
+/// compressed cluster whose sector range touches it.
+pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: usize) -> std::io::Result<()> {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    let l1_size = len.div_ceil(CLUSTER * L2_ENTRIES);
+    let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
+    let l1_off = CLUSTER;
+    let data_start = l1_off + l1_clusters * CLUSTER;
+    out.set_len(0)?;
+
+    // refs[i]: refcount of host cluster i.
+    let mut refs: Vec<u32> = vec![1; (1 + l1_clusters) as usize];
+    let bump = |refs: &mut Vec<u32>, from: u64, to: u64| {
+        for c in from / CLUSTER..to.div_ceil(CLUSTER) {
+            if refs.len() <= c as usize {
+                refs.resize(c as usize + 1, 0);
+            }
+            refs[c as usize] += 1;
+        }
+    };
+    let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut cursor = data_start;
+    let mut w = std::io::BufWriter::with_capacity(4 << 20, super::WriteAt::new(out, data_start));
+    super::grains::for_each_grain::<Stored, _, _, std::io::Error>(
+        raw,
+        len,
+        CLUSTER,
+        threads,
+        |data| deflate_cluster(data, level),
+        |c, data, stored| {
+            let entry = match stored {
+                Stored::Deflate(z) => {
+                    let off = cursor;
+                    let end = off + z.len() as u64;
+                    let extra = ((end - 1) >> 9) - (off >> 9);
+                    w.write_all(&z)?;
+                    cursor = end;
+                    bump(&mut refs, off, ((end - 1) | 511) + 1);
+                    COMPRESSED | (extra << CSIZE_SHIFT) | off
+                }
+                Stored::Plain => {
+                    let off = cursor.div_ceil(CLUSTER) * CLUSTER;
+                    w.write_all(&vec![0u8; (off - cursor) as usize])?;
+                    w.write_all(data)?;
+                    cursor = off + CLUSTER;
+                    bump(&mut refs, off, off + CLUSTER);
+                    off | COPIED
+                }
+            };
+            let t = l2.entry(c / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
+            t[(c % L2_ENTRIES) as usize] = entry;
+            Ok(())
+        },
+    )?;
+    let data_end = cursor.div_ceil(CLUSTER) * CLUSTER;
+    w.write_all(&vec![0u8; (data_end - cursor) as usize])?;
+    w.flush()?;
+    drop(w);
+    let data_end_cluster = data_end / CLUSTER;
+    refs.resize(data_end_cluster as usize, 0);
+    if let Some(bad) = refs.iter().position(|r| *r > u16::MAX as u32) {
+        return Err(std::io::Error::other(format!("qcow2: refcount of host cluster {bad} overflows 16 bits")));
+    }
+
+    // L2 tables.
+    let l2_off = data_end;
+    let l2_count = l2.len() as u64;
+    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
+    let mut table = vec![0u8; CLUSTER as usize];
+    for (t, (idx, entries)) in l2.iter().enumerate() {
+        let at = l2_off + t as u64 * CLUSTER;
+        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&(at | COPIED).to_be_bytes());
+        for (i, e) in entries.iter().enumerate() {
+            table[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        }
+        out.write_all_at(&table, at)?;
+    }
+    out.write_all_at(&l1, l1_off)?;
+
+    // Refcount table and blocks, covering everything including themselves.
+    let (mut rt_clusters, mut rb_count) = (1u64, 1u64);
+    let total = loop {
+        let total = data_end_cluster + l2_count + rt_clusters + rb_count;
+        let need_rb = total.div_ceil(REFS_PER_BLOCK);
+        let need_rt = (need_rb * 8).div_ceil(CLUSTER);
+        if need_rb == rb_count && need_rt == rt_clusters {
+            break total;
+        }
+        rb_count = need_rb;
+        rt_clusters = need_rt;
+    };
+    refs.resize(total as usize, 1);
+    let rt_off = l2_off + l2_count * CLUSTER;
+    let rb_off = rt_off + rt_clusters * CLUSTER;
+    let mut rt = vec![0u8; (rt_clusters * CLUSTER) as usize];
+    for b in 0..rb_count {
+        rt[b as usize * 8..b as usize * 8 + 8].copy_from_slice(&(rb_off + b * CLUSTER).to_be_bytes());
+    }
+    out.write_all_at(&rt, rt_off)?;
+    for b in 0..rb_count {
+        let mut blk = vec![0u8; CLUSTER as usize];
+        for i in 0..REFS_PER_BLOCK {
+            if let Some(r) = refs.get((b * REFS_PER_BLOCK + i) as usize) {
+                blk[i as usize * 2..i as usize * 2 + 2].copy_from_slice(&(*r as u16).to_be_bytes());
+            }
+        }
+        out.write_all_at(&blk, rb_off + b * CLUSTER)?;
+    }
+    out.set_len(total * CLUSTER)?;
+
+    // Header last.
+    let mut h = vec![0u8; CLUSTER as usize];
+    h[0..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
+    h[24..32].copy_from_slice(&len.to_be_bytes());
+    h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
+    h[40..48].copy_from_slice(&l1_off.to_be_bytes());
+    h[48..56].copy_from_slice(&rt_off.to_be_bytes());
+    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
+    h[96..100].copy_from_slice(&4u32.to_be_bytes());
+    h[100..104].copy_from_slice(&104u32.to_be_bytes());
+    out.write_all_at(&h, 0)?;
+    Ok(())
+}

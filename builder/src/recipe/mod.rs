@@ -82,9 +82,47 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<Smoke>,
     /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
-    /// `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`.
+    /// `vmdk`, `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
+    /// Options of the `qcow2` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qcow2: Option<Qcow2Options>,
+    /// Options of the `vmdk` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmdk: Option<VmdkOptions>,
+}
+
+/// `"qcow2": {"compress": true}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Qcow2Options {
+    /// Store clusters deflate-compressed (as `qemu-img convert -c` does):
+    /// smaller to ship, slower to write. Default false.
+    #[serde(default)]
+    pub compress: bool,
+    /// Compression level 1–9 (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+}
+
+/// `"vmdk": {"adapter": "lsilogic"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmdkOptions {
+    /// The disk controller the descriptor names: `lsilogic` (default, what
+    /// ESXi and OVF importers expect) or `ide`.
+    #[serde(default)]
+    pub adapter: VmdkAdapter,
+}
+
+/// The VMDK descriptor's `ddb.adapterType`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmdkAdapter {
+    #[default]
+    Lsilogic,
+    Ide,
 }
 
 /// `"kernel": {"package": "linux-image-cloud-amd64", "cmdline": "...", "modules": [...]}`.
@@ -231,6 +269,8 @@ pub enum Output {
     CloudConfig,
     /// `NAME.ign`: Ignition spec 3.4 JSON with the same content.
     Ignition,
+    /// `NAME.vmdk`: streamOptimized VMDK (VMware ESXi, OVA), compressed.
+    Vmdk,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.

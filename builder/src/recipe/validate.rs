@@ -167,8 +167,13 @@ pub fn validate(r: &Recipe) -> Check {
                 return fail("disk.size", "the disk size must be a number of bytes or a string like \"2GiB\"");
             }
         }
-    } else if let Some(o) = r.outputs.iter().find(|o| matches!(o, super::Output::Raw | super::Output::Qcow2 | super::Output::Vhd)) {
+    } else if let Some(o) = r.outputs.iter().find(|o| matches!(o, super::Output::Raw | super::Output::Qcow2 | super::Output::Vhd | super::Output::Vmdk)) {
         return fail("disk", format!("output `{o:?}` needs a `disk` with partitions (or drop it from `outputs`)").to_lowercase());
+    }
+    if let Some(l) = r.qcow2.as_ref().and_then(|q| q.level) {
+        if !(1..=9).contains(&l) {
+            return fail("qcow2.level", format!("{l} is not a compression level: use 1 (fast) to 9 (small)"));
+        }
     }
     Ok(())
 }

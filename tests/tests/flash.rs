@@ -1,0 +1,126 @@
+//! `build-image flash`: onto a file full of old data (checked with sgdisk,
+//! fsck.fat and sha256), and onto loop devices: unmounted (written, every
+//! byte), and mounted (refused, naming the mount).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Build a recipe with an ESP (files in it) and an empty partition.
+fn build(w: &Path, name: &str, size: &str, esp: &str) -> PathBuf {
+    fs::create_dir_all(w.join("esp/EFI/BOOT")).unwrap();
+    fs::write(w.join("esp/EFI/BOOT/BOOTX64.EFI"), bytes(7, 2 << 20)).unwrap();
+    fs::write(w.join("esp/readme.txt"), "flashed by build-image\n").unwrap();
+    let recipe = serde_json::json!({
+        "name": name,
+        "trees": {"esp": [{"dir": "esp"}]},
+        "disk": {"size": size, "partitions": [
+            {"label": "ESP", "type": "esp", "size": esp, "filesystem": "vfat", "tree": "esp"},
+            {"label": "data", "type": "linux", "size": "fill"}
+        ]},
+    });
+    fs::write(w.join(format!("{name}.json")), recipe.to_string()).unwrap();
+    run_ok(w, &["-q", &format!("{name}.json"), "--out", "out"]);
+    w.join("out").join(format!("{name}.raw"))
+}
+
+fn fill(path: &Path, len: u64, byte: u8) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    let buf = vec![byte; 1 << 20];
+    for _ in 0..len >> 20 {
+        f.write_all(&buf).unwrap();
+    }
+}
+
+#[test]
+fn flash_onto_a_file_full_of_old_data() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let img = build(w, "fl", "1GiB", "64MiB");
+    let target = w.join("disk.img");
+    fill(&target, 1 << 30, 0xA5);
+    let err = run_ok(w, &["flash", img.to_str().unwrap(), target.to_str().unwrap()]);
+    assert!(err.contains("verified"), "{err}");
+    let (ok, o) = tool("sgdisk", &["-v", target.to_str().unwrap()]);
+    assert!(ok && o.contains("No problems found"), "sgdisk -v: {o}");
+    let parts = sfdisk(&target);
+    let esp = w.join("esp.fat");
+    extract(&target, parts[0].2, parts[0].3, &esp);
+    let (ok, o) = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
+    assert!(ok, "fsck.fat -n: {o}");
+    assert_eq!(sha256(&target), sha256(&img), "the target reads back as the image");
+    // The holes became holes again (a regular file stays sparse).
+    use std::os::unix::fs::MetadataExt;
+    assert!(fs::metadata(&target).unwrap().blocks() * 512 < 256 << 20);
+}
+
+/// A loop device on a file, detached (and unmounted) on drop.
+struct Loop {
+    dev: String,
+    mnt: Option<PathBuf>,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mnt {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn flash_onto_loop_devices_unmounted_and_mounted() {
+    if !is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let img = build(w, "lp", "48MiB", "40MiB");
+    let backing = w.join("loop.img");
+    fill(&backing, 64 << 20, 0xA5);
+    let (ok, dev) = tool("losetup", &["-f", "--show", backing.to_str().unwrap()]);
+    if !ok {
+        eprintln!("skipped: no loop device here: {dev}");
+        return;
+    }
+    let mut lp = Loop { dev: dev.trim().to_string(), mnt: None };
+
+    // Without --yes and without a terminal: refused, nothing written.
+    let o = Command::new(bin()).args(["flash", img.to_str().unwrap(), &lp.dev]).stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--yes"), "{err}");
+
+    // With --yes: every byte of the image range is written, zeros included.
+    let err = run_ok(w, &["-q", "flash", "--yes", img.to_str().unwrap(), &lp.dev]);
+    assert!(err.contains("verified"), "{err}");
+    let head = w.join("head.img");
+    extract(Path::new(&lp.dev), 0, fs::metadata(&img).unwrap().len(), &head);
+    assert_eq!(sha256(&head), sha256(&img), "holes were written as zeros over the 0xA5");
+
+    // Mounted (read-only): refused, naming the mount point. vfat when the
+    // kernel has it, else ext4 (some containers' kernels lack vfat).
+    let vfat = fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
+    let (mkfs, fsck) = if vfat { ("mkfs.vfat", "fsck.fat") } else { ("mkfs.ext4", "e2fsck") };
+    let mkfs_args: Vec<&str> = if vfat { vec![&lp.dev] } else { vec!["-q", "-F", &lp.dev] };
+    let (ok, o) = tool(mkfs, &mkfs_args);
+    assert!(ok, "{mkfs}: {o}");
+    let mnt = w.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let (ok, o) = tool("mount", &["-o", "ro", &lp.dev, mnt.to_str().unwrap()]);
+    assert!(ok, "mount: {o}");
+    lp.mnt = Some(mnt.clone());
+    let o = run(w, &["flash", "--yes", img.to_str().unwrap(), &lp.dev]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "flashing a mounted device must fail");
+    assert!(err.contains("mounted at") && err.contains(mnt.to_str().unwrap()), "{err}");
+    // And the filesystem is still there.
+    let (ok, o) = tool(fsck, &["-n", &lp.dev]);
+    assert!(ok, "{fsck}: {o}");
+}
