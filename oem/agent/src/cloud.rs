@@ -175,7 +175,7 @@ fn find_config_drive() -> Option<(PathBuf, &'static str)> {
 fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
     fs::create_dir_all(DRIVE_MOUNT).map_err(|e| format!("creating {DRIVE_MOUNT}: {e}"))?;
     rustix::mount::mount(dev, DRIVE_MOUNT, fstype, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
-        .map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (is the {} module in the recipe?)", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat" } else { "isofs" }))?;
+        .map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }))?;
     let dir = Path::new(DRIVE_MOUNT).join("openstack/latest");
     let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
     let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
