@@ -227,40 +227,48 @@ fn config_drive_gives_static_address_hostname_and_keys() {
 }
 
 /// A minimal metadata service: GET path → body, 404 otherwise; records the
-/// paths asked for.
+/// paths asked for. qemu's `guestfwd=…-tcp:HOST:PORT` is a chardev: it
+/// connects once when qemu starts and carries every guest connection over
+/// that one stream, so each connection is served request after request until
+/// qemu closes it, with Content-Length (the agent reads exactly that much).
 fn metadata_server(files: BTreeMap<String, String>) -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
+    let files = Arc::new(files);
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
-            let _ = serve(s, &files, &seen2);
+            let (files, seen) = (files.clone(), seen2.clone());
+            std::thread::spawn(move || serve(s, &files, &seen));
         }
     });
     (port, seen)
 }
 
 fn serve(mut s: TcpStream, files: &BTreeMap<String, String>, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = Vec::new();
     let mut b = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
+        while let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&req[..end]).into_owned();
+            req.drain(..end + 4);
+            // Anything before the method (a previous connection's leftovers) is skipped.
+            let Some(get) = text.find("GET ") else { continue };
+            let path = text[get..].split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(path.clone());
+            let (status, body) = match files.get(&path) {
+                Some(b) => ("200 OK", b.as_str()),
+                None => ("404 Not Found", "not found"),
+            };
+            write!(s, "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        }
         let n = s.read(&mut b)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         req.extend_from_slice(&b[..n]);
     }
-    let text = String::from_utf8_lossy(&req);
-    let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
-    seen.lock().unwrap().push(path.clone());
-    let (status, body) = match files.get(&path) {
-        Some(b) => ("200 OK", b.as_str()),
-        None => ("404 Not Found", "not found"),
-    };
-    write!(s, "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
-    Ok(())
 }
 
 #[test]
@@ -279,7 +287,7 @@ fn metadata_service_without_config_drive() {
     let (md_port, seen) = metadata_server(files);
     let port = free_port();
     let netdev = format!(
-        "user,id=n0,net=169.254.0.0/16,host=169.254.0.2,guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:{md_port},hostfwd=tcp:127.0.0.1:{port}-169.254.0.15:80"
+        "user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:{md_port},hostfwd=tcp:127.0.0.1:{port}-169.254.0.15:80"
     );
     let mut vm = boot(t.path(), &netdev, None);
     let page = vm.http(port, "/", Duration::from_secs(180));

@@ -100,6 +100,18 @@ pub fn parse_http_response(b: &[u8]) -> Result<(u16, &[u8]), String> {
     Ok((code, &b[end + 4..]))
 }
 
+/// The total length of a response whose headers are complete and carry a
+/// `Content-Length`; `None` otherwise (then the body ends at EOF).
+pub fn complete_len(b: &[u8]) -> Option<usize> {
+    let end = b.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&b[..end]);
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+    })?;
+    Some(end + 4 + len)
+}
+
 /// The volume label of an ISO 9660 filesystem (primary volume descriptor at
 /// 32 KiB), if `b` holds one.
 pub fn iso9660_label(b: &[u8]) -> Option<String> {
@@ -174,8 +186,19 @@ fn find_config_drive() -> Option<(PathBuf, &'static str)> {
 /// Mount the config drive, copy what the agent needs, unmount it.
 fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
     fs::create_dir_all(DRIVE_MOUNT).map_err(|e| format!("creating {DRIVE_MOUNT}: {e}"))?;
-    rustix::mount::mount(dev, DRIVE_MOUNT, fstype, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
-        .map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }))?;
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    // vfat's default iocharset may be one whose nls module is not loaded
+    // (Debian: ascii); utf8 is the one the recipe is told to list.
+    let datas: &[&str] = if fstype == "vfat" { &["", "iocharset=utf8"] } else { &[""] };
+    let mut r = Err(rustix::io::Errno::INVAL);
+    for d in datas {
+        let c = std::ffi::CString::new(*d).expect("no NUL");
+        r = rustix::mount::mount(dev, DRIVE_MOUNT, fstype, flags, Some(c.as_c_str()));
+        if r.is_ok() {
+            break;
+        }
+    }
+    r.map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }))?;
     let dir = Path::new(DRIVE_MOUNT).join("openstack/latest");
     let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
     let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
@@ -201,8 +224,24 @@ fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>),
     s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
     let host = addr.split(':').next().unwrap_or(addr);
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n").map_err(|e| format!("sending to {addr}: {e}"))?;
+    // Read until the body is complete (Content-Length) or the server closes.
     let mut buf = Vec::new();
-    s.take(4 << 20).read_to_end(&mut buf).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(want) = complete_len(&buf) {
+            if buf.len() >= want {
+                buf.truncate(want);
+                break;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if buf.len() + n <= 4 << 20 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(format!("response from {addr} larger than 4 MiB")),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+    }
     let (code, body) = parse_http_response(&buf)?;
     Ok((code, body.to_vec()))
 }
@@ -478,6 +517,9 @@ mod tests {
         assert_eq!(parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap().0, 404);
         assert!(parse_http_response(b"SSH-2.0\r\n\r\n").is_err());
         assert!(parse_http_response(b"HTTP/1.0 200 OK\r\n").is_err());
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nab"), Some(41));
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\n\r\nab"), None);
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\nContent-Length: 3"), None);
     }
 
     #[test]
