@@ -389,7 +389,9 @@ pub fn run(root: &Path) {
         None => log!("cloud: no config drive (no block device labelled config-2)"),
     }
 
-    let ether = net::apply::ether_interfaces(Duration::from_millis(500));
+    // NIC drivers register their interfaces while their module loads; the
+    // short wait only covers asynchronous probing.
+    let ether = net::apply::ether_interfaces(Duration::from_millis(200));
     if ether.is_empty() && applied.is_none() {
         log!("cloud: no Ethernet interface: skipping the metadata service and DHCP");
     }
@@ -464,6 +466,7 @@ pub fn run(root: &Path) {
             );
         }
         None if !leased.is_empty() => log!("network configured from DHCP ({:.3} s since kernel start)", boottime()),
+        None if ether.is_empty() => log!("cloud: no network interfaces, nothing to configure ({:.3} s since kernel start)", boottime()),
         None => log!("cloud: FAILED to configure the network from any source ({:.3} s since kernel start)", boottime()),
     }
 
