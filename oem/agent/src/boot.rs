@@ -515,6 +515,8 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec) -> Result<std::convert::Infallible,
         let _ = rustix::mount::unmount(SYSROOT, UnmountFlags::DETACH);
         return Err(fail(format_args!("checking the root's init {init}"), format_args!("no executable {init} on {}", dev.display())));
     }
+    // Cloud configuration (network, hostname and keys into the root).
+    crate::cloud::run(Path::new(SYSROOT));
     log!("switching root to {SYSROOT}, exec {init}");
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{SYSROOT}{m}");
@@ -682,6 +684,8 @@ fn reap_until(main: Option<u32>) -> Ended {
 }
 
 fn appliance(cmd: &Cmdline) -> ! {
+    // Cloud configuration (network, hostname, keys) before the appliance.
+    crate::cloud::run(Path::new("/"));
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");
     let spec = crate::runspec::RunSpec::load().unwrap_or_else(|e| emergency(fail("reading /etc/agent/user", e)));

@@ -44,15 +44,23 @@
 //!    if there is one, otherwise it sleeps forever. PID 1 never exits (that
 //!    would panic the kernel).
 //!
+//! 6. **Configures the guest from the cloud** ([`cloud`], [`net`]): after the
+//!    modules, before the appliance command runs or before the root switch
+//!    (then hostname and SSH keys go under `/sysroot`): network from the
+//!    OpenStack config drive, the metadata service, the recipe's static
+//!    network or DHCP; hostname; SSH keys; `user_data`.
+//!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
 //! (through `rustix`, no libc wrappers needed except `kill(-1, …)`), and
 //! `main.rs` only checks that it is PID 1 and calls [`boot::run`].
 
 pub mod boot;
+pub mod cloud;
 pub mod cmdline;
 pub mod gpt;
 pub mod modules;
+pub mod net;
 pub mod probe;
 pub mod runspec;
 pub mod uevent;

@@ -1,0 +1,550 @@
+//! Configure the guest from the cloud (OpenStack): network, hostname, SSH
+//! keys, user data.
+//!
+//! Sources, in order; each one that is missing or bad is logged with the
+//! reason and the next is used, so the machine stays reachable:
+//!
+//! 1. a **config drive**: a block device whose filesystem (vfat or iso9660)
+//!    is labelled `config-2`, mounted read-only: `openstack/latest/`
+//!    `meta_data.json`, `network_data.json`, `user_data`;
+//! 2. the **metadata service** `http://169.254.169.254/openstack/latest/…`,
+//!    reached after DHCPv4 on the first Ethernet link;
+//! 3. the recipe's static network: `/etc/agent/oem.json` `"network"` (the
+//!    shape of `network_data.json`);
+//! 4. DHCPv4 on the first Ethernet link.
+//!
+//! `agent.cloud=off` on the kernel command line (or `"cloud": false` in
+//! `oem.json`) skips all of it. The parsing here (meta_data.json, oem.json,
+//! /etc/passwd, HTTP responses, ISO 9660 labels) is pure and unit-tested.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::mount::MountFlags;
+use serde::Deserialize;
+
+use crate::net::{self, netlink::Rtnl, Applied};
+use crate::{log, probe};
+
+pub const OEM_JSON: &str = "/etc/agent/oem.json";
+pub const USER_DATA: &str = "/run/agent/user_data";
+const DRIVE_MOUNT: &str = "/run/agent/config-drive";
+const METADATA: &str = "169.254.169.254:80";
+
+// ------------------------------------------------------------ pure parsing
+
+/// What the agent uses from `meta_data.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetaData {
+    pub uuid: Option<String>,
+    /// `hostname`, else `name`.
+    pub hostname: Option<String>,
+    /// `public_keys` values, in key-name order.
+    pub keys: Vec<String>,
+}
+
+pub fn parse_meta_data(json: &str) -> Result<MetaData, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not valid meta_data JSON: {e}"))?;
+    let o = v.as_object().ok_or("meta_data.json is not a JSON object")?;
+    let s = |k: &str| o.get(k).and_then(|v| v.as_str()).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let mut keys = Vec::new();
+    match o.get("public_keys") {
+        // serde_json's map is sorted by key name: a stable order.
+        Some(serde_json::Value::Object(m)) => keys.extend(m.values().filter_map(|v| v.as_str()).map(|k| k.trim().to_string())),
+        Some(serde_json::Value::Array(a)) => keys.extend(a.iter().filter_map(|v| v.as_str()).map(|k| k.trim().to_string())),
+        Some(serde_json::Value::Null) | None => {}
+        Some(_) => return Err("meta_data.json public_keys is neither an object nor an array".into()),
+    }
+    keys.retain(|k| !k.is_empty());
+    Ok(MetaData { uuid: s("uuid"), hostname: s("hostname").or_else(|| s("name")), keys })
+}
+
+/// `/etc/agent/oem.json`, as far as the agent reads it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Oem {
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Same shape as network_data.json.
+    #[serde(default)]
+    pub network: Option<serde_json::Value>,
+    #[serde(default)]
+    pub cloud: Option<bool>,
+}
+
+pub fn parse_oem(json: &str) -> Result<Oem, String> {
+    serde_json::from_str(json).map_err(|e| format!("{OEM_JSON}: {e}"))
+}
+
+/// A user's (uid, gid, home) from `/etc/passwd` text.
+pub fn passwd_lookup(passwd: &str, user: &str) -> Option<(u32, u32, String)> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?, f[5].to_string())))?
+    })
+}
+
+/// An HTTP/1.x response: (status, body).
+pub fn parse_http_response(b: &[u8]) -> Result<(u16, &[u8]), String> {
+    let end = b.windows(4).position(|w| w == b"\r\n\r\n").ok_or("HTTP response without end of headers")?;
+    let head = String::from_utf8_lossy(&b[..end]);
+    let status = head.lines().next().unwrap_or("");
+    let mut parts = status.split_whitespace();
+    if !parts.next().unwrap_or("").starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP response: {status:?}"));
+    }
+    let code = parts.next().and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad status line {status:?}"))?;
+    Ok((code, &b[end + 4..]))
+}
+
+/// The total length of a response whose headers are complete and carry a
+/// `Content-Length`; `None` otherwise (then the body ends at EOF).
+pub fn complete_len(b: &[u8]) -> Option<usize> {
+    let end = b.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&b[..end]);
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+    })?;
+    Some(end + 4 + len)
+}
+
+/// The volume label of an ISO 9660 filesystem (primary volume descriptor at
+/// 32 KiB), if `b` holds one.
+pub fn iso9660_label(b: &[u8]) -> Option<String> {
+    let pvd = b.get(0x8000..0x8000 + 72)?;
+    (pvd[0] == 1 && &pvd[1..6] == b"CD001").then(|| String::from_utf8_lossy(&pvd[40..72]).trim_end().to_string())
+}
+
+/// (fstype, label) of a config drive candidate from its first bytes.
+pub fn config_drive_fs(b: &[u8]) -> Option<&'static str> {
+    if let Some(l) = iso9660_label(b) {
+        return l.eq_ignore_ascii_case("config-2").then_some("iso9660");
+    }
+    let i = probe::probe(b)?;
+    (i.fstype == "vfat" && i.label.eq_ignore_ascii_case("config-2")).then_some("vfat")
+}
+
+// ----------------------------------------------------------------- sources
+
+/// The files of a config drive (`openstack/latest/…`).
+#[derive(Default)]
+struct Sources {
+    meta_data: Option<String>,
+    network_data: Option<String>,
+}
+
+fn read_head(p: &Path, len: usize) -> io::Result<Vec<u8>> {
+    let mut f = fs::File::open(p)?;
+    let mut b = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read(&mut b[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    b.truncate(got);
+    Ok(b)
+}
+
+/// `/dev/NAME` of a block device, made with mknod if devtmpfs has not.
+fn block_node(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from("/dev").join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    let dev = fs::read_to_string(format!("/sys/class/block/{name}/dev")).ok()?;
+    let (ma, mi) = dev.trim().split_once(':')?;
+    let d = rustix::fs::makedev(ma.parse().ok()?, mi.parse().ok()?);
+    rustix::fs::mknodat(rustix::fs::CWD, &p, rustix::fs::FileType::BlockDevice, rustix::fs::Mode::from_raw_mode(0o600), d).ok()?;
+    Some(p)
+}
+
+fn find_config_drive() -> Option<(PathBuf, &'static str)> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for n in names {
+        let size: u64 = fs::read_to_string(format!("/sys/class/block/{n}/size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if size == 0 || n.starts_with("loop") || n.starts_with("ram") {
+            continue;
+        }
+        let Some(node) = block_node(&n) else { continue };
+        let Ok(head) = read_head(&node, probe::PROBE_LEN) else { continue };
+        if let Some(fs) = config_drive_fs(&head) {
+            return Some((node, fs));
+        }
+    }
+    None
+}
+
+/// Mount the config drive, copy what the agent needs, unmount it.
+fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
+    fs::create_dir_all(DRIVE_MOUNT).map_err(|e| format!("creating {DRIVE_MOUNT}: {e}"))?;
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    // vfat's default iocharset may be one whose nls module is not loaded
+    // (Debian: ascii); utf8 is the one the recipe is told to list.
+    let datas: &[&str] = if fstype == "vfat" { &["", "iocharset=utf8"] } else { &[""] };
+    let mut r = Err(rustix::io::Errno::INVAL);
+    for d in datas {
+        let c = std::ffi::CString::new(*d).expect("no NUL");
+        r = rustix::mount::mount(dev, DRIVE_MOUNT, fstype, flags, Some(c.as_c_str()));
+        if r.is_ok() {
+            break;
+        }
+    }
+    r.map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }))?;
+    let dir = Path::new(DRIVE_MOUNT).join("openstack/latest");
+    let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
+    let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
+    if let Ok(ud) = fs::read(dir.join("user_data")) {
+        save_user_data(&ud);
+    }
+    let _ = rustix::mount::unmount(DRIVE_MOUNT, rustix::mount::UnmountFlags::DETACH);
+    Ok(s)
+}
+
+fn save_user_data(ud: &[u8]) {
+    let _ = fs::create_dir_all("/run/agent");
+    match fs::write(USER_DATA, ud).and_then(|_| fs::set_permissions(USER_DATA, fs::Permissions::from_mode(0o600))) {
+        Ok(()) => log!("cloud: user_data saved to {USER_DATA} ({} bytes)", ud.len()),
+        Err(e) => log!("cloud: saving {USER_DATA} failed: {e}"),
+    }
+}
+
+/// One HTTP/1.0 GET; (status, body).
+fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+    let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
+    let host = addr.split(':').next().unwrap_or(addr);
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n").map_err(|e| format!("sending to {addr}: {e}"))?;
+    // Read until the body is complete (Content-Length) or the server closes.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(want) = complete_len(&buf) {
+            if buf.len() >= want {
+                buf.truncate(want);
+                break;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if buf.len() + n <= 4 << 20 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(format!("response from {addr} larger than 4 MiB")),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+    }
+    let (code, body) = parse_http_response(&buf)?;
+    Ok((code, body.to_vec()))
+}
+
+/// GET with retries (the service may come up late); `Ok(None)` for a 404.
+fn metadata_get(path: &str) -> Result<Option<String>, String> {
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        match http_get(METADATA, path, Duration::from_secs(2)) {
+            Ok((200, body)) => return Ok(Some(String::from_utf8_lossy(&body).into_owned())),
+            Ok((404, _)) => return Ok(None),
+            Ok((code, _)) => last = format!("HTTP {code}"),
+            Err(e) => last = e,
+        }
+        crate::debug!("cloud: GET {path} attempt {attempt}: {last}");
+        if attempt < 3 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Err(format!("GET http://{METADATA}{path}: {last}"))
+}
+
+// ---------------------------------------------------------------- applying
+
+fn boottime() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+fn cloud_disabled(oem: &Oem) -> bool {
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline.split_whitespace().any(|w| matches!(w, "agent.cloud=off" | "agent.cloud=0")) || oem.cloud == Some(false)
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> io::Result<()> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p)?;
+    }
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+fn set_hostname(root: &Path, name: &str) {
+    let name: String = name.chars().take(64).collect();
+    match rustix::system::sethostname(name.as_bytes()) {
+        Ok(()) => log!("cloud: hostname set to {name}"),
+        Err(e) => log!("cloud: sethostname {name:?} failed: {}", io::Error::from(e)),
+    }
+    let p = root.join("etc/hostname");
+    if let Err(e) = write_file(&p, &format!("{name}\n"), 0o644) {
+        log!("cloud: writing {} failed: {e}", p.display());
+    }
+}
+
+fn install_keys(root: &Path, user: &str, keys: &[String]) {
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let (uid, gid, home) = passwd_lookup(&passwd, user).unwrap_or_else(|| {
+        if user == "root" {
+            (0, 0, "/root".into())
+        } else {
+            (0, 0, format!("/home/{user}"))
+        }
+    });
+    let dir = root.join(home.trim_start_matches('/')).join(".ssh");
+    let file = dir.join("authorized_keys");
+    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let r = fs::create_dir_all(&dir)
+        .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
+        .and_then(|_| write_file(&file, &text, 0o600))
+        .and_then(|_| chown(&dir, Some(uid), Some(gid)))
+        .and_then(|_| chown(&file, Some(uid), Some(gid)));
+    match r {
+        Ok(()) => log!("cloud: {} SSH key(s) for {user} in {} (uid {uid})", keys.len(), file.display()),
+        Err(e) => log!("cloud: installing SSH keys in {} failed: {e}", file.display()),
+    }
+}
+
+/// Try one network_data source: parse and apply, logging the outcome.
+fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Option<Applied> {
+    let cfg = match net::parse(json) {
+        Ok(c) => c,
+        Err(e) => {
+            log!("cloud: {what}: bad network_data, ignored: {e}");
+            return None;
+        }
+    };
+    match net::apply(nl, &cfg, leased) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            log!("cloud: {what}: applying network_data failed: {e}");
+            None
+        }
+    }
+}
+
+/// The whole cloud step. `root` is where hostname, keys and resolv.conf go:
+/// `/` in appliance mode, `/sysroot` before a root switch.
+pub fn run(root: &Path) {
+    let t = Instant::now();
+    let oem = match fs::read_to_string(OEM_JSON) {
+        Ok(s) => parse_oem(&s).unwrap_or_else(|e| {
+            log!("cloud: ignoring {OEM_JSON}: {e}");
+            Oem::default()
+        }),
+        Err(_) => Oem::default(),
+    };
+    if cloud_disabled(&oem) {
+        log!("cloud: disabled (agent.cloud=off or oem.json \"cloud\": false)");
+        return;
+    }
+    let mut nl = match Rtnl::open() {
+        Ok(n) => n,
+        Err(e) => {
+            log!("cloud: FAILED to open rtnetlink: {e}; no network configuration");
+            return;
+        }
+    };
+    net::apply::loopback_up(&mut nl);
+    let mut meta: Option<MetaData> = None;
+    let mut applied: Option<(Applied, &str)> = None;
+    let mut leased: Vec<String> = Vec::new();
+
+    // 1. Config drive.
+    match find_config_drive() {
+        Some((dev, fstype)) => {
+            log!("cloud: config drive {} ({fstype})", dev.display());
+            match read_config_drive(&dev, fstype) {
+                Ok(s) => {
+                    match s.meta_data.as_deref().map(parse_meta_data) {
+                        Some(Ok(m)) => {
+                            log!("cloud: config drive meta_data: uuid {}, hostname {:?}, {} key(s)", m.uuid.as_deref().unwrap_or("-"), m.hostname.as_deref().unwrap_or("-"), m.keys.len());
+                            meta = Some(m);
+                        }
+                        Some(Err(e)) => log!("cloud: config drive: bad meta_data.json, ignored: {e}"),
+                        None => log!("cloud: config drive has no openstack/latest/meta_data.json"),
+                    }
+                    match &s.network_data {
+                        Some(j) => applied = try_network(&mut nl, "config drive", j, &leased).map(|a| (a, "config drive")),
+                        None => log!("cloud: config drive has no openstack/latest/network_data.json"),
+                    }
+                }
+                Err(e) => log!("cloud: config drive unusable: {e}"),
+            }
+        }
+        None => log!("cloud: no config drive (no block device labelled config-2)"),
+    }
+
+    // NIC drivers register their interfaces while their module loads; the
+    // short wait only covers asynchronous probing.
+    let ether = net::apply::ether_interfaces(Duration::from_millis(200));
+    if ether.is_empty() && applied.is_none() {
+        log!("cloud: no Ethernet interface: skipping the metadata service and DHCP");
+    }
+
+    // 2. Metadata service, over DHCP on the first link.
+    if (applied.is_none() || meta.is_none()) && !ether.is_empty() {
+        match net::dhcp_first_link(&mut nl) {
+            Ok(a) => {
+                log!("cloud: DHCP for the metadata service: {}", a.summary.join("; "));
+                leased = a.dhcp.clone();
+                let base = "/openstack/latest";
+                if meta.is_none() {
+                    match metadata_get(&format!("{base}/meta_data.json")) {
+                        Ok(Some(j)) => match parse_meta_data(&j) {
+                            Ok(m) => {
+                                log!("cloud: metadata service meta_data: uuid {}, hostname {:?}, {} key(s)", m.uuid.as_deref().unwrap_or("-"), m.hostname.as_deref().unwrap_or("-"), m.keys.len());
+                                meta = Some(m);
+                            }
+                            Err(e) => log!("cloud: metadata service: bad meta_data.json, ignored: {e}"),
+                        },
+                        Ok(None) => log!("cloud: metadata service has no meta_data.json (404)"),
+                        Err(e) => log!("cloud: metadata service unreachable: {e}"),
+                    }
+                }
+                // Only ask for network_data if the service answered at all.
+                if applied.is_none() && meta.is_some() {
+                    match metadata_get(&format!("{base}/network_data.json")) {
+                        Ok(Some(j)) => applied = try_network(&mut nl, "metadata service", &j, &leased).map(|a| (a, "metadata service")),
+                        Ok(None) => log!("cloud: metadata service has no network_data.json (404)"),
+                        Err(e) => log!("cloud: metadata service: {e}"),
+                    }
+                }
+                // Without better data the lease is the step-4 result,
+                // unless the recipe has a static network.
+                if applied.is_none() && oem.network.is_none() {
+                    applied = Some((a, "DHCP"));
+                }
+            }
+            Err(e) => log!("cloud: DHCP on the first link failed: {e}"),
+        }
+    }
+
+    // 3. The recipe's static network.
+    if applied.is_none() {
+        if let Some(n) = &oem.network {
+            applied = try_network(&mut nl, OEM_JSON, &n.to_string(), &leased).map(|a| (a, "recipe network"));
+        }
+    }
+
+    // 4. DHCP on the first link.
+    if applied.is_none() && !ether.is_empty() && leased.is_empty() {
+        match net::dhcp_first_link(&mut nl) {
+            Ok(a) => applied = Some((a, "DHCP")),
+            Err(e) => log!("cloud: DHCP on the first link failed: {e}"),
+        }
+    }
+
+    match &applied {
+        Some((a, from)) => {
+            if !a.dns.is_empty() {
+                let p = root.join("etc/resolv.conf");
+                match write_file(&p, &net::resolv_conf(&a.dns), 0o644) {
+                    Ok(()) => log!("cloud: {} name server(s) in {}", a.dns.len().min(3), p.display()),
+                    Err(e) => log!("cloud: writing {} failed: {e}", p.display()),
+                }
+            }
+            log!(
+                "network configured from {from}: {} ({:.3} s since kernel start, {} ms in the agent)",
+                a.summary.join("; "),
+                boottime(),
+                t.elapsed().as_millis()
+            );
+        }
+        None if !leased.is_empty() => log!("network configured from DHCP ({:.3} s since kernel start)", boottime()),
+        None if ether.is_empty() => log!("cloud: no network interfaces, nothing to configure ({:.3} s since kernel start)", boottime()),
+        None => log!("cloud: FAILED to configure the network from any source ({:.3} s since kernel start)", boottime()),
+    }
+
+    if let Some(m) = &meta {
+        if let Some(h) = &m.hostname {
+            set_hostname(root, h);
+        }
+        if !m.keys.is_empty() {
+            install_keys(root, oem.user.as_deref().unwrap_or("root"), &m.keys);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_data() {
+        let m = parse_meta_data(
+            r#"{"uuid": "83679162-1378-4288-a2d4-70e13ec132aa", "name": "vm", "hostname": "vpc-test-host",
+                "public_keys": {"b": "ssh-ed25519 BBBB b@x", "a": "ssh-ed25519 AAAA a@x\n"}, "launch_index": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(m.uuid.as_deref(), Some("83679162-1378-4288-a2d4-70e13ec132aa"));
+        assert_eq!(m.hostname.as_deref(), Some("vpc-test-host"));
+        assert_eq!(m.keys, ["ssh-ed25519 AAAA a@x", "ssh-ed25519 BBBB b@x"]);
+        let m = parse_meta_data(r#"{"name": "only-name"}"#).unwrap();
+        assert_eq!((m.hostname.as_deref(), m.keys.len()), (Some("only-name"), 0));
+        assert!(parse_meta_data("[1]").is_err());
+        assert!(parse_meta_data("{").unwrap_err().contains("not valid meta_data JSON"));
+        assert!(parse_meta_data(r#"{"public_keys": 3}"#).is_err());
+    }
+
+    #[test]
+    fn oem_and_passwd() {
+        let o = parse_oem(r#"{"user": "admin", "network": {"links": []}}"#).unwrap();
+        assert_eq!(o.user.as_deref(), Some("admin"));
+        assert!(o.network.is_some());
+        assert!(parse_oem("{}").unwrap().user.is_none());
+        let pw = "root:x:0:0:root:/root:/bin/sh\nadmin:x:1000:1001:Admin:/home/admin:/bin/sh\nbad:line\n";
+        assert_eq!(passwd_lookup(pw, "admin"), Some((1000, 1001, "/home/admin".into())));
+        assert_eq!(passwd_lookup(pw, "root"), Some((0, 0, "/root".into())));
+        assert_eq!(passwd_lookup(pw, "nobody"), None);
+    }
+
+    #[test]
+    fn http() {
+        let (c, b) = parse_http_response(b"HTTP/1.0 200 OK\r\nContent-Type: x\r\n\r\n{\"a\":1}").unwrap();
+        assert_eq!((c, b), (200, &b"{\"a\":1}"[..]));
+        assert_eq!(parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap().0, 404);
+        assert!(parse_http_response(b"SSH-2.0\r\n\r\n").is_err());
+        assert!(parse_http_response(b"HTTP/1.0 200 OK\r\n").is_err());
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nab"), Some(41));
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\n\r\nab"), None);
+        assert_eq!(complete_len(b"HTTP/1.0 200 OK\r\nContent-Length: 3"), None);
+    }
+
+    #[test]
+    fn config_drive_labels() {
+        let mut iso = vec![0u8; probe::PROBE_LEN];
+        iso[0x8000] = 1;
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        iso[0x8000 + 40..0x8000 + 72].copy_from_slice(format!("{:<32}", "config-2").as_bytes());
+        assert_eq!(iso9660_label(&iso).as_deref(), Some("config-2"));
+        assert_eq!(config_drive_fs(&iso), Some("iso9660"));
+        iso[0x8000 + 40..0x8000 + 48].copy_from_slice(b"CDROM   ");
+        assert_eq!(config_drive_fs(&iso), None);
+
+        let mut fat = vec![0u8; 512];
+        fat[510] = 0x55;
+        fat[511] = 0xAA;
+        fat[0x36..0x3E].copy_from_slice(b"FAT12   ");
+        fat[0x26] = 0x29;
+        fat[0x2B..0x36].copy_from_slice(b"CONFIG-2   ");
+        assert_eq!(config_drive_fs(&fat), Some("vfat"));
+        fat[0x2B..0x36].copy_from_slice(b"ESP        ");
+        assert_eq!(config_drive_fs(&fat), None);
+        assert_eq!(config_drive_fs(&[]), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! Apply a [`NetConfig`] to the machine's NICs: match links by MAC, set the
+//! MTU and bring them up, add static addresses and routes, run DHCPv4 where
+//! asked, and leave IPv6 SLAAC to the kernel.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use super::netlink::Rtnl;
+use super::{dhcp, mac_text, parse_mac, v4_prefix, NetConfig, NetKind};
+use crate::log;
+
+/// How long one DHCP exchange may take before the caller's next fallback.
+pub const DHCP_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// A network interface as `/sys/class/net` shows it.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+    pub mac: Option<[u8; 6]>,
+    /// ARPHRD_ETHER (type 1) and not loopback.
+    pub ether: bool,
+}
+
+fn sys(name: &str, attr: &str) -> Option<String> {
+    fs::read_to_string(format!("/sys/class/net/{name}/{attr}")).ok().map(|s| s.trim().to_string())
+}
+
+/// All interfaces, by ifindex.
+pub fn interfaces() -> Vec<Iface> {
+    let mut v: Vec<Iface> = fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let index = sys(&name, "ifindex")?.parse().ok()?;
+                    let mac = sys(&name, "address").and_then(|a| parse_mac(&a));
+                    let ether = sys(&name, "type").as_deref() == Some("1") && name != "lo";
+                    Some(Iface { name, index, mac, ether })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|i| i.index);
+    v
+}
+
+/// The Ethernet interfaces, waiting up to `wait` for the first one to appear
+/// (NIC drivers may still be probing).
+pub fn ether_interfaces(wait: Duration) -> Vec<Iface> {
+    let t = Instant::now();
+    loop {
+        let v: Vec<Iface> = interfaces().into_iter().filter(|i| i.ether).collect();
+        if !v.is_empty() || t.elapsed() >= wait {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What got configured.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// One entry per configured network: `eth0 10.0.2.77/24`.
+    pub summary: Vec<String>,
+    pub dns: Vec<IpAddr>,
+    /// Interfaces that hold a DHCP lease.
+    pub dhcp: Vec<String>,
+}
+
+/// Bring `lo` up (the kernel adds 127.0.0.1/8 and ::1 itself).
+pub fn loopback_up(nl: &mut Rtnl) {
+    if let Some(lo) = interfaces().into_iter().find(|i| i.name == "lo") {
+        if let Err(e) = nl.link_up(lo.index, None) {
+            log!("net: bringing lo up failed: {e}");
+        }
+    }
+}
+
+/// DHCP on one interface: up, lease, address, default route. Returns the
+/// summary line and the DNS servers.
+pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>) -> Result<(String, Vec<IpAddr>), String> {
+    let mac = i.mac.ok_or_else(|| format!("{} has no MAC address", i.name))?;
+    nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
+    let t = Instant::now();
+    let lease = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
+    let prefix = lease.mask.and_then(v4_prefix).unwrap_or(24);
+    nl.add_address(i.index, IpAddr::V4(lease.yiaddr), prefix)
+        .map_err(|e| format!("adding {}/{prefix} to {}: {e}", lease.yiaddr, i.name))?;
+    if mtu.is_none() {
+        if let Some(m) = lease.mtu.filter(|&m| m >= 576) {
+            let _ = nl.link_up(i.index, Some(m.into()));
+        }
+    }
+    let mut line = format!("{} {}/{prefix} by DHCP from {}", i.name, lease.yiaddr, lease.server.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    if let Some(gw) = lease.routers.first() {
+        if !same_subnet(lease.yiaddr, *gw, prefix) {
+            nl.add_route(i.index, IpAddr::V4(*gw), 32, None).map_err(|e| format!("on-link route to {gw}: {e}"))?;
+        }
+        nl.add_route(i.index, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, Some(IpAddr::V4(*gw)))
+            .map_err(|e| format!("default route via {gw} on {}: {e}", i.name))?;
+        line.push_str(&format!(", default via {gw}"));
+    }
+    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
+    Ok((line, lease.dns.into_iter().map(IpAddr::V4).collect()))
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    let m = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+    u32::from(a) & m == u32::from(b) & m
+}
+
+/// DHCP on the first Ethernet interface.
+pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
+    let i = ether_interfaces(Duration::from_secs(2)).into_iter().next().ok_or("no Ethernet interface")?;
+    let (line, dns) = dhcp_on(nl, &i, None)?;
+    Ok(Applied { summary: vec![line], dns, dhcp: vec![i.name] })
+}
+
+/// Apply `cfg`. Interfaces in `leased` already hold a DHCP lease: an
+/// `ipv4_dhcp` network on them is left as it is. Every link is matched
+/// before anything is changed, so a configuration naming a NIC that is not
+/// there changes nothing.
+pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applied, String> {
+    let ifaces = ether_interfaces(Duration::from_secs(2));
+    let mut matched: Vec<&Iface> = Vec::new();
+    for l in &cfg.links {
+        let i = match l.mac {
+            Some(mac) => ifaces.iter().find(|i| i.mac == Some(mac)).ok_or_else(|| {
+                let seen: Vec<String> = ifaces.iter().map(|i| format!("{} {}", i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default())).collect();
+                format!("link {}: no NIC has MAC {} (NICs: {})", l.id, mac_text(&mac), seen.join(", "))
+            })?,
+            None if cfg.links.len() == 1 => ifaces.first().ok_or_else(|| format!("link {}: no Ethernet interface", l.id))?,
+            None => return Err(format!("link {} has no ethernet_mac_address and there are several links", l.id)),
+        };
+        matched.push(i);
+    }
+    let mut out = Applied { dns: cfg.dns.clone(), ..Applied::default() };
+    for (l, i) in cfg.links.iter().zip(&matched) {
+        nl.link_up(i.index, l.mtu).map_err(|e| format!("bringing {} up (mtu {:?}): {e}", i.name, l.mtu))?;
+        log!("net: link {} is {} ({}), up{}", l.id, i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default(), l.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default());
+    }
+    for n in &cfg.networks {
+        let i = matched[n.link];
+        match &n.kind {
+            NetKind::Static { addr, prefix, routes } => {
+                nl.add_address(i.index, *addr, *prefix).map_err(|e| format!("adding {addr}/{prefix} to {}: {e}", i.name))?;
+                let mut line = format!("{} {addr}/{prefix}", i.name);
+                for r in routes {
+                    nl.add_route(i.index, r.dest, r.prefix, Some(r.gateway))
+                        .map_err(|e| format!("route {}/{} via {} on {}: {e}", r.dest, r.prefix, r.gateway, i.name))?;
+                    if r.prefix == 0 {
+                        line.push_str(&format!(", default via {}", r.gateway));
+                    } else {
+                        line.push_str(&format!(", {}/{} via {}", r.dest, r.prefix, r.gateway));
+                    }
+                }
+                log!("net: {}: {line}", n.id);
+                out.summary.push(line);
+            }
+            NetKind::Dhcp4 if leased.contains(&i.name) => {
+                log!("net: {}: {} already holds a DHCP lease", n.id, i.name);
+                out.summary.push(format!("{} DHCP (kept)", i.name));
+                out.dhcp.push(i.name.clone());
+            }
+            NetKind::Dhcp4 => {
+                let mtu = cfg.links[n.link].mtu;
+                let (line, dns) = dhcp_on(nl, i, mtu)?;
+                log!("net: {}: {line}", n.id);
+                for d in dns {
+                    if !out.dns.contains(&d) {
+                        out.dns.push(d);
+                    }
+                }
+                out.summary.push(line);
+                out.dhcp.push(i.name.clone());
+            }
+            NetKind::Slaac | NetKind::Dhcp6 => {
+                if n.kind == NetKind::Dhcp6 {
+                    log!("net: {}: DHCPv6 is not supported yet; using SLAAC on {}", n.id, i.name);
+                }
+                // The kernel autoconfigures from router advertisements on an
+                // up link (accept_ra defaults to 1 without forwarding).
+                let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{}/accept_ra", i.name), "1");
+                let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{}/autoconf", i.name), "1");
+                log!("net: {}: {} IPv6 by SLAAC (kernel)", n.id, i.name);
+                out.summary.push(format!("{} SLAAC", i.name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets() {
+        let a = Ipv4Addr::new(10, 0, 2, 15);
+        assert!(same_subnet(a, Ipv4Addr::new(10, 0, 2, 2), 24));
+        assert!(!same_subnet(a, Ipv4Addr::new(10, 0, 3, 2), 24));
+        assert!(same_subnet(a, Ipv4Addr::new(1, 2, 3, 4), 0));
+        assert!(!same_subnet(a, Ipv4Addr::new(10, 0, 2, 16), 32));
+    }
+}

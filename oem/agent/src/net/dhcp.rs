@@ -1,0 +1,273 @@
+//! A small DHCPv4 client (RFC 2131): DISCOVER → OFFER → REQUEST → ACK, over
+//! a UDP socket on port 68 bound to the interface (`SO_BINDTODEVICE`) that
+//! broadcasts, with the BROADCAST flag set so that the server's replies reach
+//! an interface that has no address yet. No lease renewal: the appliance
+//! keeps the address (the servers the agent meets, Neutron and qemu, hand
+//! out fixed addresses).
+//!
+//! [`build`] and [`parse`] are pure and unit-tested; [`run`] does the I/O.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+pub const DISCOVER: u8 = 1;
+pub const OFFER: u8 = 2;
+pub const REQUEST: u8 = 3;
+pub const ACK: u8 = 5;
+pub const NAK: u8 = 6;
+
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+const OPT_MASK: u8 = 1;
+const OPT_ROUTER: u8 = 3;
+const OPT_DNS: u8 = 6;
+const OPT_HOSTNAME: u8 = 12;
+const OPT_MTU: u8 = 26;
+const OPT_REQ_IP: u8 = 50;
+const OPT_LEASE: u8 = 51;
+const OPT_MSG_TYPE: u8 = 53;
+const OPT_SERVER_ID: u8 = 54;
+const OPT_PARAMS: u8 = 55;
+const OPT_END: u8 = 255;
+
+/// A client message: DISCOVER, or REQUEST for `requested` from `server`.
+pub fn build(msg_type: u8, xid: u32, mac: &[u8; 6], requested: Option<Ipv4Addr>, server: Option<Ipv4Addr>) -> Vec<u8> {
+    let mut p = vec![0u8; 236];
+    p[0] = 1; // BOOTREQUEST
+    p[1] = 1; // Ethernet
+    p[2] = 6;
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()); // BROADCAST
+    p[28..34].copy_from_slice(mac);
+    p.extend_from_slice(&MAGIC);
+    p.extend_from_slice(&[OPT_MSG_TYPE, 1, msg_type]);
+    if let Some(ip) = requested {
+        p.push(OPT_REQ_IP);
+        p.push(4);
+        p.extend_from_slice(&ip.octets());
+    }
+    if let Some(ip) = server {
+        p.push(OPT_SERVER_ID);
+        p.push(4);
+        p.extend_from_slice(&ip.octets());
+    }
+    p.extend_from_slice(&[OPT_PARAMS, 5, OPT_MASK, OPT_ROUTER, OPT_DNS, OPT_HOSTNAME, OPT_MTU]);
+    p.push(OPT_END);
+    // Some servers drop BOOTP messages shorter than 300 bytes.
+    p.resize(p.len().max(300), 0);
+    p
+}
+
+/// What a server's OFFER/ACK/NAK says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub msg_type: u8,
+    pub yiaddr: Ipv4Addr,
+    pub server: Option<Ipv4Addr>,
+    pub mask: Option<Ipv4Addr>,
+    pub routers: Vec<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub lease_secs: Option<u32>,
+    pub hostname: Option<String>,
+    pub mtu: Option<u16>,
+}
+
+fn addrs(v: &[u8]) -> Vec<Ipv4Addr> {
+    v.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])).collect()
+}
+
+/// Parse a server reply for transaction `xid` and client `mac`; `None` if it
+/// is not one (another client's, malformed, not a BOOTREPLY).
+pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
+    if p.len() < 240 || p[0] != 2 || p[4..8] != xid.to_be_bytes() || &p[28..34] != mac || p[236..240] != MAGIC {
+        return None;
+    }
+    let mut r = Reply {
+        msg_type: 0,
+        yiaddr: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+        server: None,
+        mask: None,
+        routers: Vec::new(),
+        dns: Vec::new(),
+        lease_secs: None,
+        hostname: None,
+        mtu: None,
+    };
+    let mut i = 240;
+    while i < p.len() {
+        let code = p[i];
+        if code == OPT_END {
+            break;
+        }
+        if code == 0 {
+            i += 1;
+            continue;
+        }
+        let len = *p.get(i + 1)? as usize;
+        let v = p.get(i + 2..i + 2 + len)?;
+        match code {
+            OPT_MSG_TYPE if len == 1 => r.msg_type = v[0],
+            OPT_SERVER_ID if len == 4 => r.server = addrs(v).first().copied(),
+            OPT_MASK if len == 4 => r.mask = addrs(v).first().copied(),
+            OPT_ROUTER => r.routers = addrs(v),
+            OPT_DNS => r.dns = addrs(v),
+            OPT_LEASE if len == 4 => r.lease_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
+            OPT_HOSTNAME => r.hostname = Some(String::from_utf8_lossy(v).into_owned()),
+            OPT_MTU if len == 2 => r.mtu = Some(u16::from_be_bytes(v.try_into().ok()?)),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    (r.msg_type != 0).then_some(r)
+}
+
+/// A transaction id from the clock and the MAC (no randomness source needed).
+pub fn xid_for(mac: &[u8; 6]) -> u32 {
+    let t = crate::uptime();
+    let nanos = (t.fract() * 1e9) as u32;
+    nanos ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]).rotate_left(7)
+}
+
+fn socket_on(ifname: &str) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
+    s.set_broadcast(true)?;
+    let name = ifname.as_bytes();
+    // SAFETY: setsockopt with a pointer/length pair into `name`, which
+    // outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+/// Wait for a reply of one of `types` until `deadline`.
+fn await_reply(s: &UdpSocket, xid: u32, mac: &[u8; 6], types: &[u8], deadline: Instant) -> io::Result<Option<Reply>> {
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                if let Some(r) = parse(&buf[..n], xid, mac) {
+                    if types.contains(&r.msg_type) {
+                        return Ok(Some(r));
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Obtain a lease on `ifname` (which must be up): DISCOVER/OFFER then
+/// REQUEST/ACK, each retried with growing waits, `total` at most.
+pub fn run(ifname: &str, mac: &[u8; 6], total: Duration) -> Result<Reply, String> {
+    let s = socket_on(ifname).map_err(|e| format!("DHCP socket on {ifname}: {e}"))?;
+    let start = Instant::now();
+    let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let mut wait = Duration::from_millis(500);
+    let mut attempt = 0;
+    while start.elapsed() < total {
+        attempt += 1;
+        let xid = xid_for(mac).wrapping_add(attempt);
+        let step_end = |w: Duration| (Instant::now() + w).min(start + total);
+        s.send_to(&build(DISCOVER, xid, mac, None, None), bcast).map_err(|e| format!("sending DHCPDISCOVER on {ifname}: {e}"))?;
+        let offer = match await_reply(&s, xid, mac, &[OFFER], step_end(wait)).map_err(|e| format!("receiving on {ifname}: {e}"))? {
+            Some(o) => o,
+            None => {
+                crate::debug!("dhcp {ifname}: no offer within {wait:?} (attempt {attempt})");
+                wait = (wait * 2).min(Duration::from_secs(4));
+                continue;
+            }
+        };
+        s.send_to(&build(REQUEST, xid, mac, Some(offer.yiaddr), offer.server), bcast)
+            .map_err(|e| format!("sending DHCPREQUEST on {ifname}: {e}"))?;
+        match await_reply(&s, xid, mac, &[ACK, NAK], step_end(wait.max(Duration::from_secs(2))))
+            .map_err(|e| format!("receiving on {ifname}: {e}"))?
+        {
+            Some(r) if r.msg_type == ACK => return Ok(r),
+            Some(_) => crate::log!("dhcp {ifname}: NAK for {}, starting over", offer.yiaddr),
+            None => crate::debug!("dhcp {ifname}: no ACK (attempt {attempt})"),
+        }
+    }
+    Err(format!("no DHCP lease on {ifname} after {attempt} attempts in {:.1} s", start.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+    /// A server reply as qemu's slirp builds it.
+    fn reply(msg_type: u8, xid: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 236];
+        p[0] = 2;
+        p[1] = 1;
+        p[2] = 6;
+        p[4..8].copy_from_slice(&xid.to_be_bytes());
+        p[16..20].copy_from_slice(&[10, 0, 2, 15]);
+        p[28..34].copy_from_slice(&MAC);
+        p.extend_from_slice(&MAGIC);
+        p.extend_from_slice(&[53, 1, msg_type, 54, 4, 10, 0, 2, 2, 1, 4, 255, 255, 255, 0, 0, 3, 4, 10, 0, 2, 2]);
+        p.extend_from_slice(&[6, 8, 10, 0, 2, 3, 1, 1, 1, 1, 51, 4, 0, 1, 81, 128, 26, 2, 5, 220, 12, 3, b'v', b'm', b'1', 255]);
+        p.resize(548, 0);
+        p
+    }
+
+    #[test]
+    fn discover_and_request_layout() {
+        let d = build(DISCOVER, 0xdead_beef, &MAC, None, None);
+        assert_eq!(d.len(), 300);
+        assert_eq!((d[0], d[1], d[2]), (1, 1, 6));
+        assert_eq!(&d[4..8], &[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(&d[10..12], &[0x80, 0]);
+        assert_eq!(&d[28..34], &MAC);
+        assert_eq!(&d[236..243], &[99, 130, 83, 99, 53, 1, 1]);
+        let r = build(REQUEST, 7, &MAC, Some(Ipv4Addr::new(10, 0, 2, 15)), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(&r[240..253], &[53, 1, 3, 50, 4, 10, 0, 2, 15, 54, 4, 10, 0]);
+    }
+
+    #[test]
+    fn parses_an_ack() {
+        let r = parse(&reply(ACK, 42), 42, &MAC).unwrap();
+        assert_eq!(r.msg_type, ACK);
+        assert_eq!(r.yiaddr, Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(r.server, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(r.mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(r.routers, [Ipv4Addr::new(10, 0, 2, 2)]);
+        assert_eq!(r.dns, [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(r.lease_secs, Some(86400));
+        assert_eq!(r.mtu, Some(1500));
+        assert_eq!(r.hostname.as_deref(), Some("vm1"));
+    }
+
+    #[test]
+    fn ignores_foreign_and_broken_replies() {
+        assert_eq!(parse(&reply(ACK, 42), 43, &MAC), None, "other xid");
+        assert_eq!(parse(&reply(ACK, 42), 42, &[0; 6]), None, "other client");
+        assert_eq!(parse(&reply(ACK, 42)[..200], 42, &MAC), None, "short");
+        let mut p = reply(ACK, 42);
+        p[0] = 1;
+        assert_eq!(parse(&p, 42, &MAC), None, "a request");
+        // An option running past the end.
+        let mut p = reply(OFFER, 42);
+        p.truncate(240);
+        p.extend_from_slice(&[53, 1, 2, 6, 200, 1]);
+        assert_eq!(parse(&p, 42, &MAC), None);
+        // No message type: not DHCP.
+        let mut p = reply(OFFER, 42);
+        p.truncate(240);
+        p.push(255);
+        assert_eq!(parse(&p, 42, &MAC), None);
+    }
+}

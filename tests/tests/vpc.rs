@@ -1,0 +1,321 @@
+//! The guest agent configured by an OpenStack-like cloud, for real: an
+//! appliance built by the builder (busybox httpd serving a page made at boot
+//! with `$(hostname)` and the installed SSH keys), booted by qemu TCG
+//! (direct kernel boot of the `kernel+initramfs` outputs), with qemu's user
+//! network playing the VPC:
+//!
+//! * config drive: a vfat image labelled `config-2` (mkfs.vfat + mcopy) as
+//!   a second virtio disk; network_data.json gives the NIC (matched by MAC)
+//!   10.0.2.77/24 via 10.0.2.2, reached by `hostfwd …-10.0.2.77:80`;
+//! * metadata service: no drive; a Rust HTTP server on 127.0.0.1 behind
+//!   `guestfwd=tcp:169.254.169.254:80-…` on a 169.254.0.0/16 user net;
+//! * bad metadata: malformed network_data.json on the drive; the agent says
+//!   so and falls back to DHCP (10.0.2.15).
+//!
+//! Boot-to-network timing: `cargo test -p e2e-tests --test vpc -- --nocapture`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MAC: &str = "52:54:00:12:34:56";
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHZwY3Rlc3RrZXl2cGN0ZXN0a2V5dnBjdGVzdGtleQ test@vpc";
+const READY: &str = "vpc: READY";
+
+/// The built appliance: kernel, initramfs, command line.
+struct Appliance {
+    vmlinuz: PathBuf,
+    initramfs: PathBuf,
+    cmdline: String,
+}
+
+/// One qemu at a time: the boots share two slow cores, and the timing
+/// figures mean something only without contention.
+static QEMU: Mutex<()> = Mutex::new(());
+
+fn appliance() -> &'static Appliance {
+    static A: OnceLock<Appliance> = OnceLock::new();
+    A.get_or_init(|| {
+        // Inside the project, so package names resolve against kernel/packages.lock.
+        let dir = root().join("out/test-recipes").join(format!("vpc-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // One line: /etc/agent/init holds one argument per line.
+        let script = [
+            "busybox mkdir -p /srv/www",
+            "{ echo \"<h1>host $(busybox hostname)</h1>\"; echo \"<pre>\"; busybox cat /etc/resolv.conf; echo \"</pre>\"; } > /srv/www/index.html",
+            "busybox cat /root/.ssh/authorized_keys > /srv/www/keys.txt 2>/dev/null",
+            "echo \"vpc: keys: $(busybox cat /root/.ssh/authorized_keys 2>/dev/null)\"",
+            "echo \"vpc: hostname $(busybox hostname)\"",
+            "echo \"vpc: READY\"",
+            "exec busybox httpd -f -p 80 -h /srv/www",
+        ]
+        .join("; ");
+        let recipe = serde_json::json!({
+            "name": "vpc",
+            "source_date_epoch": 1700000000,
+            "trees": { "initrd": [
+                { "deb": "busybox-static" },
+                { "symlink": "/bin/sh", "target": "busybox" },
+                { "file": "/etc/hostname", "content": "unconfigured\n" }
+            ]},
+            "initramfs": { "tree": "initrd", "compression": "gzip" },
+            "kernel": {
+                "package": "linux-image-cloud-amd64",
+                "cmdline": "console=ttyS0,115200 quiet",
+                "modules": ["virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_utf8", "isofs"]
+            },
+            "init": ["/bin/busybox", "sh", "-c", script],
+            "outputs": ["kernel+initramfs"]
+        });
+        let path = dir.join("vpc.json");
+        fs::write(&path, serde_json::to_vec_pretty(&recipe).unwrap()).unwrap();
+        run_ok(&root(), &["-q", "build", path.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+        let m: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("vpc.manifest.json")).unwrap()).unwrap();
+        let cmdline = m["boot"]["cmdline"].as_str().unwrap_or("console=ttyS0,115200 quiet").to_string();
+        Appliance { vmlinuz: dir.join("vpc.vmlinuz"), initramfs: dir.join("vpc.initramfs"), cmdline }
+    })
+}
+
+/// A raw vfat image labelled `config-2` with `openstack/latest/*`.
+fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let img = dir.join("config-drive.img");
+    let _ = fs::remove_file(&img);
+    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), "2048"]);
+    assert!(ok, "mkfs.vfat: {out}");
+    let i = img.to_str().unwrap();
+    for d in ["::openstack", "::openstack/latest"] {
+        let (ok, out) = tool("mmd", &["-i", i, d]);
+        assert!(ok, "mmd {d}: {out}");
+    }
+    for (name, content) in files {
+        let src = dir.join(name);
+        fs::write(&src, content).unwrap();
+        let (ok, out) = tool("mcopy", &["-i", i, src.to_str().unwrap(), &format!("::openstack/latest/{name}")]);
+        assert!(ok, "mcopy {name}: {out}");
+    }
+    img
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running qemu; killed on drop.
+struct Vm {
+    child: Child,
+    log: PathBuf,
+    start: Instant,
+}
+
+impl Vm {
+    fn serial(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// GET `path` on the forwarded port once the appliance is ready.
+    fn http(&mut self, port: u16, path: &str, within: Duration) -> Option<String> {
+        while self.start.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            if self.serial().contains(READY) {
+                let (ok, out) = tool("curl", &["-s", "-m", "10", &format!("http://127.0.0.1:{port}{path}")]);
+                if ok && !out.is_empty() {
+                    return Some(out);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn boot(dir: &Path, netdev: &str, drive: Option<&Path>) -> Vm {
+    let a = appliance();
+    let log = dir.join("serial.log");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(&a.vmlinuz)
+        .arg("-initrd")
+        .arg(&a.initramfs)
+        .arg("-append")
+        .arg(&a.cmdline)
+        .arg("-netdev")
+        .arg(netdev)
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={MAC}"));
+    if let Some(d) = drive {
+        c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
+    }
+    let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("qemu-system-x86_64");
+    Vm { child, log, start: Instant::now() }
+}
+
+/// The "(N s since kernel start" figure of the agent's "network configured" line.
+fn network_time(serial: &str) -> Option<f64> {
+    let l = serial.lines().find(|l| l.contains("network configured"))?;
+    let i = l.find(" s since kernel start")?;
+    l[..i].rsplit(['(', ' ']).next()?.parse().ok()
+}
+
+fn network_data_static() -> String {
+    serde_json::json!({
+        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
+        "networks": [{
+            "id": "net0", "type": "ipv4", "link": "tap0",
+            "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
+            "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }]
+        }],
+        "services": [{ "type": "dns", "address": "10.0.2.3" }]
+    })
+    .to_string()
+}
+
+fn meta_data(host: &str) -> String {
+    serde_json::json!({
+        "uuid": "83679162-1378-4288-a2d4-70e13ec132aa",
+        "name": "vpc-name", "hostname": host,
+        "public_keys": { "test": KEY }
+    })
+    .to_string()
+}
+
+#[test]
+fn config_drive_gives_static_address_hostname_and_keys() {
+    let a = appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let drive = config_drive(
+        t.path(),
+        &[("meta_data.json", &meta_data("vpc-test-host")), ("network_data.json", &network_data_static()), ("user_data", "#cloud-config\n")],
+    );
+    let port = free_port();
+    let mut vm = boot(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let keys = vm.http(port, "/keys.txt", Duration::from_secs(180));
+    let serial = vm.serial();
+    let _ = a;
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-test-host"), "page {page:?}; serial:\n{serial}");
+    assert!(page.as_deref().unwrap_or("").contains("nameserver 10.0.2.3"), "resolv.conf: {page:?}");
+    assert_eq!(keys.as_deref().map(str::trim), Some(KEY), "authorized_keys; serial:\n{serial}");
+    assert!(serial.contains("network configured from config drive"), "{serial}");
+    assert!(serial.contains("user_data saved"), "{serial}");
+    let secs = network_time(&serial).expect("a network configured line with the time");
+    eprintln!("config drive: network configured {secs:.3} s after kernel start; page after {:.1} s of qemu", vm.start.elapsed().as_secs_f64());
+    for l in serial.lines().filter(|l| l.contains("cloud:") || l.contains("net:") || l.contains("network configured")) {
+        eprintln!("  {l}");
+    }
+}
+
+/// A minimal metadata service: GET path → body, 404 otherwise; records the
+/// paths asked for. qemu's `guestfwd=…-tcp:HOST:PORT` is a chardev: it
+/// connects once when qemu starts and carries every guest connection over
+/// that one stream, so each connection is served request after request until
+/// qemu closes it, with Content-Length (the agent reads exactly that much).
+fn metadata_server(files: BTreeMap<String, String>) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let files = Arc::new(files);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let (files, seen) = (files.clone(), seen2.clone());
+            std::thread::spawn(move || serve(s, &files, &seen));
+        }
+    });
+    (port, seen)
+}
+
+fn serve(mut s: TcpStream, files: &BTreeMap<String, String>, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut req = Vec::new();
+    let mut b = [0u8; 1024];
+    loop {
+        while let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&req[..end]).into_owned();
+            req.drain(..end + 4);
+            // Anything before the method (a previous connection's leftovers) is skipped.
+            let Some(get) = text.find("GET ") else { continue };
+            let path = text[get..].split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(path.clone());
+            let (status, body) = match files.get(&path) {
+                Some(b) => ("200 OK", b.as_str()),
+                None => ("404 Not Found", "not found"),
+            };
+            write!(s, "HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        }
+        let n = s.read(&mut b)?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.extend_from_slice(&b[..n]);
+    }
+}
+
+#[test]
+fn metadata_service_without_config_drive() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let net = serde_json::json!({
+        "links": [{ "id": "tap0", "type": "phy", "ethernet_mac_address": MAC }],
+        "networks": [{ "id": "net0", "type": "ipv4_dhcp", "link": "tap0" }],
+        "services": [{ "type": "dns", "address": "169.254.0.3" }]
+    });
+    let mut files = BTreeMap::new();
+    files.insert("/openstack/latest/meta_data.json".to_string(), meta_data("vpc-md-host"));
+    files.insert("/openstack/latest/network_data.json".to_string(), net.to_string());
+    let (md_port, seen) = metadata_server(files);
+    let port = free_port();
+    let netdev = format!(
+        "user,id=n0,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:{md_port},hostfwd=tcp:127.0.0.1:{port}-169.254.0.15:80"
+    );
+    let mut vm = boot(t.path(), &netdev, None);
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let keys = vm.http(port, "/keys.txt", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-md-host"), "page {page:?}; serial:\n{serial}");
+    assert!(page.as_deref().unwrap_or("").contains("nameserver 169.254.0.3"), "resolv.conf: {page:?}");
+    assert_eq!(keys.as_deref().map(str::trim), Some(KEY), "authorized_keys; serial:\n{serial}");
+    assert!(serial.contains("no config drive"), "{serial}");
+    assert!(serial.contains("network configured from metadata service"), "{serial}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&"/openstack/latest/meta_data.json".to_string()), "{seen:?}");
+    assert!(seen.contains(&"/openstack/latest/network_data.json".to_string()), "{seen:?}");
+    eprintln!("metadata service: network configured {:?} s after kernel start", network_time(&serial));
+}
+
+#[test]
+fn bad_network_data_falls_back_to_dhcp() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-bad-net")), ("network_data.json", "{\"links\": [ this is not json")]);
+    let port = free_port();
+    let mut vm = boot(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:80"), Some(&drive));
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-bad-net"), "page {page:?}; serial:\n{serial}");
+    assert!(serial.contains("bad network_data, ignored: not valid network_data JSON"), "{serial}");
+    assert!(serial.contains("network configured from DHCP"), "{serial}");
+    eprintln!("bad metadata: network configured {:?} s after kernel start", network_time(&serial));
+}
