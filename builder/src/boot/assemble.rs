@@ -138,6 +138,12 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
             cmdline.push_str(&format!(" init={}", init[0]));
         }
     }
+    // First-boot grow: the agent finds the partition by its PARTUUID.
+    if let Some(disk) = &recipe.disk {
+        if let Some((_, pp)) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow) {
+            cmdline.push_str(&format!(" agent.grow={}", pp.part_guid));
+        }
+    }
     let cmdline = cmdline.trim().to_string();
     kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;
     let order = kernel.module_order(&modules).map_err(|e| Error::Other(e.to_string()))?;

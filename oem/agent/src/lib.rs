@@ -52,6 +52,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod gpt;
+pub mod grow;
 pub mod modules;
 pub mod probe;
 pub mod uevent;
