@@ -353,7 +353,7 @@ fn grow_fs(mnt: &Path, fstype: &str, dev_bytes: u64) -> Result<(), GrowError> {
     match fstype {
         "ext4" => {
             let blocks: u64 = dev_bytes / bsize;
-            log!("grow: ext4 on {}: {} -> {blocks} blocks of {bsize} bytes (EXT4_IOC_RESIZE_FS)", mnt.display(), before / bsize);
+            log!("grow: ext4 on {}: resizing to {blocks} blocks of {bsize} bytes (EXT4_IOC_RESIZE_FS)", mnt.display());
             // SAFETY: the ioctl reads one u64 through the pointer.
             let rc = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS as _, &blocks as *const u64) };
             last_os_error("EXT4_IOC_RESIZE_FS", rc)?;
@@ -369,22 +369,23 @@ fn grow_fs(mnt: &Path, fstype: &str, dev_bytes: u64) -> Result<(), GrowError> {
         other => return Err(GrowError::Refused(format!("cannot grow a {other} filesystem online (ext4 and btrfs only)"))),
     }
     let after = fs_size(mnt).map(|s| s.0).unwrap_or(0);
-    log!("grow: filesystem on {} grew from {} to {}", mnt.display(), human(before), human(after));
+    log!("grow: filesystem on {} grew from {} to {} (statfs)", mnt.display(), human(before), human(after));
     Ok(())
 }
 
-/// The fstype of the mount whose device is `rdev` (from /proc/self/mountinfo).
-fn mounted_at(rdev: u64) -> Option<(PathBuf, String)> {
+/// Where the partition (`rdev`, `/dev/<devname>`) is mounted, and its
+/// fstype, from /proc/self/mountinfo. btrfs reports an anonymous device
+/// number there, so the mount source is compared too.
+fn mounted_at(rdev: u64, devname: &str) -> Option<(PathBuf, String)> {
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
-    for l in text.lines() {
+    let source = format!("/dev/{devname}");
+    text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
         let sep = f.iter().position(|x| *x == "-")?;
-        if f.get(2) == Some(&want.as_str()) {
-            return Some((PathBuf::from(f[4]), f.get(sep + 1)?.to_string()));
-        }
-    }
-    None
+        let (fstype, src) = (f.get(sep + 1)?, f.get(sep + 2)?);
+        (f.get(2) == Some(&want.as_str()) || *src == source).then(|| (PathBuf::from(f[4]), fstype.to_string()))
+    })
 }
 
 /// The whole first-boot grow, for the partition named by `agent.grow=` in
@@ -431,7 +432,7 @@ fn run_for(guid: &str) -> Result<(), GrowError> {
     let now = sys_u64(part_sys.join("size")).unwrap_or(0) * 512;
     log!("grow: kernel told (BLKPG_RESIZE_PARTITION): {} is now {}", part_ue.devname, human(now));
     let rdev = rustix::fs::makedev(part_ue.major, part_ue.minor);
-    match mounted_at(rdev) {
+    match mounted_at(rdev, &part_ue.devname) {
         Some((mnt, fstype)) => grow_fs(&mnt, &fstype, len),
         None => {
             log!("grow: {} is not mounted: its filesystem was not grown", part_ue.devname);
