@@ -140,8 +140,19 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
     }
     // First-boot grow: the agent finds the partition by its PARTUUID.
     if let Some(disk) = &recipe.disk {
-        if let Some((_, pp)) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow) {
+        if let Some((p, pp)) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow) {
             cmdline.push_str(&format!(" agent.grow={}", pp.part_guid));
+            // The agent mounts a grown filesystem that is not the root.
+            let m = match p.filesystem {
+                Filesystem::Ext4 => Some("ext4"),
+                Filesystem::Btrfs => Some("btrfs"),
+                _ => None,
+            };
+            if let Some(m) = m {
+                if !kernel.is_builtin(m) && !modules.iter().any(|x| x == m) {
+                    modules.push(m.into());
+                }
+            }
         }
     }
     let cmdline = cmdline.trim().to_string();

@@ -29,6 +29,9 @@ use std::path::{Path, PathBuf};
 use crate::gpt::{self, crc32};
 use crate::{log, uevent};
 
+/// How long to wait for the disk holding the partition to appear.
+const LOCATE_WAIT_SECS: u64 = 10;
+
 /// Partition ends are aligned down to this (bytes).
 pub const ALIGN: u64 = 1 << 20;
 
@@ -206,6 +209,28 @@ pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Resu
         old_backup_lba: raw.alternate_lba,
         new_backup_lba: last_lba,
     })
+}
+
+/// The bytes an ext4 or btrfs filesystem spans, from the start of its
+/// partition (at least [`crate::probe::PROBE_LEN`] bytes): ext4's block
+/// count times block size, btrfs's device item `total_bytes`.
+pub fn fs_bytes(b: &[u8]) -> Option<u64> {
+    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().expect("4 bytes")) as u64);
+    if b.get(1024 + 56..1024 + 58) == Some(&[0x53, 0xEF]) {
+        let log = u32_at(1024 + 24)?;
+        let incompat = u32_at(1024 + 0x60)?;
+        let hi = if incompat & 0x80 != 0 { u32_at(1024 + 0x150)? } else { 0 };
+        return Some(((hi << 32) | u32_at(1024 + 4)?) << (10 + log));
+    }
+    if b.get(0x10040..0x10048) == Some(b"_BHRfS_M") {
+        // dev_item at 0xc9 in the superblock; total_bytes 8 bytes into it.
+        return b.get(0x100d1..0x100d9).map(u64_at_slice);
+    }
+    None
+}
+
+fn u64_at_slice(b: &[u8]) -> u64 {
+    u64_at(b, 0)
 }
 
 // ------------------------------------------------------------ in the guest
@@ -400,8 +425,21 @@ pub fn run() {
 }
 
 fn run_for(guid: &str) -> Result<(), GrowError> {
-    let (disk_sys, part_sys, number) =
-        locate(guid).ok_or_else(|| GrowError::Refused(format!("agent.grow={guid}: no disk has a partition with this PARTUUID")))?;
+    // With a root, its disk is there already; an appliance without one may
+    // still be probing its disks.
+    let t = std::time::Instant::now();
+    let found = loop {
+        match locate(guid) {
+            Some(f) => break Some(f),
+            None if t.elapsed() < std::time::Duration::from_secs(LOCATE_WAIT_SECS) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            None => break None,
+        }
+    };
+    let (disk_sys, part_sys, number) = found.ok_or_else(|| {
+        GrowError::Refused(format!("agent.grow={guid}: no disk has a partition with this PARTUUID (waited {LOCATE_WAIT_SECS} s)"))
+    })?;
     let disk_ue = uevent_of(&disk_sys).ok_or_else(|| GrowError::Refused("disk vanished".into()))?;
     let part_ue = uevent_of(&part_sys).ok_or_else(|| GrowError::Refused("partition vanished".into()))?;
     let dev = node(&disk_ue).ok_or_else(|| GrowError::Refused(format!("no device node for {}", disk_ue.devname)))?;
@@ -409,10 +447,29 @@ fn run_for(guid: &str) -> Result<(), GrowError> {
     let disk_bytes = sys_u64(disk_sys.join("size")).unwrap_or(0) * 512;
     let disk = fs::OpenOptions::new().read(true).write(true).open(&dev).map_err(|e| GrowError::Io("opening the disk", e))?;
     let out = grow_gpt(&disk, lbs, disk_bytes, guid)?;
-    let (first, last) = match out {
+    match out {
         Outcome::NothingToGrow { .. } => {
-            log!("grow: nothing to grow: {} is {} and its backup GPT header is on the last LBA", dev.display(), human(disk_bytes));
-            return Ok(());
+            // The table was grown by an earlier boot; its filesystem should
+            // have been too, unless that step failed: then retry it.
+            let part_bytes = sys_u64(part_sys.join("size")).unwrap_or(0) * 512;
+            let fs = node(&part_ue).and_then(|p| {
+                let f = File::open(p).ok()?;
+                let mut sb = vec![0u8; crate::probe::PROBE_LEN];
+                let n = f.read_at(&mut sb, 0).ok()?;
+                fs_bytes(&sb[..n])
+            });
+            match fs {
+                Some(fs) if fs + ALIGN <= part_bytes => log!(
+                    "grow: the partition table is grown, but the filesystem on {} is {} of its {}: growing the filesystem",
+                    part_ue.devname,
+                    human(fs),
+                    human(part_bytes)
+                ),
+                _ => {
+                    log!("grow: nothing to grow: {} is {} and its backup GPT header is on the last LBA", dev.display(), human(disk_bytes));
+                    return Ok(());
+                }
+            }
         }
         Outcome::Grown { number: n, first_lba, old_last_lba, new_last_lba, old_backup_lba, new_backup_lba } => {
             log!(
@@ -423,27 +480,69 @@ fn run_for(guid: &str) -> Result<(), GrowError> {
                 human((old_last_lba + 1 - first_lba) * lbs),
                 human((new_last_lba + 1 - first_lba) * lbs)
             );
-            (first_lba, new_last_lba)
-        }
-    };
-    let start = first * lbs;
-    let len = (last + 1 - first) * lbs;
-    blkpg_resize(&disk, number, start, len)?;
-    let now = sys_u64(part_sys.join("size")).unwrap_or(0) * 512;
-    log!("grow: kernel told (BLKPG_RESIZE_PARTITION): {} is now {}", part_ue.devname, human(now));
-    let rdev = rustix::fs::makedev(part_ue.major, part_ue.minor);
-    match mounted_at(rdev, &part_ue.devname) {
-        Some((mnt, fstype)) => grow_fs(&mnt, &fstype, len),
-        None => {
-            log!("grow: {} is not mounted: its filesystem was not grown", part_ue.devname);
-            Ok(())
+            let start = first_lba * lbs;
+            let len = (new_last_lba + 1 - first_lba) * lbs;
+            blkpg_resize(&disk, number, start, len)?;
+            let now = sys_u64(part_sys.join("size")).unwrap_or(0) * 512;
+            log!("grow: kernel told (BLKPG_RESIZE_PARTITION): {} is now {}", part_ue.devname, human(now));
         }
     }
+    let len = sys_u64(part_sys.join("size")).unwrap_or(0) * 512;
+    let rdev = rustix::fs::makedev(part_ue.major, part_ue.minor);
+    match mounted_at(rdev, &part_ue.devname) {
+        Some((mnt, fstype)) => grow_mounted(&mnt, &fstype, len),
+        None => grow_unmounted(&part_ue, len),
+    }
+}
+
+/// Grow the filesystem where it is mounted; a read-only mount is remounted
+/// read-write for the resize and read-only again afterwards.
+fn grow_mounted(mnt: &Path, fstype: &str, len: u64) -> Result<(), GrowError> {
+    use rustix::fs::StatVfsMountFlags;
+    use rustix::mount::MountFlags;
+    let ro = rustix::fs::statvfs(mnt).map(|s| s.f_flag.contains(StatVfsMountFlags::RDONLY)).unwrap_or(false);
+    if ro {
+        log!("grow: {} is mounted read-only: remounting it read-write for the resize", mnt.display());
+        rustix::mount::mount_remount(mnt, MountFlags::empty(), "")
+            .map_err(|e| GrowError::Io("remounting read-write", e.into()))?;
+    }
+    let r = grow_fs(mnt, fstype, len);
+    if ro {
+        if let Err(e) = rustix::mount::mount_remount(mnt, MountFlags::RDONLY, "") {
+            log!("grow: FAILED to remount {} read-only again: {}", mnt.display(), io::Error::from(e));
+        }
+    }
+    r
+}
+
+/// Where a partition that is not mounted is mounted for the resize.
+pub const GROW_MOUNT: &str = "/run/agent-grow";
+
+/// Mount the partition on [`GROW_MOUNT`], grow its filesystem, unmount it.
+fn grow_unmounted(part: &uevent::BlockUevent, len: u64) -> Result<(), GrowError> {
+    let dev = node(part).ok_or_else(|| GrowError::Refused(format!("no device node for {}", part.devname)))?;
+    let f = File::open(&dev).map_err(|e| GrowError::Io("opening the partition", e))?;
+    let mut sb = vec![0u8; crate::probe::PROBE_LEN];
+    let n = f.read_at(&mut sb, 0).map_err(|e| GrowError::Io("reading the superblock", e))?;
+    let Some(info) = crate::probe::probe(&sb[..n]) else {
+        log!("grow: {} has no filesystem the agent knows: only the partition was grown", part.devname);
+        return Ok(());
+    };
+    fs::create_dir_all(GROW_MOUNT).map_err(|e| GrowError::Io("creating the grow mount point", e))?;
+    rustix::mount::mount(&dev, GROW_MOUNT, info.fstype, rustix::mount::MountFlags::empty(), None)
+        .map_err(|e| GrowError::Io("mounting the partition to grow it", e.into()))?;
+    log!("grow: mounted {} ({}) on {GROW_MOUNT} to grow it", dev.display(), info.fstype);
+    let r = grow_fs(Path::new(GROW_MOUNT), info.fstype, len);
+    if let Err(e) = rustix::mount::unmount(GROW_MOUNT, rustix::mount::UnmountFlags::empty()) {
+        log!("grow: FAILED to unmount {GROW_MOUNT}: {}", io::Error::from(e));
+    }
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpt::guid_to_string;
 
     use std::process::Command;
 
@@ -540,6 +639,39 @@ mod tests {
         let mut now = vec![0u8; before.len()];
         f.read_exact_at(&mut now, 0).unwrap();
         assert!(now == before);
+    }
+
+    /// `fs_bytes` agrees with mkfs on the filesystem's size.
+    #[test]
+    fn filesystem_size_from_the_superblock() {
+        let t = tempfile::tempdir().unwrap();
+        for (mkfs, args, size) in [("mkfs.ext4", &["-q", "-F"][..], 64u64 << 20), ("mkfs.btrfs", &["-q", "-f"][..], 200 << 20)] {
+            let p = t.path().join(mkfs);
+            File::create(&p).unwrap().set_len(size + (5 << 20)).unwrap();
+            // The filesystem is made smaller than its "partition".
+            let mut c = Command::new(mkfs);
+            c.args(args).arg(&p);
+            if mkfs == "mkfs.ext4" {
+                c.arg("16384"); // blocks of the size mkfs picks
+            } else {
+                c.args(["-b", &size.to_string()]);
+            }
+            let Ok(o) = c.output() else {
+                eprintln!("{mkfs} not installed: skipping");
+                continue;
+            };
+            assert!(o.status.success(), "{mkfs}: {}", String::from_utf8_lossy(&o.stderr));
+            let mut sb = vec![0u8; crate::probe::PROBE_LEN];
+            File::open(&p).unwrap().read_exact_at(&mut sb, 0).unwrap();
+            let got = fs_bytes(&sb).unwrap();
+            if mkfs == "mkfs.ext4" {
+                let bs = 1024u64 << u32::from_le_bytes(sb[1024 + 24..1024 + 28].try_into().unwrap());
+                assert_eq!(got, 16384 * bs);
+            } else {
+                assert_eq!(got, size);
+            }
+        }
+        assert_eq!(fs_bytes(&[0u8; 100]), None);
     }
 
     #[test]
