@@ -579,7 +579,7 @@ mod tests {
         let out = sgdisk(&["-i", &n.to_string(), p.to_str().unwrap()]).unwrap();
         let num = |key: &str| -> u64 {
             let l = out.lines().find(|l| l.starts_with(key)).unwrap();
-            l[key.len()..].trim().split_whitespace().next().unwrap().parse().unwrap()
+            l[key.len()..].split_whitespace().next().unwrap().parse().unwrap()
         };
         (num("First sector:"), num("Last sector:"))
     }

@@ -38,13 +38,16 @@
 //!      busybox `halt`/`poweroff`/`reboot` (SIGUSR1/SIGUSR2/SIGTERM to PID 1)
 //!      and Ctrl-Alt-Del (SIGINT: the agent turns CAD off) do the same with
 //!      halt, power-off or reboot, also from the emergency shell.
+//!    * With `agent.grow=<PARTUUID>` ([`grow`]), after the root is mounted
+//!      (or before the appliance starts), the last partition is grown to the
+//!      end of a disk larger than the image, and its filesystem online.
 //! 5. Every step prints one `agent: …` line on the console, with the time
 //!    since boot. A failure names what failed and the errno text, then the
 //!    agent keeps the machine up for inspection: a `/bin/sh` on the console
 //!    if there is one, otherwise it sleeps forever. PID 1 never exits (that
 //!    would panic the kernel).
 //!
-//! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
+//! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`], [`grow`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
 //! (through `rustix`, no libc wrappers needed except `kill(-1, …)`), and
 //! `main.rs` only checks that it is PID 1 and calls [`boot::run`].
