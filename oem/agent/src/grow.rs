@@ -180,10 +180,20 @@ pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Resu
     let backup = header_with(&raw, last_lba, 1, new_last_usable, new_backup_entries, entries_crc, lbsz);
     write_all_at(disk, &backup, last_lba * lbs, "writing the backup GPT header")?;
     disk.sync_data().map_err(|e| GrowError::Io("flushing the backup GPT", e))?;
-    // 2. The primary: entries, then header. Flush.
-    write_all_at(disk, &entries, hdr.entries_lba * lbs, "writing the primary GPT entries")?;
+    // 2. The primary: header and entries in one request when they are
+    //    contiguous (as usual: entries at LBA 2), else entries then header.
+    //    Flush. A write torn between the two leaves the primary invalid but
+    //    the new backup at the disk's end valid (firmware and sgdisk recover
+    //    from it; Linux needs `gpt` on its command line to use it).
     let primary = header_with(&raw, 1, last_lba, new_last_usable, hdr.entries_lba, entries_crc, lbsz);
-    write_all_at(disk, &primary, lbs, "writing the primary GPT header")?;
+    if hdr.entries_lba == 2 {
+        let mut both = primary;
+        both.extend_from_slice(&entries);
+        write_all_at(disk, &both, lbs, "writing the primary GPT header and entries")?;
+    } else {
+        write_all_at(disk, &entries, hdr.entries_lba * lbs, "writing the primary GPT entries")?;
+        write_all_at(disk, &primary, lbs, "writing the primary GPT header")?;
+    }
     disk.sync_data().map_err(|e| GrowError::Io("flushing the primary GPT", e))?;
     // 3. Zero the stale backup header (now inside the grown partition, past
     //    its filesystem's end), and let the protective MBR cover the disk.
