@@ -129,16 +129,24 @@ fn build(recipe: &serde_json::Value, out: &Path) -> (PathBuf, serde_json::Value)
 /// Boot `image` (read-write, no snapshot) by UEFI until the guest powers
 /// off; returns the serial log.
 fn boot(image: &Path, work: &Path, n: u32) -> String {
-    let vars = work.join("vars.fd");
-    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    boot_by(image, work, n, "uefi")
+}
+
+/// [`boot`] by `uefi` (OVMF) or `bios` (SeaBIOS, GRUB from the image).
+fn boot_by(image: &Path, work: &Path, n: u32, firmware: &str) -> String {
     let log = work.join(format!("serial-{n}.log"));
-    let mut q = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
+    let mut q = Command::new("qemu-system-x86_64");
+    q.args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .args(["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg(format!("file:{}", log.display()));
+    if firmware == "uefi" {
+        let vars = work.join("vars.fd");
+        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+        q.args(["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    let mut q = q
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", image.display()))
         .stdin(Stdio::null())
@@ -161,7 +169,7 @@ fn boot(image: &Path, work: &Path, n: u32) -> String {
     assert!(exited.is_some(), "boot {n} of {} did not power off in {:?}:\n{text}", image.display(), start.elapsed());
     // Whole lines: the agent's log of an appliance's argv contains the text too.
     assert!(text.lines().any(|l| l.trim_end() == MARKER), "boot {n}: no marker:\n{text}");
-    eprintln!("boot {n}: {:?}", start.elapsed());
+    eprintln!("boot {n} by {firmware}: {:?}", start.elapsed());
     text
 }
 
@@ -288,4 +296,32 @@ fn filesystem_grows_when_only_the_table_was_grown() {
     assert!(root_kib(&log) >= 900 * 1024, "{log}");
     let (ok, out) = tool("sgdisk", &["-v", d]);
     assert!(ok && out.contains("No problems found"), "{out}");
+}
+
+/// A disk that boots by BIOS and UEFI: the first boot (BIOS: GRUB in the
+/// bios-boot partition, boot.img in the protective MBR) grows it, the second
+/// boots the grown disk by UEFI.
+#[test]
+fn bios_and_uefi_boot_before_and_after_growing() {
+    let mut r = root_recipe("ext4");
+    r["name"] = "grow-bios".into();
+    r["boot"]["firmware"] = serde_json::json!(["uefi", "bios"]);
+    let parts = r["disk"]["partitions"].as_array_mut().unwrap();
+    parts.insert(1, serde_json::json!({ "label": "BIOS", "type": "bios-boot", "size": "1MiB" }));
+    let t = tempfile::tempdir().unwrap();
+    let (raw, _) = build(&r, t.path());
+    let disk = t.path().join("disk.raw");
+    fs::copy(&raw, &disk).unwrap();
+    let (ok, out) = tool("truncate", &["-s", "1G", disk.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let log1 = boot_by(&disk, t.path(), 1, "bios");
+    assert!(agent_lines(&log1).contains("grew from") && !agent_lines(&log1).contains("FAILED"), "{log1}");
+    assert!(root_kib(&log1) >= 900 * 1024, "{log1}");
+    let (ok, out) = tool("sgdisk", &["-v", disk.to_str().unwrap()]);
+    assert!(ok && out.contains("No problems found"), "{out}");
+    let log2 = boot_by(&disk, t.path(), 2, "uefi");
+    assert!(agent_lines(&log2).contains("nothing to grow"), "{log2}");
+    let log3 = boot_by(&disk, t.path(), 3, "bios");
+    assert!(agent_lines(&log3).contains("nothing to grow"), "{log3}");
+    assert_eq!(root_kib(&log3), root_kib(&log1));
 }
