@@ -47,7 +47,7 @@
 //!    if there is one, otherwise it sleeps forever. PID 1 never exits (that
 //!    would panic the kernel).
 //!
-//! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`], [`grow`],
+//! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
 //! (through `rustix`, no libc wrappers needed except `kill(-1, …)`), and
 //! `main.rs` only checks that it is PID 1 and calls [`boot::run`].
