@@ -91,7 +91,12 @@ pub fn run() -> ! {
             };
             emergency(f)
         }
-        None => appliance(&cmd),
+        None => {
+            // First-boot grow (`agent.grow=`) of a data partition, mounted
+            // for the resize only. Logs and carries on whatever happens.
+            crate::grow::run();
+            appliance(&cmd)
+        }
     }
 }
 
@@ -686,9 +691,6 @@ fn reap_until(main: Option<u32>) -> Ended {
 fn appliance(cmd: &Cmdline) -> ! {
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");
-    // First-boot grow (`agent.grow=`) of a data partition, mounted for the
-    // resize only. Logs and carries on whatever happens.
-    crate::grow::run();
     let pid = match spawn_on_console(&argv) {
         Ok(pid) => pid,
         Err(e) => emergency(fail(format_args!("starting {}", argv[0]), e)),
