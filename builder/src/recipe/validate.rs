@@ -167,6 +167,42 @@ fn names(r: &Recipe) -> String {
     }
 }
 
+#[cfg(test)]
+mod grow_tests {
+    fn check(parts: serde_json::Value, kernel: bool) -> Result<(), (String, String)> {
+        let mut r = serde_json::json!({"name": "g", "disk": {"size": "1GiB", "partitions": parts}});
+        if kernel {
+            r["kernel"] = serde_json::json!({"package": "linux-image-cloud-amd64"});
+        }
+        super::validate(&serde_json::from_value(r).unwrap())
+    }
+
+    #[test]
+    fn only_the_last_partition_may_grow() {
+        let esp = serde_json::json!({"label": "ESP", "type": "esp", "size": "64MiB"});
+        let root = |grow: bool| serde_json::json!({"label": "root", "type": "root-x86-64", "size": "fill", "filesystem": "ext4", "grow": grow});
+        let mut esp_grows = esp.clone();
+        esp_grows["grow"] = true.into();
+        assert!(check(serde_json::json!([esp, root(true)]), true).is_ok());
+        assert!(check(serde_json::json!([esp, root(false)]), true).is_ok());
+        let (field, msg) = check(serde_json::json!([esp_grows, root(false)]), true).unwrap_err();
+        assert_eq!(field, "disk.partitions[0].grow");
+        assert!(msg.contains("only the last partition"), "{msg}");
+        let (field, _) = check(serde_json::json!([esp, esp_grows]), true).unwrap_err();
+        assert_eq!(field, "disk.partitions[1].grow", "vfat cannot grow online");
+        let (field, msg) = check(serde_json::json!([esp, root(true)]), false).unwrap_err();
+        assert_eq!(field, "disk.partitions[1].grow");
+        assert!(msg.contains("kernel"), "{msg}");
+    }
+
+    #[test]
+    fn grow_false_leaves_the_canonical_recipe_unchanged() {
+        let p: super::super::Partition =
+            serde_json::from_value(serde_json::json!({"label": "r", "type": "linux", "size": "1MiB", "grow": false})).unwrap();
+        assert!(serde_json::to_value(&p).unwrap().get("grow").is_none(), "the recipe digest of existing recipes must not change");
+    }
+}
+
 fn check_mode(at: &str, mode: &Option<String>) -> Check {
     if let Some(m) = mode {
         parse_mode(m).map_err(|e| (format!("{at}.mode"), e))?;
@@ -209,40 +245,4 @@ fn check_tree_path(at: &str, p: &str) -> Check {
         return fail(at, format!("`{p}` must be an absolute path in the tree, like \"/etc/hostname\""));
     }
     crate::tree::components(p.as_bytes()).map(|_| ()).map_err(|e| (at.to_string(), e.to_string()))
-}
-
-#[cfg(test)]
-mod grow_tests {
-    fn check(parts: serde_json::Value, kernel: bool) -> Result<(), (String, String)> {
-        let mut r = serde_json::json!({"name": "g", "disk": {"size": "1GiB", "partitions": parts}});
-        if kernel {
-            r["kernel"] = serde_json::json!({"package": "linux-image-cloud-amd64"});
-        }
-        super::validate(&serde_json::from_value(r).unwrap())
-    }
-
-    #[test]
-    fn only_the_last_partition_may_grow() {
-        let esp = serde_json::json!({"label": "ESP", "type": "esp", "size": "64MiB"});
-        let root = |grow: bool| serde_json::json!({"label": "root", "type": "root-x86-64", "size": "fill", "filesystem": "ext4", "grow": grow});
-        let mut esp_grows = esp.clone();
-        esp_grows["grow"] = true.into();
-        assert!(check(serde_json::json!([esp, root(true)]), true).is_ok());
-        assert!(check(serde_json::json!([esp, root(false)]), true).is_ok());
-        let (field, msg) = check(serde_json::json!([esp_grows, root(false)]), true).unwrap_err();
-        assert_eq!(field, "disk.partitions[0].grow");
-        assert!(msg.contains("only the last partition"), "{msg}");
-        let (field, _) = check(serde_json::json!([esp, esp_grows]), true).unwrap_err();
-        assert_eq!(field, "disk.partitions[1].grow", "vfat cannot grow online");
-        let (field, msg) = check(serde_json::json!([esp, root(true)]), false).unwrap_err();
-        assert_eq!(field, "disk.partitions[1].grow");
-        assert!(msg.contains("kernel"), "{msg}");
-    }
-
-    #[test]
-    fn grow_false_leaves_the_canonical_recipe_unchanged() {
-        let p: super::super::Partition =
-            serde_json::from_value(serde_json::json!({"label": "r", "type": "linux", "size": "1MiB", "grow": false})).unwrap();
-        assert!(serde_json::to_value(&p).unwrap().get("grow").is_none(), "the recipe digest of existing recipes must not change");
-    }
 }
