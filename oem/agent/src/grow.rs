@@ -94,12 +94,33 @@ fn put_u64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-fn read_exact_at(f: &File, buf: &mut [u8], off: u64, what: &'static str) -> Result<(), GrowError> {
-    f.read_exact_at(buf, off).map_err(|e| GrowError::Io(what, e))
+/// Positional I/O on a whole disk: the block device in the guest, a file
+/// image in the tests (which also cut writes short to simulate power loss).
+pub trait Disk {
+    fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    fn pwrite(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Make the writes so far durable.
+    fn flush_disk(&self) -> io::Result<()>;
 }
 
-fn write_all_at(f: &File, buf: &[u8], off: u64, what: &'static str) -> Result<(), GrowError> {
-    f.write_all_at(buf, off).map_err(|e| GrowError::Io(what, e))
+impl Disk for File {
+    fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, off)
+    }
+    fn pwrite(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, off)
+    }
+    fn flush_disk(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+fn read_exact_at<D: Disk + ?Sized>(f: &D, buf: &mut [u8], off: u64, what: &'static str) -> Result<(), GrowError> {
+    f.pread(buf, off).map_err(|e| GrowError::Io(what, e))
+}
+
+fn write_all_at<D: Disk + ?Sized>(f: &D, buf: &[u8], off: u64, what: &'static str) -> Result<(), GrowError> {
+    f.pwrite(buf, off).map_err(|e| GrowError::Io(what, e))
 }
 
 fn header_with(h: &RawHeader, my_lba: u64, alternate: u64, last_usable: u64, entries_lba: u64, entries_crc: u32, lbs: usize) -> Vec<u8> {
@@ -120,7 +141,7 @@ fn header_with(h: &RawHeader, my_lba: u64, alternate: u64, last_usable: u64, ent
 /// its backup sits at the end, and enlarge the partition whose unique GUID
 /// is `part_guid` (lower case) to the new last usable LBA, aligned down to
 /// [`ALIGN`]. That partition must end after every other one.
-pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Result<Outcome, GrowError> {
+pub fn grow_gpt<D: Disk + ?Sized>(disk: &D, lbs: u64, disk_bytes: u64, part_guid: &str) -> Result<Outcome, GrowError> {
     let lbsz = lbs as usize;
     let disk_lbas = disk_bytes / lbs;
     let mut lba1 = vec![0u8; lbsz];
@@ -179,7 +200,7 @@ pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Resu
     write_all_at(disk, &entries, new_backup_entries * lbs, "writing the backup GPT entries")?;
     let backup = header_with(&raw, last_lba, 1, new_last_usable, new_backup_entries, entries_crc, lbsz);
     write_all_at(disk, &backup, last_lba * lbs, "writing the backup GPT header")?;
-    disk.sync_data().map_err(|e| GrowError::Io("flushing the backup GPT", e))?;
+    disk.flush_disk().map_err(|e| GrowError::Io("flushing the backup GPT", e))?;
     // 2. The primary: header and entries in one request when they are
     //    contiguous (as usual: entries at LBA 2), else entries then header.
     //    Flush. A write torn between the two leaves the primary invalid but
@@ -194,7 +215,7 @@ pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Resu
         write_all_at(disk, &entries, hdr.entries_lba * lbs, "writing the primary GPT entries")?;
         write_all_at(disk, &primary, lbs, "writing the primary GPT header")?;
     }
-    disk.sync_data().map_err(|e| GrowError::Io("flushing the primary GPT", e))?;
+    disk.flush_disk().map_err(|e| GrowError::Io("flushing the primary GPT", e))?;
     // 3. Zero the stale backup header (now inside the grown partition, past
     //    its filesystem's end), and let the protective MBR cover the disk.
     write_all_at(disk, &vec![0u8; lbsz], raw.alternate_lba * lbs, "zeroing the old backup GPT header")?;
@@ -210,7 +231,7 @@ pub fn grow_gpt(disk: &File, lbs: u64, disk_bytes: u64, part_guid: &str) -> Resu
             }
         }
     }
-    disk.sync_data().map_err(|e| GrowError::Io("flushing the disk", e))?;
+    disk.flush_disk().map_err(|e| GrowError::Io("flushing the disk", e))?;
     Ok(Outcome::Grown {
         number: target.number,
         first_lba: target.first_lba,
@@ -622,6 +643,65 @@ mod tests {
         // A second run finds nothing to do and writes nothing.
         assert_eq!(grow_gpt(&f, 512, 300 << 20, GUID).unwrap(), Outcome::NothingToGrow { disk_lbas: lbas });
         verify(&p);
+    }
+
+    /// A disk that loses power after `left` writes: later writes fail and
+    /// change nothing.
+    struct PowerCut<'a> {
+        f: &'a File,
+        left: std::cell::Cell<usize>,
+    }
+
+    impl Disk for PowerCut<'_> {
+        fn pread(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+            FileExt::read_exact_at(self.f, buf, off)
+        }
+        fn pwrite(&self, buf: &[u8], off: u64) -> io::Result<()> {
+            if self.left.get() == 0 {
+                return Err(io::Error::other("power cut"));
+            }
+            self.left.set(self.left.get() - 1);
+            FileExt::write_all_at(self.f, buf, off)
+        }
+        fn flush_disk(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Cut the power after each write in turn: a valid table is always
+    /// there (the old one until the primary is rewritten, the new one
+    /// after), and the next boot's run finishes the job, `sgdisk -v` clean.
+    #[test]
+    fn a_power_cut_at_any_write_leaves_a_table_the_next_boot_finishes() {
+        let t = tempfile::tempdir().unwrap();
+        let Some(p) = image(t.path(), 64) else { return };
+        let pristine = fs::read(&p).unwrap();
+        let (first, old_end) = part_end(&p, 3);
+        let lbas = (256u64 << 20) / 512;
+        let new_end = (lbas - 33) / 2048 * 2048 - 1;
+        for cut in 0..6 {
+            fs::write(&p, &pristine).unwrap();
+            let f = fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+            f.set_len(256 << 20).unwrap();
+            let r = grow_gpt(&PowerCut { f: &f, left: std::cell::Cell::new(cut) }, 512, 256 << 20, GUID);
+            // Whatever happened, the primary is valid and describes the old
+            // or the new layout.
+            let (_, end) = part_end(&p, 3);
+            assert!(end == old_end || end == new_end, "cut after {cut} writes: partition ends at {end}");
+            let mut lba1 = [0u8; 512];
+            FileExt::read_exact_at(&f, &mut lba1, 512).unwrap();
+            gpt::parse_header(&lba1).unwrap_or_else(|e| panic!("cut after {cut} writes: primary {e}"));
+            if cut >= 5 {
+                assert!(r.is_ok(), "{r:?}");
+            } else {
+                assert!(r.is_err(), "cut after {cut} writes: {r:?}");
+            }
+            // The next boot.
+            let again = grow_gpt(&f, 512, 256 << 20, GUID).unwrap();
+            eprintln!("cut after {cut} writes: then {again:?}");
+            verify(&p);
+            assert_eq!(part_end(&p, 3), (first, new_end), "cut after {cut} writes");
+        }
     }
 
     #[test]
