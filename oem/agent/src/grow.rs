@@ -7,14 +7,18 @@
 //! The builder puts `agent.grow=<PARTUUID>` on the command line for a
 //! partition with `"grow": true` (see docs/agent.md). Every boot checks; once
 //! the backup GPT header sits on the disk's last LBA there is nothing to do
-//! and one line says so. Every failure is logged and the boot goes on.
+//! and one line says so, unless the filesystem is still smaller than its
+//! partition (an interrupted earlier boot): then only the filesystem grows.
+//! Every failure is logged and the boot goes on.
 //!
 //! Order of writes, so that a power cut at any point leaves a valid table:
 //! the new backup entries and header first (beyond the old backup, in
 //! unused space), flush; then the primary entries and header, flush; then the
 //! stale old backup header is zeroed and the protective MBR's size updated.
 //! Until the primary is rewritten, the old table (primary + old backup) is
-//! intact; afterwards the new one is.
+//! intact; afterwards the new one is. The primary header and entries go out
+//! in one request; only a write torn inside it leaves just the new backup
+//! valid.
 //!
 //! [`grow_gpt`] is pure positional I/O over anything [`Disk`]-like (a block
 //! device in the guest, a file image in the tests).
@@ -445,9 +449,10 @@ fn mounted_at(rdev: u64, devname: &str) -> Option<(PathBuf, String)> {
 }
 
 /// The whole first-boot grow, for the partition named by `agent.grow=` in
-/// `/proc/cmdline`; does nothing without it. Call it with the target's
-/// filesystem mounted read-write (the root on /sysroot). Never fails the
-/// boot: every problem is logged.
+/// `/proc/cmdline`; does nothing without it. A mounted target (the root on
+/// /sysroot) is grown where it is, remounted read-write for the resize if
+/// need be; an unmounted one is mounted on [`GROW_MOUNT`] for it. Never
+/// fails the boot: every problem is logged.
 pub fn run() {
     let Some(guid) = fs::read_to_string("/proc/cmdline").ok().as_deref().and_then(requested) else { return };
     if let Err(e) = run_for(&guid) {
