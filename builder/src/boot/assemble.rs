@@ -138,6 +138,23 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
             cmdline.push_str(&format!(" init={}", init[0]));
         }
     }
+    // First-boot grow: the agent finds the partition by its PARTUUID.
+    if let Some(disk) = &recipe.disk {
+        if let Some((p, pp)) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow) {
+            cmdline.push_str(&format!(" agent.grow={}", pp.part_guid));
+            // The agent mounts a grown filesystem that is not the root.
+            let m = match p.filesystem {
+                Filesystem::Ext4 => Some("ext4"),
+                Filesystem::Btrfs => Some("btrfs"),
+                _ => None,
+            };
+            if let Some(m) = m {
+                if !kernel.is_builtin(m) && !modules.iter().any(|x| x == m) {
+                    modules.push(m.into());
+                }
+            }
+        }
+    }
     let cmdline = cmdline.trim().to_string();
     kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;
     let order = kernel.module_order(&modules).map_err(|e| Error::Other(e.to_string()))?;

@@ -332,6 +332,15 @@ pub struct Partition {
     /// Filesystem options.
     #[serde(default)]
     pub fs: FsOptions,
+    /// Grow this partition and its filesystem (ext4, btrfs) to the end of
+    /// the disk at boot when the disk is larger than the image (the guest
+    /// agent does it; see docs/agent.md). Only the last partition may grow.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grow: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The filesystem written into a partition.

@@ -141,6 +141,20 @@ pub fn validate(r: &Recipe) -> Check {
                 }
                 _ => {}
             }
+            if p.grow {
+                if i + 1 != disk.partitions.len() {
+                    return fail(
+                        format!("{at}.grow"),
+                        format!("only the last partition may grow (this is partition {} of {}): move it to the end", i + 1, disk.partitions.len()),
+                    );
+                }
+                if p.type_ == "esp" || !matches!(p.filesystem, Filesystem::Ext4 | Filesystem::Btrfs | Filesystem::None) {
+                    return fail(format!("{at}.grow"), "only ext4 and btrfs can be grown online (or a partition without a filesystem)");
+                }
+                if r.kernel.is_none() {
+                    return fail(format!("{at}.grow"), "growing happens at boot, by the guest agent: the recipe needs a `kernel`");
+                }
+            }
             if let Some(h) = &p.fs.headroom {
                 super::size::Headroom::parse(h).map_err(|e| (format!("{at}.fs.headroom"), e))?;
             }
@@ -200,6 +214,42 @@ fn names(r: &Recipe) -> String {
         "none".into()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod grow_tests {
+    fn check(parts: serde_json::Value, kernel: bool) -> Result<(), (String, String)> {
+        let mut r = serde_json::json!({"name": "g", "disk": {"size": "1GiB", "partitions": parts}});
+        if kernel {
+            r["kernel"] = serde_json::json!({"package": "linux-image-cloud-amd64"});
+        }
+        super::validate(&serde_json::from_value(r).unwrap())
+    }
+
+    #[test]
+    fn only_the_last_partition_may_grow() {
+        let esp = serde_json::json!({"label": "ESP", "type": "esp", "size": "64MiB"});
+        let root = |grow: bool| serde_json::json!({"label": "root", "type": "root-x86-64", "size": "fill", "filesystem": "ext4", "grow": grow});
+        let mut esp_grows = esp.clone();
+        esp_grows["grow"] = true.into();
+        assert!(check(serde_json::json!([esp, root(true)]), true).is_ok());
+        assert!(check(serde_json::json!([esp, root(false)]), true).is_ok());
+        let (field, msg) = check(serde_json::json!([esp_grows, root(false)]), true).unwrap_err();
+        assert_eq!(field, "disk.partitions[0].grow");
+        assert!(msg.contains("only the last partition"), "{msg}");
+        let (field, _) = check(serde_json::json!([esp, esp_grows]), true).unwrap_err();
+        assert_eq!(field, "disk.partitions[1].grow", "vfat cannot grow online");
+        let (field, msg) = check(serde_json::json!([esp, root(true)]), false).unwrap_err();
+        assert_eq!(field, "disk.partitions[1].grow");
+        assert!(msg.contains("kernel"), "{msg}");
+    }
+
+    #[test]
+    fn grow_false_leaves_the_canonical_recipe_unchanged() {
+        let p: super::super::Partition =
+            serde_json::from_value(serde_json::json!({"label": "r", "type": "linux", "size": "1MiB", "grow": false})).unwrap();
+        assert!(serde_json::to_value(&p).unwrap().get("grow").is_none(), "the recipe digest of existing recipes must not change");
     }
 }
 

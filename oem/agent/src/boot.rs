@@ -91,7 +91,12 @@ pub fn run() -> ! {
             };
             emergency(f)
         }
-        None => appliance(&cmd),
+        None => {
+            // First-boot grow (`agent.grow=`) of a data partition, mounted
+            // for the resize only. Logs and carries on whatever happens.
+            crate::grow::run();
+            appliance(&cmd)
+        }
     }
 }
 
@@ -510,6 +515,9 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec) -> Result<std::convert::Infallible,
         if cmd.read_only { "ro" } else { "rw" },
         t.elapsed().as_millis()
     );
+    // First-boot grow (`agent.grow=`): partition table, then the mounted
+    // filesystem online. Logs and carries on whatever happens.
+    crate::grow::run();
     let init = cmd.root_init().to_string();
     if !exists_in_root(Path::new(SYSROOT), &init) {
         let _ = rustix::mount::unmount(SYSROOT, UnmountFlags::DETACH);

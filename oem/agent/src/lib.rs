@@ -38,6 +38,9 @@
 //!      busybox `halt`/`poweroff`/`reboot` (SIGUSR1/SIGUSR2/SIGTERM to PID 1)
 //!      and Ctrl-Alt-Del (SIGINT: the agent turns CAD off) do the same with
 //!      halt, power-off or reboot, also from the emergency shell.
+//!    * With `agent.grow=<PARTUUID>` ([`grow`]), after the root is mounted
+//!      (or before the appliance starts), the last partition is grown to the
+//!      end of a disk larger than the image, and its filesystem online.
 //! 5. Every step prints one `agent: …` line on the console, with the time
 //!    since boot. A failure names what failed and the errno text, then the
 //!    agent keeps the machine up for inspection: a `/bin/sh` on the console
@@ -59,6 +62,7 @@ pub mod boot;
 pub mod cloud;
 pub mod cmdline;
 pub mod gpt;
+pub mod grow;
 pub mod modules;
 pub mod net;
 pub mod probe;
