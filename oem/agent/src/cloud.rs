@@ -73,6 +73,39 @@ pub struct Oem {
     pub network: Option<serde_json::Value>,
     #[serde(default)]
     pub cloud: Option<bool>,
+    /// Which cloud sources the platform has (`config-drive`,
+    /// `metadata-service`); absent = both, as on the VPC.
+    #[serde(default)]
+    pub metadata: Option<MetadataCfg>,
+}
+
+/// `oem.json` `"metadata"`.
+#[derive(Debug, Default, Deserialize)]
+pub struct MetadataCfg {
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+}
+
+impl Oem {
+    /// Whether the platform has the cloud source `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        match self.metadata.as_ref().and_then(|m| m.sources.as_ref()) {
+            Some(s) => s.iter().any(|x| x == name),
+            None => true,
+        }
+    }
+
+    /// The recipe's static network, if it is one: a network that only asks
+    /// for DHCP on every link (`"link": "*"`, what the platform layers say)
+    /// is the step-4 DHCP, not a static configuration.
+    pub fn static_network(&self) -> Option<&serde_json::Value> {
+        let n = self.network.as_ref()?;
+        let nets = n.get("networks").and_then(|v| v.as_array());
+        let dhcp_everywhere = nets.is_some_and(|v| {
+            v.iter().all(|x| x.get("type").and_then(|t| t.as_str()) == Some("ipv4_dhcp") && x.get("link").and_then(|l| l.as_str()) == Some("*"))
+        });
+        (!dhcp_everywhere).then_some(n)
+    }
 }
 
 pub fn parse_oem(json: &str) -> Result<Oem, String> {
@@ -365,7 +398,13 @@ pub fn run(root: &Path) {
     let mut leased: Vec<String> = Vec::new();
 
     // 1. Config drive.
-    match find_config_drive() {
+    let drive = if oem.uses("config-drive") {
+        find_config_drive()
+    } else {
+        log!("cloud: this platform has no config drive");
+        None
+    };
+    match drive {
         Some((dev, fstype)) => {
             log!("cloud: config drive {} ({fstype})", dev.display());
             match read_config_drive(&dev, fstype) {
@@ -386,7 +425,8 @@ pub fn run(root: &Path) {
                 Err(e) => log!("cloud: config drive unusable: {e}"),
             }
         }
-        None => log!("cloud: no config drive (no block device labelled config-2)"),
+        None if oem.uses("config-drive") => log!("cloud: no config drive (no block device labelled config-2)"),
+        None => {}
     }
 
     // NIC drivers register their interfaces while their module loads; the
@@ -397,7 +437,7 @@ pub fn run(root: &Path) {
     }
 
     // 2. Metadata service, over DHCP on the first link.
-    if (applied.is_none() || meta.is_none()) && !ether.is_empty() {
+    if (applied.is_none() || meta.is_none()) && !ether.is_empty() && oem.uses("metadata-service") {
         match net::dhcp_first_link(&mut nl) {
             Ok(a) => {
                 log!("cloud: DHCP for the metadata service: {}", a.summary.join("; "));
@@ -426,7 +466,7 @@ pub fn run(root: &Path) {
                 }
                 // Without better data the lease is the step-4 result,
                 // unless the recipe has a static network.
-                if applied.is_none() && oem.network.is_none() {
+                if applied.is_none() && oem.static_network().is_none() {
                     applied = Some((a, "DHCP"));
                 }
             }
@@ -436,7 +476,7 @@ pub fn run(root: &Path) {
 
     // 3. The recipe's static network.
     if applied.is_none() {
-        if let Some(n) = &oem.network {
+        if let Some(n) = oem.static_network() {
             applied = try_network(&mut nl, OEM_JSON, &n.to_string(), &leased).map(|a| (a, "recipe network"));
         }
     }
@@ -499,6 +539,15 @@ mod tests {
         assert!(parse_meta_data("[1]").is_err());
         assert!(parse_meta_data("{").unwrap_err().contains("not valid meta_data JSON"));
         assert!(parse_meta_data(r#"{"public_keys": 3}"#).is_err());
+    }
+
+    #[test]
+    fn platform_sources_and_dhcp_everywhere() {
+        let o = parse_oem(r#"{"metadata":{"sources":[]},"network":{"links":[],"networks":[{"id":"d","type":"ipv4_dhcp","link":"*"}]}}"#).unwrap();
+        assert!(!o.uses("config-drive") && !o.uses("metadata-service"));
+        assert!(o.static_network().is_none());
+        let o = parse_oem(r#"{"network":{"links":[{"id":"a"}],"networks":[{"id":"n","type":"ipv4","link":"a","ip_address":"10.0.0.2/8"}]}}"#).unwrap();
+        assert!(o.uses("config-drive") && o.static_network().is_some());
     }
 
     #[test]
