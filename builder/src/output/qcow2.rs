@@ -21,6 +21,24 @@ const L2_ENTRIES: u64 = CLUSTER / 8;
 const REFS_PER_BLOCK: u64 = CLUSTER / 2;
 const COPIED: u64 = 1 << 63;
 
+/// The qcow2 v3 header cluster: 64 KiB clusters, 16-bit refcounts, no
+/// header extensions (bytes 104..112 stay zero: the end-of-extensions
+/// marker).
+fn header(len: u64, l1_size: u64, l1_off: u64, rt_off: u64, rt_clusters: u64) -> Vec<u8> {
+    let mut h = vec![0u8; CLUSTER as usize];
+    h[0..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
+    h[24..32].copy_from_slice(&len.to_be_bytes());
+    h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
+    h[40..48].copy_from_slice(&l1_off.to_be_bytes());
+    h[48..56].copy_from_slice(&rt_off.to_be_bytes());
+    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
+    h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount_order: 16 bits
+    h[100..104].copy_from_slice(&104u32.to_be_bytes()); // header_length
+    h
+}
+
 /// Clusters of `raw` (by index) that hold any non-zero byte, ascending.
 pub fn data_clusters(raw: &File, len: u64, cluster: u64) -> std::io::Result<Vec<u64>> {
     let ranges = match find_data_ranges(raw, len)? {
@@ -75,19 +93,7 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
     out.set_len(total * CLUSTER)?;
 
     // Header.
-    let mut h = vec![0u8; CLUSTER as usize];
-    h[0..4].copy_from_slice(b"QFI\xfb");
-    h[4..8].copy_from_slice(&3u32.to_be_bytes());
-    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-    h[24..32].copy_from_slice(&len.to_be_bytes());
-    h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
-    h[40..48].copy_from_slice(&l1_off.to_be_bytes());
-    h[48..56].copy_from_slice(&rt_off.to_be_bytes());
-    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
-    h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount_order: 16 bits
-    h[100..104].copy_from_slice(&104u32.to_be_bytes()); // header_length
-    // Bytes 104..112 stay zero: the end-of-extensions marker.
-    out.write_all_at(&h, 0)?;
+    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
 
     // L1 table.
     let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
@@ -279,17 +285,6 @@ pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: u
     out.set_len(total * CLUSTER)?;
 
     // Header last.
-    let mut h = vec![0u8; CLUSTER as usize];
-    h[0..4].copy_from_slice(b"QFI\xfb");
-    h[4..8].copy_from_slice(&3u32.to_be_bytes());
-    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-    h[24..32].copy_from_slice(&len.to_be_bytes());
-    h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
-    h[40..48].copy_from_slice(&l1_off.to_be_bytes());
-    h[48..56].copy_from_slice(&rt_off.to_be_bytes());
-    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
-    h[96..100].copy_from_slice(&4u32.to_be_bytes());
-    h[100..104].copy_from_slice(&104u32.to_be_bytes());
-    out.write_all_at(&h, 0)?;
+    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
     Ok(())
 }
