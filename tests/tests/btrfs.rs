@@ -1,7 +1,6 @@
 //! The btrfs writer against real oracles: `btrfs check` and the kernel.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -182,23 +181,9 @@ impl Drop for Mount {
     }
 }
 
+/// Extended attributes as the kernel shows them (the builder's own reader).
 fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    // SAFETY: buffers are valid for their lengths.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(n >= 0, "llistxattr {}", p.display());
-    let mut out = BTreeMap::new();
-    for name in names[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cn = CString::new(name).unwrap();
-        let mut v = vec![0u8; 65536];
-        // SAFETY: as above.
-        let l = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        assert!(l >= 0, "lgetxattr {}", p.display());
-        v.truncate(l as usize);
-        out.insert(name.to_vec(), v);
-    }
-    out
+    build_image::tree::dir::read_xattrs(p).unwrap_or_else(|e| panic!("xattrs of {}: {e}", p.display()))
 }
 
 /// Compare everything reachable from `from` in the tree with the mounted

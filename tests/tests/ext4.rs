@@ -273,23 +273,9 @@ impl Drop for Mount {
     }
 }
 
+/// Extended attributes as the kernel shows them (the builder's own reader).
 fn lxattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    // SAFETY: valid C string and buffer.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(n >= 0, "llistxattr {}", p.display());
-    let mut out = BTreeMap::new();
-    for name in names[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cn = CString::new(name).unwrap();
-        let mut v = vec![0u8; 65536];
-        // SAFETY: valid C strings and buffer.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        assert!(m >= 0, "lgetxattr {} {}", p.display(), String::from_utf8_lossy(name));
-        v.truncate(m as usize);
-        out.insert(name.to_vec(), v);
-    }
-    out
+    build_image::tree::dir::read_xattrs(p).unwrap_or_else(|e| panic!("xattrs of {}: {e}", p.display()))
 }
 
 /// Compare everything the kernel shows under `mnt` with the tree.

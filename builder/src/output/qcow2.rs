@@ -39,6 +39,26 @@ fn header(len: u64, l1_size: u64, l1_off: u64, rt_off: u64, rt_clusters: u64) ->
     h
 }
 
+/// Write the refcount table (pointing at `rb_count` blocks from `rb_off`)
+/// and the 16-bit refcount blocks holding `refs[cluster]`.
+fn write_refcounts(out: &File, refs: &[u32], rt_off: u64, rt_clusters: u64, rb_off: u64, rb_count: u64) -> std::io::Result<()> {
+    let mut rt = vec![0u8; (rt_clusters * CLUSTER) as usize];
+    for b in 0..rb_count {
+        rt[b as usize * 8..b as usize * 8 + 8].copy_from_slice(&(rb_off + b * CLUSTER).to_be_bytes());
+    }
+    out.write_all_at(&rt, rt_off)?;
+    for b in 0..rb_count {
+        let mut blk = vec![0u8; CLUSTER as usize];
+        for i in 0..REFS_PER_BLOCK {
+            if let Some(r) = refs.get((b * REFS_PER_BLOCK + i) as usize) {
+                blk[i as usize * 2..i as usize * 2 + 2].copy_from_slice(&(*r as u16).to_be_bytes());
+            }
+        }
+        out.write_all_at(&blk, rb_off + b * CLUSTER)?;
+    }
+    Ok(())
+}
+
 /// Clusters of `raw` (by index) that hold any non-zero byte, ascending.
 pub fn data_clusters(raw: &File, len: u64, cluster: u64) -> std::io::Result<Vec<u64>> {
     let ranges = match find_data_ranges(raw, len)? {
@@ -104,20 +124,7 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
     out.write_all_at(&l1, l1_off)?;
 
     // Refcount table and blocks: clusters 0..total all have refcount 1.
-    let mut rt = vec![0u8; (rt_clusters * CLUSTER) as usize];
-    for b in 0..rb_count {
-        rt[b as usize * 8..b as usize * 8 + 8].copy_from_slice(&(rb_off + b * CLUSTER).to_be_bytes());
-    }
-    out.write_all_at(&rt, rt_off)?;
-    for b in 0..rb_count {
-        let mut blk = vec![0u8; CLUSTER as usize];
-        for i in 0..REFS_PER_BLOCK {
-            if b * REFS_PER_BLOCK + i < total {
-                blk[i as usize * 2..i as usize * 2 + 2].copy_from_slice(&1u16.to_be_bytes());
-            }
-        }
-        out.write_all_at(&blk, rb_off + b * CLUSTER)?;
-    }
+    write_refcounts(out, &vec![1; total as usize], rt_off, rt_clusters, rb_off, rb_count)?;
 
     // L2 tables and data clusters.
     let mut l2 = vec![0u8; CLUSTER as usize];
@@ -268,20 +275,7 @@ pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: u
     refs.resize(total as usize, 1);
     let rt_off = l2_off + l2_count * CLUSTER;
     let rb_off = rt_off + rt_clusters * CLUSTER;
-    let mut rt = vec![0u8; (rt_clusters * CLUSTER) as usize];
-    for b in 0..rb_count {
-        rt[b as usize * 8..b as usize * 8 + 8].copy_from_slice(&(rb_off + b * CLUSTER).to_be_bytes());
-    }
-    out.write_all_at(&rt, rt_off)?;
-    for b in 0..rb_count {
-        let mut blk = vec![0u8; CLUSTER as usize];
-        for i in 0..REFS_PER_BLOCK {
-            if let Some(r) = refs.get((b * REFS_PER_BLOCK + i) as usize) {
-                blk[i as usize * 2..i as usize * 2 + 2].copy_from_slice(&(*r as u16).to_be_bytes());
-            }
-        }
-        out.write_all_at(&blk, rb_off + b * CLUSTER)?;
-    }
+    write_refcounts(out, &refs, rt_off, rt_clusters, rb_off, rb_count)?;
     out.set_len(total * CLUSTER)?;
 
     // Header last.
