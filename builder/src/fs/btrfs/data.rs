@@ -7,7 +7,7 @@ use super::crc::crc32c;
 use super::disk::{align_down, align_up, COMPRESS_ZLIB, COMPRESS_ZSTD, SECTORSIZE};
 use super::fstree::{FileData, FileExtent, FsRootPlan};
 use super::{BtrfsError, Compression};
-use crate::disk::region::Region;
+use crate::disk::region::{Region, Staged};
 use crate::tree::content::{Content, ContentReader};
 use crate::tree::{InodeId, Kind, Tree};
 
@@ -303,14 +303,16 @@ impl<'t> Readers<'t> {
 }
 
 /// Write every plain extent into the image: host content by
-/// `copy_file_range`, the padding past the end of a file explicitly (it is
+/// `copy_file_range` (runs of small extents staged, see [`Staged`]), the padding past the end of a file explicitly (it is
 /// checksummed, so it must read as zeros).
 fn copy_all(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<(), BtrfsError> {
     let mut readers = Readers { tree, cur: None };
+    let mut staged = Staged::new(*region);
     let mut buf = Vec::new();
     for c in copies {
         let (content, rd) = readers.get(c.src)?;
         if matches!(rd, ContentReader::Bytes(_)) {
+            staged.flush()?;
             let mut at = 0u64;
             while at < c.len {
                 let k = (c.len - at).min(1 << 20);
@@ -323,13 +325,13 @@ fn copy_all(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<(), Btr
         }
         let copy = c.len.min(content.len().saturating_sub(c.off));
         if copy > 0 {
-            region.copy_content(rd, c.off, copy, c.phys)?;
+            staged.copy(rd, c.off, copy, c.phys)?;
         }
         if copy < c.len {
-            region.zero(c.phys + copy, c.len - copy)?;
+            staged.zero(c.phys + copy, c.len - copy)?;
         }
     }
-    Ok(())
+    Ok(staged.flush()?)
 }
 
 /// The crc32c of every sector of the plain extents, read from the source

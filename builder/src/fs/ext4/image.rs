@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::csum::{crc32c, dx_hash};
 use super::layout::{backup_groups, Alloc, Geometry, NoFit, BPG, DESC_SIZE, FLEX, INODE_SIZE};
 use super::{Ext4Error, Ext4Options, BS};
-use crate::disk::{Region, RegionError};
-use crate::tree::content::ContentReader;
+use crate::disk::region::Staged;
+use crate::disk::Region;
 use crate::fs::{FsParams, FsReport};
 use crate::tree::{show, InodeId, Kind, Tree};
 
@@ -161,67 +161,6 @@ struct Order {
     ino: Vec<u32>,
     links: Vec<u32>,
     lpf: bool,
-}
-
-/// Collects the content of small files that follow each other on disk
-/// and writes each run with one `pwrite`: fewer calls into the host
-/// filesystem (each takes the image's inode lock and updates its times)
-/// than one `copy_file_range` per file. Large pieces still go by
-/// `copy_file_range`.
-struct Stage<'r> {
-    region: Region<'r>,
-    /// Region offset of `buf[0]`.
-    at: u64,
-    buf: Vec<u8>,
-}
-
-impl<'r> Stage<'r> {
-    /// Pieces up to this size are staged.
-    const SMALL: u64 = 64 << 10;
-    /// A run is written out when it reaches this size.
-    const RUN: usize = 1 << 20;
-
-    fn new(region: Region<'r>) -> Stage<'r> {
-        Stage { region, at: 0, buf: Vec::with_capacity(Self::RUN + Self::SMALL as usize) }
-    }
-
-    fn flush(&mut self) -> Result<(), RegionError> {
-        if !self.buf.is_empty() {
-            self.region.write_at(&self.buf, self.at)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    /// Room for `len` more bytes at `offset`, contiguous with the run.
-    fn extend(&mut self, offset: u64, len: u64) -> Result<&mut [u8], RegionError> {
-        if self.buf.is_empty() || self.at + self.buf.len() as u64 != offset || self.buf.len() >= Self::RUN {
-            self.flush()?;
-            self.at = offset;
-        }
-        let n = self.buf.len();
-        self.buf.resize(n + len as usize, 0);
-        Ok(&mut self.buf[n..])
-    }
-
-    fn zero(&mut self, offset: u64, len: u64) -> Result<(), RegionError> {
-        if len > Self::SMALL {
-            self.flush()?;
-            return self.region.zero(offset, len);
-        }
-        self.extend(offset, len).map(|_| ())
-    }
-
-    /// Content bytes `src_off..src_off + len` to `offset`. A failed read
-    /// comes back as [`RegionError::Io`], as from `copy_content`.
-    fn copy(&mut self, src: &ContentReader, src_off: u64, len: u64, offset: u64) -> Result<(), RegionError> {
-        if len > Self::SMALL {
-            self.flush()?;
-            return self.region.copy_content(src, src_off, len, offset);
-        }
-        let dst = self.extend(offset, len)?;
-        src.read_exact_at(dst, src_off).map_err(|source| RegionError::Io { what: "reading content".into(), offset, source })
-    }
 }
 
 fn path_of(tree: &Tree, id: InodeId) -> String {
@@ -715,7 +654,7 @@ impl Plan {
     /// Take batches of inodes from `next` and write their file content.
     fn write_data(&self, tree: &Tree, region: Region<'_>, next: &AtomicUsize) -> Result<(), Ext4Error> {
         const BATCH: usize = 16;
-        let mut stage = Stage::new(region);
+        let mut stage = Staged::new(region);
         loop {
             let from = next.fetch_add(BATCH, Ordering::Relaxed);
             if from >= self.inodes.len() {
@@ -729,7 +668,7 @@ impl Plan {
 
     /// File content: each extent's bytes, the gaps between data ranges and
     /// past the end of the file zeroed explicitly.
-    fn write_file(&self, tree: &Tree, stage: &mut Stage<'_>, pi: &PInode) -> Result<(), Ext4Error> {
+    fn write_file(&self, tree: &Tree, stage: &mut Staged<'_>, pi: &PInode) -> Result<(), Ext4Error> {
         let What::Tree(id) = pi.what else { return Ok(()) };
         let Kind::File(c) = &tree.inode(id).kind else { return Ok(()) };
         if pi.exts.is_empty() {
