@@ -65,6 +65,7 @@ pub mod gpt;
 pub mod grow;
 pub mod modules;
 pub mod net;
+pub mod oem;
 pub mod probe;
 pub mod runspec;
 pub mod uevent;
