@@ -194,7 +194,9 @@ fn merge(into: &mut Value, over: Value) {
 fn appliance_merges_config_d_skips_a_broken_file_and_dhcps_every_nic() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path();
-    build(&appliance_recipe(), out);
+    let m = build(&appliance_recipe(), out);
+    let cmdline = m["boot"]["cmdline"].as_str().unwrap().to_string();
+    assert!(!cmdline.contains("root="), "appliance mode: {cmdline}");
     let image = out.join("oem-appliance.raw");
     // What the builder says layers 00–30 are (it reads config.d as layer 30 too).
     let insp = inspect(&image);
@@ -203,8 +205,7 @@ fn appliance_merges_config_d_skips_a_broken_file_and_dhcps_every_nic() {
     let log = boot(
         out,
         "oem-appliance",
-        // The builder's command line (no root=: appliance mode).
-        "console=ttyS0,115200 quiet",
+        &cmdline,
         &[
             "-netdev",
             "user,id=n0",
@@ -266,6 +267,7 @@ fn root_mode_cmdline_wins_and_the_oem_partition_lands_in_the_root() {
     assert_eq!(tagged(&log, "OEM-CONFIG"), ["{"]);
     assert!(log.contains("oem: moved the OEM partition"), "{log}");
     assert!(log.contains("oem: hostname cmdline-host (from 40-cmdline)"), "{log}");
+    assert!(log.contains("no network interfaces, nothing to configure"), "no NIC, no 2 s wait for one: {log}");
 }
 
 /// `inspect` reads config.json, the layers and config.d from ext4 and btrfs

@@ -404,6 +404,10 @@ fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Opti
         _ => json.to_string(),
     };
     let cfg = match net::parse(&expanded) {
+        Ok(c) if c.links.is_empty() && c.networks.is_empty() => {
+            log!("cloud: {what}: nothing to configure (no NIC for \"link\": \"*\")");
+            return None;
+        }
         Ok(c) => c,
         Err(e) => {
             log!("cloud: {what}: bad network_data, ignored: {e}");
