@@ -75,9 +75,15 @@ enum Command {
     Schema,
     /// Download the pinned Debian packages (kernel/packages.lock) into the cache and verify them.
     Fetch {
-        /// Re-pin the lock to Debian's current versions first.
+        /// Re-pin the lock to Debian's current versions first (the default
+        /// packages, and those added with --add with their dependencies).
         #[arg(long)]
         update_lock: bool,
+        /// Pin this package and everything apt installs with it (Depends,
+        /// Pre-Depends; no Recommends) into the lock, then fetch. Repeatable.
+        /// A `{"deb": "NAME"}` layer then unpacks the whole set.
+        #[arg(long, value_name = "NAME")]
+        add: Vec<String>,
         /// Project folder holding kernel/packages.lock.
         #[arg(long, default_value = ".")]
         project: PathBuf,
@@ -210,8 +216,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("\nbuild-image: `{}` after {:.1} s ({:?}; log {})", r.marker, r.seconds, r.accel, r.log.display());
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
-        Command::Fetch { update_lock, project } => {
-            for line in build_image::boot::packages::fetch(&project, update_lock)? {
+        Command::Fetch { update_lock, add, project } => {
+            for line in build_image::boot::packages::fetch(&project, update_lock, &add)? {
                 eprintln!("{line}");
             }
         }

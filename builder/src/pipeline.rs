@@ -325,15 +325,19 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     crate::tree::tar::apply_tar(&mut tree, &host(&l.tar), &l.to, spool_dir).map_err(wrap)?;
                 }
                 Layer::Deb(l) => {
-                    let path = if crate::boot::packages::is_package_name(&l.deb) {
+                    // A locked package name brings its locked dependencies,
+                    // unpacked first; a host .deb is just that file.
+                    let debs = if crate::boot::packages::is_package_name(&l.deb) {
                         crate::boot::packages::Packages::open(&loaded.base_dir)
-                            .and_then(|p| p.deb(&l.deb))
+                            .and_then(|p| p.closure(&l.deb)?.into_iter().map(|n| Ok((p.deb(&n)?, n))).collect::<Result<Vec<_>, _>>())
                             .map_err(|e| wrap(LayerError::Invalid(e.to_string())))?
                     } else {
-                        host(&l.deb)
+                        vec![(host(&l.deb), l.deb.clone())]
                     };
-                    inputs.push(Input::file(&at, "deb", &l.deb, &path).map_err(wrap)?);
-                    crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
+                    for (path, shown) in debs {
+                        inputs.push(Input::file(&at, "deb", &shown, &path).map_err(wrap)?);
+                        crate::tree::tar::apply_deb(&mut tree, &path, &l.to, spool_dir).map_err(wrap)?;
+                    }
                 }
                 Layer::Oci(l) => {
                     inputs.push(Input::file(&at, "oci", &l.oci, &host(&l.oci)).map_err(wrap)?);
