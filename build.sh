@@ -3,7 +3,8 @@
 #   ./build.sh [RECIPE]     build the default recipe (recipes/hello.json) into out/
 #   ./build.sh test         install what the tests need, then run them all
 #   ./build.sh deps         only install the test dependencies (Debian packages)
-#   ./build.sh fetch [--update-lock]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
+#   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
+#                           (--add: pin NAME and its dependencies into the lock first)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
 #   ./build.sh agent        build the static guest agent (initramfs /init):
@@ -79,7 +80,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] | agent | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] [--add NAME] | agent | schema | bench]" >&2
     exit 2
     ;;
 esac

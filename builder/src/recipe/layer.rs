@@ -44,7 +44,9 @@ pub struct TarLayer {
     pub to: String,
 }
 
-/// Unpack a Debian package's data.tar (no maintainer scripts run).
+/// Unpack a Debian package's data.tar (no maintainer scripts run). A path
+/// ending in `.deb` is that file; a name from kernel/packages.lock brings
+/// the locked packages it depends on too, unpacked first.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebLayer {
