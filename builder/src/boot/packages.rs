@@ -469,9 +469,11 @@ pub fn fetch(root: &Path, update_lock: bool, add: &[String]) -> Result<Vec<Strin
     let mut resolved = Resolved::new();
     // Debian's current versions, for the "newer than locked" notes (none
     // when apt does not know a name).
+    // One apt run for all; if apt does not know one of them, one run each.
     let names: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
-    let current: BTreeMap<String, String> = apt_show_many(&names)
-        .unwrap_or_default()
+    let records = apt_show_many(&names)
+        .unwrap_or_else(|_| names.iter().filter_map(|n| apt_show_many(std::slice::from_ref(n)).ok()).flatten().collect());
+    let current: BTreeMap<String, String> = records
         .into_iter()
         .filter_map(|f| Some((f.get("Package")?.clone(), f.get("Version")?.clone())))
         .collect();
