@@ -67,6 +67,10 @@ enum Command {
         /// Host port forwards for the user network, e.g. tcp:127.0.0.1:8080-:80; repeatable.
         #[arg(long)]
         hostfwd: Vec<String>,
+        /// Let the guest reach the host's networks (by default it cannot:
+        /// no build machine's metadata service or internet leaks in).
+        #[arg(long)]
+        outbound: bool,
         /// Serial log file (default: IMAGE.serial.log).
         #[arg(long)]
         log: Option<PathBuf>,
@@ -199,7 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", r.render());
             }
         }
-        Command::Boot { image, firmware, expect, timeout, accel, memory, drive, hostfwd, log } => {
+        Command::Boot { image, firmware, expect, timeout, accel, memory, drive, hostfwd, outbound, log } => {
             let o = build_image::qemu::BootOptions {
                 image,
                 firmware,
@@ -209,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 memory_mib: memory,
                 drives: drive,
                 hostfwd,
+                outbound,
                 echo: !cli.quiet,
                 log,
             };

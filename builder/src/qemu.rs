@@ -37,6 +37,11 @@ pub struct BootOptions {
     pub memory_mib: u32,
     pub drives: Vec<PathBuf>,
     pub hostfwd: Vec<String>,
+    /// Let the guest reach the host's networks through the user network.
+    /// Off by default (`restrict=on`): a smoke boot must not pick up the
+    /// build machine's cloud metadata service (169.254.169.254) or depend on
+    /// its network. Host port forwards work either way.
+    pub outbound: bool,
     /// Echo the console to stdout.
     pub echo: bool,
     /// Serial log file (default: IMAGE.serial.log).
@@ -182,7 +187,7 @@ pub fn boot(o: &BootOptions) -> Result<BootReport, BootError> {
         args.push("-drive".into());
         args.push(format!("file={},format={},if=virtio,snapshot=on", d.display(), format_of(d)));
     }
-    let mut netdev = "user,id=n0".to_string();
+    let mut netdev = if o.outbound { "user,id=n0".to_string() } else { "user,id=n0,restrict=on".to_string() };
     for h in &o.hostfwd {
         netdev.push_str(&format!(",hostfwd={h}"));
     }
