@@ -55,6 +55,8 @@ fn appliance() -> &'static Appliance {
             "busybox cat /root/.ssh/authorized_keys > /srv/www/keys.txt 2>/dev/null",
             "echo \"vpc: keys: $(busybox cat /root/.ssh/authorized_keys 2>/dev/null)\"",
             "echo \"vpc: hostname $(busybox hostname)\"",
+            // A user_data script (`#!`) is the test's own probe: run it.
+            "if [ \"$(busybox head -c 2 /run/agent/user_data 2>/dev/null)\" = '#!' ]; then busybox sh /run/agent/user_data; fi",
             "echo \"vpc: READY\"",
             "exec busybox httpd -f -p 80 -h /srv/www",
         ]
@@ -71,7 +73,7 @@ fn appliance() -> &'static Appliance {
             "kernel": {
                 "package": "linux-image-cloud-amd64",
                 "cmdline": "console=ttyS0,115200 quiet",
-                "modules": ["virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_utf8", "isofs"]
+                "modules": ["virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_utf8", "isofs", "ata_piix", "sr_mod"]
             },
             "init": ["/bin/busybox", "sh", "-c", script],
             "outputs": ["kernel+initramfs"]
@@ -103,6 +105,25 @@ fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
         assert!(ok, "mcopy {name}: {out}");
     }
     img
+}
+
+/// An ISO 9660 image labelled `config-2` with `openstack/latest/*`, made
+/// the way OpenStack Nova makes its config drive (genisoimage's options,
+/// through xorriso's genisoimage emulation: Joliet, Rock Ridge).
+fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let src = dir.join("iso-root");
+    let latest = src.join("openstack/latest");
+    fs::create_dir_all(&latest).unwrap();
+    for (name, content) in files {
+        fs::write(latest.join(name), content).unwrap();
+    }
+    let iso = dir.join("config-drive.iso");
+    let (ok, out) = tool(
+        "xorriso",
+        &["-as", "genisoimage", "-o", iso.to_str().unwrap(), "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher", "build-image tests", "-quiet", "-J", "-r", "-V", "config-2", src.to_str().unwrap()],
+    );
+    assert!(ok, "xorriso: {out}");
+    iso
 }
 
 fn free_port() -> u16 {
@@ -147,6 +168,13 @@ impl Drop for Vm {
 }
 
 fn boot(dir: &Path, netdev: &str, drive: Option<&Path>) -> Vm {
+    let disk = drive.map(|d| format!("file={},format=raw,if=virtio,readonly=on", d.display()));
+    let extra: Vec<&str> = disk.as_deref().map(|d| vec!["-drive", d]).unwrap_or_default();
+    boot_with(dir, netdev, &extra)
+}
+
+/// Boot the appliance with `extra` qemu arguments (drives, devices).
+fn boot_with(dir: &Path, netdev: &str, extra: &[&str]) -> Vm {
     let a = appliance();
     let log = dir.join("serial.log");
     let mut c = Command::new("qemu-system-x86_64");
@@ -163,9 +191,7 @@ fn boot(dir: &Path, netdev: &str, drive: Option<&Path>) -> Vm {
         .arg(netdev)
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={MAC}"));
-    if let Some(d) = drive {
-        c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
-    }
+    c.args(extra);
     let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("qemu-system-x86_64");
     Vm { child, log, start: Instant::now() }
 }
@@ -222,6 +248,34 @@ fn config_drive_gives_static_address_hostname_and_keys() {
     let secs = network_time(&serial).expect("a network configured line with the time");
     eprintln!("config drive: network configured {secs:.3} s after kernel start; page after {:.1} s of qemu", vm.start.elapsed().as_secs_f64());
     for l in serial.lines().filter(|l| l.contains("cloud:") || l.contains("net:") || l.contains("network configured")) {
+        eprintln!("  {l}");
+    }
+}
+
+#[test]
+fn iso9660_config_drive_on_an_ide_cdrom() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let iso = iso_config_drive(
+        t.path(),
+        &[("meta_data.json", &meta_data("vpc-iso-host")), ("network_data.json", &network_data_static()), ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n")],
+    );
+    let port = free_port();
+    // As Nova attaches it on a `pc` machine: a read-only CD-ROM on the IDE bus.
+    let cdrom = format!("file={},format=raw,if=ide,media=cdrom,readonly=on", iso.display());
+    let mut vm = boot_with(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), &["-drive", &cdrom]);
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let keys = vm.http(port, "/keys.txt", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-iso-host"), "page {page:?}; serial:\n{serial}");
+    assert!(page.as_deref().unwrap_or("").contains("nameserver 10.0.2.3"), "resolv.conf: {page:?}");
+    assert_eq!(keys.as_deref().map(str::trim), Some(KEY), "authorized_keys; serial:\n{serial}");
+    assert!(serial.contains("cloud: config drive /dev/sr0 (iso9660)"), "{serial}");
+    assert!(serial.contains("network configured from config drive"), "{serial}");
+    assert!(serial.contains("vpc: user_data from the iso ran"), "{serial}");
+    eprintln!("iso config drive: network configured {:?} s after kernel start", network_time(&serial));
+    for l in serial.lines().filter(|l| l.contains("agent:")) {
         eprintln!("  {l}");
     }
 }
