@@ -280,6 +280,104 @@ fn iso9660_config_drive_on_an_ide_cdrom() {
     }
 }
 
+/// One answer to every connection: an HTTP/1.0 200 with `body`.
+fn answer_all(l: TcpListener, body: &'static str) {
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+/// `/proc/net/if_inet6` rows as printed by the probe: (address hex, prefix
+/// hex, flags hex, interface).
+fn if_inet6(serial: &str) -> Vec<(String, String, String, String)> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("vpc6: if_inet6 ").map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>()))
+        .filter(|f| f.len() == 6)
+        .map(|f| (f[0].clone(), f[2].clone(), f[4].clone(), f[5].clone()))
+        .collect()
+}
+
+/// `/proc/net/ipv6_route` rows as printed by the probe: (destination hex,
+/// prefix hex, next hop hex, interface).
+fn ipv6_routes(serial: &str) -> Vec<(String, String, String, String)> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("vpc6: ipv6_route ").map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>()))
+        .filter(|f| f.len() == 10)
+        .map(|f| (f[0].clone(), f[1].clone(), f[4].clone(), f[9].clone()))
+        .collect()
+}
+
+/// A static IPv6 address (netmask form) and two IPv6 routes from a config
+/// drive, next to the IPv4 one, on qemu's user network with IPv6 on
+/// (`ipv6-net=fd00::/64`, qemu at fd00::2). The guest prints
+/// `/proc/net/if_inet6` and `/proc/net/ipv6_route` on the console, pings
+/// fd00::2 from fd00::77, and fetches a page over IPv6 from a server on the
+/// host's [::1] (slirp maps its own address to the host's loopback) with
+/// `busybox nc` (Debian's static busybox `wget` segfaults on an IPv6
+/// literal URL, on the host as well).
+#[test]
+fn ipv6_static_address_and_routes() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    const TOKEN: &str = "v6-page-8d3f";
+    let l = TcpListener::bind("[::1]:0").expect("an IPv6 loopback on the host");
+    let v6port = l.local_addr().unwrap().port();
+    answer_all(l, TOKEN);
+    let net = serde_json::json!({
+        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
+        "networks": [
+            { "id": "net4", "type": "ipv4", "link": "tap0", "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
+              "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }] },
+            { "id": "net6", "type": "ipv6", "link": "tap0", "ip_address": "fd00::77", "netmask": "ffff:ffff:ffff:ffff::",
+              "routes": [{ "network": "::", "netmask": "::", "gateway": "fd00::2" },
+                         { "network": "fd77:1::", "netmask": "ffff:ffff:ffff::", "gateway": "fd00::2" }] }
+        ],
+        "services": [{ "type": "dns", "address": "10.0.2.3" }]
+    });
+    let probe = format!(
+        r#"#!/bin/sh
+i=0
+while busybox ip -6 addr show dev eth0 | busybox grep -q tentative && [ $i -lt 40 ]; do busybox sleep 0.25; i=$((i+1)); done
+busybox sed 's/^/vpc6: if_inet6 /' /proc/net/if_inet6
+busybox sed 's/^/vpc6: ipv6_route /' /proc/net/ipv6_route
+busybox ip -6 addr show dev eth0 | busybox sed 's/^/vpc6: ip /'
+busybox ip -6 route | busybox sed 's/^/vpc6: ip /'
+if busybox ping -c 1 -W 5 -I fd00::77 fd00::2 >/dev/null 2>&1; then echo "vpc6: ping from fd00::77 to fd00::2 ok"; else echo "vpc6: ping failed"; fi
+echo "vpc6: http [$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 10 fd00::2 {v6port} | busybox tail -n 1)]"
+"#
+    );
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-v6")), ("network_data.json", &net.to_string()), ("user_data", &probe)]);
+    let port = free_port();
+    let mut vm = boot(t.path(), &format!("user,id=n0,ipv6-net=fd00::/64,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-v6"), "page {page:?}; serial:\n{serial}");
+    for l in serial.lines().filter(|l| l.contains("vpc6:") || l.contains("net:") || l.contains("network configured")) {
+        eprintln!("  {l}");
+    }
+    assert!(serial.contains("net: net6: eth0 fd00::77/64, default via fd00::2, fd77:1::/48 via fd00::2"), "{serial}");
+    // The address, prefix 64 (0x40), permanent (IFA_F_PERMANENT 0x80: set by
+    // hand, not by SLAAC), DAD done (no IFA_F_TENTATIVE 0x40).
+    let addrs = if_inet6(&serial);
+    let a = addrs.iter().find(|a| a.0 == "fd000000000000000000000000000077").unwrap_or_else(|| panic!("fd00::77 not in {addrs:?}"));
+    assert_eq!((a.1.as_str(), a.3.as_str()), ("40", "eth0"), "{a:?}");
+    let flags = u32::from_str_radix(&a.2, 16).unwrap();
+    assert!(flags & 0x80 != 0 && flags & 0x40 == 0, "flags {flags:#x}");
+    let routes = ipv6_routes(&serial);
+    let gw = "fd000000000000000000000000000002";
+    assert!(routes.contains(&("fd770001000000000000000000000000".into(), "30".into(), gw.into(), "eth0".into())), "fd77:1::/48 via fd00::2 not in {routes:?}");
+    assert!(routes.contains(&("00000000000000000000000000000000".into(), "00".into(), gw.into(), "eth0".into())), "::/0 via fd00::2 not in {routes:?}");
+    assert!(serial.contains("vpc6: ping from fd00::77 to fd00::2 ok"), "{serial}");
+    assert!(serial.contains(&format!("vpc6: http [{TOKEN}]")), "{serial}");
+}
+
 /// A minimal metadata service: GET path → body, 404 otherwise; records the
 /// paths asked for. qemu's `guestfwd=…-tcp:HOST:PORT` is a chardev: it
 /// connects once when qemu starts and carries every guest connection over
