@@ -525,6 +525,8 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec) -> Result<std::convert::Infallible,
     }
     // Cloud configuration (network, hostname and keys into the root).
     crate::cloud::run(Path::new(SYSROOT));
+    // No renewal after the switch: say when DHCP addresses expire.
+    crate::net::lease::handover();
     log!("switching root to {SYSROOT}, exec {init}");
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{SYSROOT}{m}");
@@ -692,8 +694,10 @@ fn reap_until(main: Option<u32>) -> Ended {
 }
 
 fn appliance(cmd: &Cmdline) -> ! {
-    // Cloud configuration (network, hostname, keys) before the appliance.
+    // Cloud configuration (network, hostname, keys) before the appliance,
+    // then the DHCP leases are kept (renewed) while it runs.
     crate::cloud::run(Path::new("/"));
+    crate::net::lease::start();
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");
     let spec = crate::runspec::RunSpec::load().unwrap_or_else(|e| emergency(fail("reading /etc/agent/user", e)));

@@ -6,6 +6,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use super::lease::{self, Clock};
 use super::netlink::Rtnl;
 use super::{dhcp, mac_text, parse_mac, v4_prefix, NetConfig, NetKind};
 use crate::log;
@@ -78,15 +79,29 @@ pub fn loopback_up(nl: &mut Rtnl) {
     }
 }
 
-/// DHCP on one interface: up, lease, address, default route. Returns the
-/// summary line and the DNS servers.
+/// DHCP on one interface: up, lease, address (with the lease as its
+/// lifetime), default route; the lease is recorded for renewal
+/// ([`lease::held`]). Returns the summary line and the DNS servers.
 pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>) -> Result<(String, Vec<IpAddr>), String> {
     let mac = i.mac.ok_or_else(|| format!("{} has no MAC address", i.name))?;
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let t = Instant::now();
-    let lease = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
+    let start = lease::BootClock.now();
+    let reply = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
+    let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs(t.lease)).unwrap_or(u32::MAX);
+    let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs)?;
+    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
+    let dns = reply.dns.iter().copied().map(IpAddr::V4).collect();
+    lease::held(lease::Held { iface: i.clone(), reply, start, prefix });
+    Ok((line, dns))
+}
+
+/// Put a lease on the interface: the address valid for `secs` (`u32::MAX`:
+/// forever), the lease's MTU unless `mtu` is set, the default route via the
+/// first router. Returns the summary line and the prefix length.
+pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Option<u32>, secs: u32) -> Result<(String, u8), String> {
     let prefix = lease.mask.and_then(v4_prefix).unwrap_or(24);
-    nl.add_address(i.index, IpAddr::V4(lease.yiaddr), prefix)
+    nl.add_address_for(i.index, IpAddr::V4(lease.yiaddr), prefix, secs)
         .map_err(|e| format!("adding {}/{prefix} to {}: {e}", lease.yiaddr, i.name))?;
     if mtu.is_none() {
         if let Some(m) = lease.mtu.filter(|&m| m >= 576) {
@@ -94,6 +109,9 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>) -> Result<(String, Ve
         }
     }
     let mut line = format!("{} {}/{prefix} by DHCP from {}", i.name, lease.yiaddr, lease.server.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    if secs != u32::MAX {
+        line.push_str(&format!(" for {secs} s"));
+    }
     if let Some(gw) = lease.routers.first() {
         if !same_subnet(lease.yiaddr, *gw, prefix) {
             nl.add_route(i.index, IpAddr::V4(*gw), 32, None).map_err(|e| format!("on-link route to {gw}: {e}"))?;
@@ -102,8 +120,7 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>) -> Result<(String, Ve
             .map_err(|e| format!("default route via {gw} on {}: {e}", i.name))?;
         line.push_str(&format!(", default via {gw}"));
     }
-    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
-    Ok((line, lease.dns.into_iter().map(IpAddr::V4).collect()))
+    Ok((line, prefix))
 }
 
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
