@@ -11,6 +11,13 @@
 //!   `guestfwd=tcp:169.254.169.254:80-…` on a 169.254.0.0/16 user net;
 //! * bad metadata: malformed network_data.json on the drive; the agent says
 //!   so and falls back to DHCP (10.0.2.15).
+//! * ISO 9660 config drive (xorriso, Nova's genisoimage options) on an IDE
+//!   CD-ROM;
+//! * IPv6: a static address and routes from network_data.json, checked on
+//!   the guest's console by a `user_data` probe;
+//! * DHCP: the slirp lease kept (with `poweroff` still working), and a
+//!   20 s lease from a frame-level DHCP server in the test (`-netdev
+//!   dgram`) renewed, rebound, dropped and taken again.
 //!
 //! Boot-to-network timing: `cargo test -p e2e-tests --test vpc -- --nocapture`.
 
@@ -648,6 +655,44 @@ fn dhcp_lease_is_renewed_rebound_and_dropped() {
     assert!(at(first_rebind) - at(first_renew) >= 8.75, "rebound long before T2 of the renewed lease");
     assert!(at(rediscover) - at(first_renew) >= 10.0, "dropped long before the end of the renewed lease");
     assert!(serial.contains("removed (lease expired)") || serial.contains("already gone (lease expired)"), "{serial}");
+}
+
+/// With qemu's own DHCP (a 24 h lease): the address carries the lease as
+/// its lifetime, the agent keeps the lease in a thread, and busybox
+/// `poweroff` (SIGUSR2 to PID 1) still powers off at once: the renewal
+/// thread blocks the signals PID 1 handles, so they reach its main thread.
+#[test]
+fn slirp_lease_is_kept_and_poweroff_still_works() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let probe = "#!/bin/sh\necho \"vpc: addr [$(busybox ip -4 -o addr show dev eth0 | busybox tr -s ' ' ' ')]\"\nbusybox poweroff\nbusybox sleep 60\necho vpc: NOT-REACHED\n";
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-lease")), ("user_data", probe)]);
+    let mut vm = boot(t.path(), "user,id=n0", Some(&drive));
+    let mut exited = None;
+    while vm.start.elapsed() < Duration::from_secs(180) {
+        if let Ok(Some(st)) = vm.child.try_wait() {
+            exited = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let serial = vm.serial();
+    for l in serial.lines().filter(|l| l.contains("dhcp") || l.contains("vpc:") || l.contains("requested")) {
+        eprintln!("  {l}");
+    }
+    assert!(exited.is_some(), "qemu still running after poweroff; serial:\n{serial}");
+    assert!(serial.contains("PowerOff requested (SIGUSR2)"), "{serial}");
+    assert!(!serial.contains("vpc: NOT-REACHED"), "{serial}");
+    let l = serial.lines().find(|l| l.starts_with("vpc: addr [")).unwrap_or_else(|| panic!("no addr line:\n{serial}"));
+    let lease: u32 = serial
+        .lines()
+        .find_map(|l| l.split("dhcp eth0: keeping the lease on 10.0.2.15 (").nth(1))
+        .and_then(|r| r.split(" s)").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no renewal thread for the lease:\n{serial}"));
+    let lft: u32 = l.split("valid_lft ").nth(1).and_then(|r| r.split("sec").next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no finite valid_lft in {l}"));
+    assert!(l.contains("inet 10.0.2.15/24") && lft <= lease && lft + 120 > lease, "{l} (lease {lease} s)");
 }
 
 /// A minimal metadata service: GET path → body, 404 otherwise; records the
