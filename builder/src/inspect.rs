@@ -1,6 +1,12 @@
 //! `build-image inspect`: read an image (not its manifest) and report the
 //! partition table and, for each partition, the filesystem found there with
 //! its UUID and label, from the filesystem's own superblock.
+//!
+//! The OEM partition's files (`/config.json`, `/layers/*.json`,
+//! `/config.d/*.json`) are read back from FAT (the `fatfs` crate), ext4
+//! (`ext4-view`) or btrfs ([`crate::fs::btrfs::read`], our own small
+//! reader: no maintained crate reads btrfs), and merged as the agent does
+//! for layers 00–30 (40 and 50 exist only at boot).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -50,9 +56,17 @@ pub struct OemReport {
     pub config: Option<serde_json::Value>,
     /// `/layers/*.json` file names, in merge order.
     pub layers: Vec<String>,
-    /// Each key of the effective configuration, its value and the layer
-    /// that set it.
+    /// `/config.d/*.json` file names, in merge order (layer 30).
+    pub config_d: Vec<String>,
+    /// `/config.json` with the valid `/config.d/*.json` merged over it:
+    /// what the agent starts from before the kernel command line (layer 40)
+    /// and cloud metadata (layer 50).
+    pub effective: Option<serde_json::Value>,
+    /// Each key of `effective`, its value and the layer that set it.
     pub keys: Vec<OemKey>,
+    /// `/config.d` files the agent would skip, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Why the configuration could not be read, or a mismatch between
     /// `/config.json` and the merge of the layers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,15 +105,29 @@ pub fn inspect(path: &Path) -> Result<Inspection, crate::Error> {
     Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, oem })
 }
 
-/// Read `/config.json` and `/layers/*.json` from the OEM partition and
-/// recompute which layer set each key.
+/// Read `/config.json`, `/layers/*.json` and `/config.d/*.json` from the OEM
+/// partition and recompute which layer set each key.
 fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
-    let mut r = OemReport { partition: p.partition.number, config: None, layers: Vec::new(), keys: Vec::new(), problem: None };
-    let files = match p.filesystem.kind.as_str() {
-        "vfat" => read_fat_oem(f, p.partition.offset, p.partition.size),
-        other => Err(format!("reading the OEM files from {other} is not supported yet (vfat only): `debugfs -R 'cat /config.json'` or mount it")),
+    let mut r = OemReport {
+        partition: p.partition.number,
+        config: None,
+        layers: Vec::new(),
+        config_d: Vec::new(),
+        effective: None,
+        keys: Vec::new(),
+        skipped: Vec::new(),
+        problem: None,
     };
-    let (config, layers) = match files {
+    let (offset, len) = (p.partition.offset, p.partition.size);
+    let files = match p.filesystem.kind.as_str() {
+        "vfat" => read_oem_files(&FatOem::open(f, offset, len)),
+        "ext2" | "ext3" | "ext4" => Ext4Oem::open(f, offset, len).and_then(|fs| read_oem_files(&fs)),
+        "btrfs" => crate::fs::btrfs::read::Reader::open(f, offset, len)
+            .map_err(|e| format!("reading the OEM partition's btrfs: {e}"))
+            .and_then(|fs| read_oem_files(&BtrfsOem(fs))),
+        other => Err(format!("the OEM partition holds {other}; inspect reads vfat, ext4 and btrfs")),
+    };
+    let files = match files {
         Ok(x) => x,
         Err(e) => {
             r.problem = Some(e);
@@ -108,8 +136,8 @@ fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
     };
     let parse = |name: &str, b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).map_err(|e| format!("{name} is not valid JSON: {e}"));
     let mut parsed = Vec::new();
-    for (name, b) in &layers {
-        match parse(name, b) {
+    for (name, b) in &files.layers {
+        match parse(&format!("/layers/{name}"), b) {
             Ok(v) => parsed.push((name.clone(), v)),
             Err(e) => {
                 r.problem = Some(e);
@@ -117,9 +145,9 @@ fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
             }
         }
     }
-    r.layers = layers.iter().map(|(n, _)| n.clone()).collect();
-    let (merged, prov) = crate::oem::merge_layers(&parsed);
-    match config.as_deref().map(|b| parse("/config.json", b)) {
+    r.layers = files.layers.iter().map(|(n, _)| n.clone()).collect();
+    let (merged, _) = crate::oem::merge_layers(&parsed);
+    match files.config.as_deref().map(|b| parse("/config.json", b)) {
         Some(Ok(c)) => {
             if c != merged {
                 r.problem = Some("/config.json differs from the merge of /layers/*.json: it was edited after the build".into());
@@ -129,12 +157,54 @@ fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
         Some(Err(e)) => r.problem = Some(e),
         None => r.problem = Some("the OEM partition has no /config.json".into()),
     }
-    let effective = r.config.clone().unwrap_or(merged);
+    // Provenance as the agent computes it: per layer when the layers match
+    // config.json, else config.json as one layer; then layer 30.
+    let mut all: Vec<(String, serde_json::Value)> = match &r.config {
+        Some(c) if *c != merged => vec![("config.json".into(), c.clone())],
+        _ => parsed,
+    };
+    for (name, b) in &files.config_d {
+        r.config_d.push(name.clone());
+        match parse(&format!("/config.d/{name}"), b) {
+            Ok(v) if v.is_object() => all.push((format!("30-config.d-{name}"), v)),
+            Ok(_) => r.skipped.push(format!("/config.d/{name} is not a JSON object")),
+            Err(e) => r.skipped.push(e),
+        }
+    }
+    let (effective, prov) = crate::oem::merge_layers(&all);
     for (key, value) in crate::oem::leaves(&effective) {
         let layer = prov.get(&key).cloned().unwrap_or_else(|| "config.json".into());
         r.keys.push(OemKey { key, value, layer });
     }
+    r.effective = Some(effective);
     r
+}
+
+/// Read-only access to the few files of an OEM partition.
+trait OemFs {
+    /// A file's bytes; `Ok(None)` if there is no such file.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+    /// The names of the regular files in a directory (none if it is missing).
+    fn list(&self, dir: &str) -> Result<Vec<String>, String>;
+}
+
+/// The OEM files, each directory's `*.json` in byte order of the name.
+struct OemFiles {
+    config: Option<Vec<u8>>,
+    layers: Vec<(String, Vec<u8>)>,
+    config_d: Vec<(String, Vec<u8>)>,
+}
+
+/// Largest OEM file read.
+const MAX_OEM_FILE: u64 = 16 << 20;
+
+fn read_oem_files(fs: &dyn OemFs) -> Result<OemFiles, String> {
+    let dir = |d: &str| -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut names: Vec<String> = fs.list(d)?.into_iter().filter(|n| n.ends_with(".json") && !n.starts_with('.')).collect();
+        names.sort();
+        names.into_iter().map(|n| Ok((n.clone(), fs.read(&format!("{d}/{n}"))?.unwrap_or_default()))).collect()
+    };
+    Ok(OemFiles { config: fs.read("/config.json")?, layers: dir("/layers")?, config_d: dir("/config.d")? })
 }
 
 /// A read-only view of a partition for the `fatfs` crate: writes fail.
@@ -178,36 +248,113 @@ impl std::io::Seek for ReadOnlyPart<'_> {
     }
 }
 
-type OemFiles = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+/// FAT, through `fatfs` (opened once per call: the partition is tiny).
+struct FatOem<'a> {
+    f: &'a File,
+    offset: u64,
+    len: u64,
+}
 
-fn read_fat_oem(f: &File, offset: u64, len: u64) -> Result<OemFiles, String> {
-    use std::io::Read;
-    const MAX: u64 = 16 << 20;
-    let part = ReadOnlyPart { f, offset, len, pos: 0 };
-    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(|e| format!("reading the OEM partition's FAT: {e}"))?;
-    let root = fs.root_dir();
-    let read = |mut file: fatfs::File<'_, ReadOnlyPart<'_>>, name: &str| -> Result<Vec<u8>, String> {
+impl<'a> FatOem<'a> {
+    fn open(f: &'a File, offset: u64, len: u64) -> Self {
+        FatOem { f, offset, len }
+    }
+
+    fn fs(&self) -> Result<fatfs::FileSystem<ReadOnlyPart<'a>>, String> {
+        let part = ReadOnlyPart { f: self.f, offset: self.offset, len: self.len, pos: 0 };
+        fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(|e| format!("reading the OEM partition's FAT: {e}"))
+    }
+}
+
+impl OemFs for FatOem<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        use std::io::Read;
+        let fs = self.fs()?;
+        let Ok(file) = fs.root_dir().open_file(path.trim_start_matches('/')) else { return Ok(None) };
         let mut b = Vec::new();
-        (&mut file).take(MAX).read_to_end(&mut b).map_err(|e| format!("reading {name}: {e}"))?;
-        Ok(b)
-    };
-    let config = match root.open_file("config.json") {
-        Ok(file) => Some(read(file, "/config.json")?),
-        Err(_) => None,
-    };
-    let mut layers = Vec::new();
-    if let Ok(dir) = root.open_dir("layers") {
-        for e in dir.iter() {
-            let e = e.map_err(|e| format!("listing /layers: {e}"))?;
-            let name = e.file_name();
-            if e.is_file() && name.ends_with(".json") {
-                let b = read(e.to_file(), &format!("/layers/{name}"))?;
-                layers.push((name, b));
+        file.take(MAX_OEM_FILE).read_to_end(&mut b).map_err(|e| format!("reading {path}: {e}"))?;
+        Ok(Some(b))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        let fs = self.fs()?;
+        let Ok(d) = fs.root_dir().open_dir(dir.trim_start_matches('/')) else { return Ok(Vec::new()) };
+        let mut v = Vec::new();
+        for e in d.iter() {
+            let e = e.map_err(|e| format!("listing {dir}: {e}"))?;
+            if e.is_file() {
+                v.push(e.file_name());
             }
         }
+        Ok(v)
     }
-    layers.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((config, layers))
+}
+
+/// ext2/3/4, through `ext4-view`.
+struct Ext4Oem(ext4_view::Ext4);
+
+/// `ext4-view`'s reader over a partition of the image.
+struct PartReader {
+    f: File,
+    offset: u64,
+    len: u64,
+}
+
+impl ext4_view::Ext4Read for PartReader {
+    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        if start + dst.len() as u64 > self.len {
+            return Err(format!("read of {} bytes at {start} past the partition end {}", dst.len(), self.len).into());
+        }
+        Ok(self.f.read_exact_at(dst, self.offset + start)?)
+    }
+}
+
+impl Ext4Oem {
+    fn open(f: &File, offset: u64, len: u64) -> Result<Self, String> {
+        let f = f.try_clone().map_err(|e| e.to_string())?;
+        ext4_view::Ext4::load(Box::new(PartReader { f, offset, len })).map(Ext4Oem).map_err(|e| format!("reading the OEM partition's ext4: {e}"))
+    }
+}
+
+impl OemFs for Ext4Oem {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.0.read(path) {
+            Ok(b) if b.len() as u64 <= MAX_OEM_FILE => Ok(Some(b)),
+            Ok(b) => Err(format!("{path} is {} bytes, larger than an OEM file may be", b.len())),
+            Err(ext4_view::Ext4Error::NotFound) => Ok(None),
+            Err(e) => Err(format!("reading {path}: {e}")),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        let rd = match self.0.read_dir(dir) {
+            Ok(rd) => rd,
+            Err(ext4_view::Ext4Error::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(format!("listing {dir}: {e}")),
+        };
+        let mut v = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| format!("listing {dir}: {e}"))?;
+            let regular = e.file_type().map(|t| t.is_regular_file()).unwrap_or(false);
+            if let (true, Ok(name)) = (regular, e.file_name().as_str()) {
+                v.push(name.to_string());
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// btrfs, through [`crate::fs::btrfs::read`].
+struct BtrfsOem<'a>(crate::fs::btrfs::read::Reader<'a>);
+
+impl OemFs for BtrfsOem<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.read_file(path, MAX_OEM_FILE).map_err(|e| format!("reading {path}: {e}"))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        self.0.list_files(dir).map_err(|e| format!("listing {dir}: {e}"))
+    }
 }
 
 fn read(f: &File, at: u64, len: usize, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
@@ -326,9 +473,14 @@ impl Inspection {
             );
         }
         if let Some(o) = &self.oem {
-            let _ = writeln!(s, "\nOEM configuration (partition {}; layers: {}):", o.partition, o.layers.join(", "));
+            let mut names = o.layers.clone();
+            names.extend(o.config_d.iter().map(|n| format!("config.d/{n}")));
+            let _ = writeln!(s, "\nOEM configuration (partition {}; layers: {}; the kernel command line's oem.* and cloud metadata apply at boot):", o.partition, names.join(", "));
             if let Some(p) = &o.problem {
                 let _ = writeln!(s, "  note: {p}");
+            }
+            for k in &o.skipped {
+                let _ = writeln!(s, "  skipped at boot: {k}");
             }
             let w = o.keys.iter().map(|k| k.key.len()).max().unwrap_or(3).max(3);
             let _ = writeln!(s, "  {:<w$}  {:<20}  value", "key", "set by");

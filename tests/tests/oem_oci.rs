@@ -102,7 +102,10 @@ fn oem_partition_vfat_is_read_back_by_mtools_and_inspect() {
     assert!(oem["problem"].is_null(), "{oem}");
     check_merged(&oem["config"]);
     let by = |k: &str| oem["keys"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap_or_else(|| panic!("{k} missing: {oem}"))["layer"].clone();
-    assert_eq!(by("hostname"), "20-recipe");
+    // The partition tree's /config.d/10-site.json is layer 30, over the recipe's hostname.
+    assert_eq!(by("hostname"), "30-config.d-10-site");
+    assert_eq!(oem["effective"]["hostname"], "site");
+    assert_eq!(oem["config_d"], serde_json::json!(["10-site.json"]));
     assert_eq!(by("user"), "00-defaults");
     assert_eq!(by("network.networks"), "10-platform-qemu");
     assert_eq!(by("network.services"), "20-recipe");
@@ -110,7 +113,8 @@ fn oem_partition_vfat_is_read_back_by_mtools_and_inspect() {
     // And the table.
     let o = run(t.path(), &["inspect", image.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.lines().any(|l| l.contains("hostname") && l.contains("20-recipe") && l.contains("node01")), "{table}");
+    assert!(table.lines().any(|l| l.contains("hostname") && l.contains("30-config.d-10-site") && l.contains("site")), "{table}");
+    assert!(table.lines().any(|l| l.contains("platform") && l.contains("20-recipe") && l.contains("qemu")), "{table}");
 
     // Edit config.json in the image behind the builder's back: inspect notices.
     let edited = t.path().join("edited.json");
@@ -128,8 +132,8 @@ fn oem_partition_vfat_is_read_back_by_mtools_and_inspect() {
     assert_eq!(r["oem"]["config"]["hostname"], "edited");
 }
 
-/// An ext4 OEM partition holds the same files (debugfs reads them); inspect
-/// says it cannot read them yet rather than guessing.
+/// An ext4 OEM partition holds the same files (debugfs reads them), and
+/// inspect reads the same configuration from them.
 #[test]
 fn oem_partition_ext4_holds_the_files() {
     let t = scratch();
@@ -146,7 +150,10 @@ fn oem_partition_ext4_holds_the_files() {
     check_merged(&serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {config}")));
     let o = run(t.path(), &["inspect", "--json", image.to_str().unwrap()]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(r["oem"]["problem"].as_str().unwrap().contains("vfat only"), "{}", r["oem"]);
+    assert!(r["oem"]["problem"].is_null(), "{}", r["oem"]);
+    assert_eq!(r["oem"]["config"], serde_json::from_str::<serde_json::Value>(json).unwrap(), "inspect and debugfs read the same /config.json");
+    // The tree's /config.d/10-site.json is layer 30.
+    assert_eq!(r["oem"]["effective"]["hostname"], "site");
 }
 
 /// A container image in an OCI layout archive, built here with the `tar`

@@ -155,6 +155,26 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
             }
         }
     }
+    // The OEM partition: the agent waits for it by PARTUUID and mounts it
+    // on /usr/share/oem, so the initramfs needs its filesystem's modules
+    // (the ones the package has; built-in ones need nothing).
+    let oem_partuuid = match (&recipe.disk, crate::oem::oem_partition(recipe)) {
+        (Some(disk), Some(i)) => {
+            let wanted: &[&str] = match disk.partitions[i].filesystem {
+                Filesystem::Ext4 => &["ext4"],
+                Filesystem::Btrfs => &["btrfs"],
+                Filesystem::Vfat => &["vfat", "nls_cp437", "nls_utf8"],
+                Filesystem::None => &[],
+            };
+            for m in wanted {
+                if kernel.has_module(m) && !modules.iter().any(|x| crate::boot::kernel::normalise(x) == crate::boot::kernel::normalise(m)) {
+                    modules.push((*m).into());
+                }
+            }
+            Some(plan.partitions[i].part_guid.to_string())
+        }
+        _ => None,
+    };
     let cmdline = cmdline.trim().to_string();
     kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;
     let order = kernel.module_order(&modules).map_err(|e| Error::Other(e.to_string()))?;
@@ -210,6 +230,9 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
                 ins(&mut tree, "/etc/agent/user", file_inode(0o644, epoch, Content::bytes(format!("{u}\n"))))?;
             }
         }
+    }
+    if let Some(u) = &oem_partuuid {
+        ins(&mut tree, "/etc/agent/oem-partition", file_inode(0o644, epoch, Content::bytes(format!("PARTUUID={u}\n"))))?;
     }
     // OEM configuration without an OEM partition: the same files in the
     // initramfs, and the merge where the agent reads it.

@@ -115,6 +115,11 @@ impl Kernel {
         self.builtin.contains(&normalise(name))
     }
 
+    /// Whether the package has `name` as a loadable module.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.modules.contains_key(&normalise(name))
+    }
+
     /// The modules `wanted` names plus all their dependencies, each once,
     /// dependencies first. Built-in modules are skipped.
     pub fn module_order(&self, wanted: &[String]) -> Result<Vec<Module>, KernelError> {

@@ -67,25 +67,25 @@ pub fn run() -> ! {
         emergency(f);
     }
     ensure_console();
-    let cmd = match fs::read_to_string("/proc/cmdline") {
-        Ok(s) => {
-            let c = Cmdline::parse(&s);
-            crate::DEBUG.store(c.debug, std::sync::atomic::Ordering::Relaxed);
-            log!("cmdline: {}", s.trim_end());
-            debug!("parsed: {c:?}");
-            c
-        }
-        Err(e) => {
-            log!("cannot read /proc/cmdline: {e}; using defaults");
-            Cmdline::parse("")
-        }
-    };
+    let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+        log!("cannot read /proc/cmdline: {e}; using defaults");
+        String::new()
+    });
+    let cmd = Cmdline::parse(&cmdline_text);
+    crate::DEBUG.store(cmd.debug, std::sync::atomic::Ordering::Relaxed);
+    log!("cmdline: {}", cmdline_text.trim_end());
+    debug!("parsed: {cmd:?}");
     set_hostname();
     load_modules();
     log!("early setup done in {} ms", t0.elapsed().as_millis());
+    // OEM configuration layers 00–40 (the OEM partition mounted read-only
+    // on /usr/share/oem first, if the disk has one).
+    mount_oem_partition(&cmd);
+    let mut oem = crate::oem::Effective::load(&cmdline_text);
+    oem.write();
     match &cmd.root {
         Some(spec) => {
-            let f = match boot_root(&cmd, spec) {
+            let f = match boot_root(&cmd, spec, &mut oem) {
                 Ok(never) => match never {},
                 Err(f) => f,
             };
@@ -95,7 +95,7 @@ pub fn run() -> ! {
             // First-boot grow (`agent.grow=`) of a data partition, mounted
             // for the resize only. Logs and carries on whatever happens.
             crate::grow::run();
-            appliance(&cmd)
+            appliance(&cmd, &mut oem)
         }
     }
 }
@@ -433,6 +433,111 @@ fn wait_for_root(spec: &RootSpec, secs: u32) -> Result<(PathBuf, Option<probe::F
     }
 }
 
+// ----------------------------------------------------------- OEM partition
+
+/// Whether the OEM partition is mounted on [`crate::oem::OEM_DIR`].
+static OEM_MOUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Find the OEM partition and mount it read-only on `/usr/share/oem`. With
+/// `/etc/agent/oem-partition` (the builder's word that the disk has one)
+/// wait for that device up to `agent.rootwait=` seconds; without it look
+/// once for a filesystem labelled `OEM`. Whatever fails is logged and the
+/// initramfs's own `/usr/share/oem` and `/etc/agent/oem.json` stay in use.
+fn mount_oem_partition(cmd: &Cmdline) {
+    use crate::oem::{OEM_DIR, OEM_LABEL, OEM_PARTITION_FILE};
+    let t = Instant::now();
+    let marker = fs::read_to_string(OEM_PARTITION_FILE).ok().and_then(|s| s.lines().next().and_then(RootSpec::parse));
+    let found = match &marker {
+        Some(spec) => {
+            let secs = cmd.rootwait_secs.unwrap_or(DEFAULT_ROOTWAIT_SECS);
+            let deadline = Duration::from_secs(secs.into());
+            loop {
+                match find_root_once(spec) {
+                    Ok(Some(r)) => break Some(r),
+                    Ok(None) if t.elapsed() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(None) => {
+                        log!("oem: FAILED to find the OEM partition {spec} ({OEM_PARTITION_FILE}) in {secs} s: is the disk driver in {MODULES_LIST}? Using the initramfs's files");
+                        break None;
+                    }
+                    Err(f) => {
+                        log!("oem: FAILED looking for the OEM partition {spec}: {f}");
+                        break None;
+                    }
+                }
+            }
+        }
+        None => match find_root_once(&RootSpec::Label(OEM_LABEL.into())) {
+            Ok(r) => r,
+            Err(f) => {
+                log!("oem: looking for a filesystem labelled {OEM_LABEL}: {f}");
+                None
+            }
+        },
+    };
+    let Some((dev, info)) = found else {
+        if marker.is_none() {
+            log!("oem: no OEM partition (no filesystem labelled {OEM_LABEL}): configuration from the initramfs");
+        }
+        return;
+    };
+    if let Err(f) = mkdir_p(OEM_DIR) {
+        log!("oem: {f}");
+        return;
+    }
+    let types: Vec<&str> = match info.as_ref().map(|i| i.fstype) {
+        Some(t) => vec![t],
+        None => vec!["ext4", "btrfs", "vfat"],
+    };
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    let mut errs = Vec::new();
+    for t in &types {
+        // vfat's default iocharset may be one whose nls module is not
+        // loaded; utf8 is the one the builder adds.
+        let datas: &[&str] = if *t == "vfat" { &["", "iocharset=utf8"] } else { &[""] };
+        for d in datas {
+            let c = CString::new(*d).expect("static mount data");
+            match rustix::mount::mount(dev.as_path(), OEM_DIR, *t, flags, Some(c.as_c_str())) {
+                Ok(()) => {
+                    OEM_MOUNTED.store(true, Ordering::Relaxed);
+                    log!("oem: mounted {} ({t}, ro) on {OEM_DIR}", dev.display());
+                    return;
+                }
+                Err(e) => errs.push(format!("{t}{}: {}", if d.is_empty() { String::new() } else { format!(" {d}") }, errno(e))),
+            }
+        }
+    }
+    log!(
+        "oem: FAILED to mount the OEM partition {} on {OEM_DIR} ({}); the recipe's kernel.modules need its filesystem (vfat: vfat, nls_cp437, nls_utf8). Using the initramfs's files",
+        dev.display(),
+        errs.join("; ")
+    );
+}
+
+/// Before the root switch: move the OEM mount to `/sysroot/usr/share/oem`
+/// (made if missing and the root is writable). If there is no place for it,
+/// it is unmounted: after the switch nothing could reach it.
+fn move_oem_into_root() {
+    use crate::oem::OEM_DIR;
+    if !OEM_MOUNTED.load(Ordering::Relaxed) {
+        return;
+    }
+    let target = format!("{SYSROOT}{OEM_DIR}");
+    if !Path::new(&target).is_dir() {
+        if let Err(e) = fs::create_dir_all(&target) {
+            log!("oem: {target} is missing and cannot be made ({e}): the OEM partition is not mounted in the root");
+            let _ = rustix::mount::unmount(OEM_DIR, UnmountFlags::DETACH);
+            return;
+        }
+    }
+    match rustix::mount::mount_move(OEM_DIR, target.as_str()) {
+        Ok(()) => log!("oem: moved the OEM partition to {OEM_DIR} in the root"),
+        Err(e) => {
+            log!("oem: moving {OEM_DIR} to {target} failed ({}): the OEM partition is not mounted in the root", errno(e));
+            let _ = rustix::mount::unmount(OEM_DIR, UnmountFlags::DETACH);
+        }
+    }
+}
+
 /// Mount the root on /sysroot; returns the filesystem type that worked.
 fn mount_root(dev: &Path, cmd: &Cmdline, info: Option<&probe::FsInfo>) -> Result<String, Failure> {
     mkdir_p(SYSROOT)?;
@@ -504,7 +609,7 @@ pub fn delete_tree(dir: &Path, dev: u64) -> usize {
     n
 }
 
-fn boot_root(cmd: &Cmdline, spec: &RootSpec) -> Result<std::convert::Infallible, Failure> {
+fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) -> Result<std::convert::Infallible, Failure> {
     let secs = cmd.rootwait_secs.unwrap_or(DEFAULT_ROOTWAIT_SECS);
     let t = Instant::now();
     let (dev, info) = wait_for_root(spec, secs)?;
@@ -523,10 +628,12 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec) -> Result<std::convert::Infallible,
         let _ = rustix::mount::unmount(SYSROOT, UnmountFlags::DETACH);
         return Err(fail(format_args!("checking the root's init {init}"), format_args!("no executable {init} on {}", dev.display())));
     }
-    // Cloud configuration (network, hostname and keys into the root).
-    crate::cloud::run(Path::new(SYSROOT));
+    // Cloud configuration (network; hostname and keys into the root).
+    crate::cloud::run(Path::new(SYSROOT), oem);
+    crate::cloud::apply_identity(Path::new(SYSROOT), oem);
     // No renewal after the switch: say when DHCP addresses expire.
     crate::net::lease::handover();
+    move_oem_into_root();
     log!("switching root to {SYSROOT}, exec {init}");
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{SYSROOT}{m}");
@@ -693,10 +800,11 @@ fn reap_until(main: Option<u32>) -> Ended {
     }
 }
 
-fn appliance(cmd: &Cmdline) -> ! {
+fn appliance(cmd: &Cmdline, oem: &mut crate::oem::Effective) -> ! {
     // Cloud configuration (network, hostname, keys) before the appliance,
     // then the DHCP leases are kept (renewed) while it runs.
-    crate::cloud::run(Path::new("/"));
+    crate::cloud::run(Path::new("/"), oem);
+    crate::cloud::apply_identity(Path::new("/"), oem);
     crate::net::lease::start();
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");

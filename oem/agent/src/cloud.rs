@@ -9,12 +9,17 @@
 //!    `meta_data.json`, `network_data.json`, `user_data`;
 //! 2. the **metadata service** `http://169.254.169.254/openstack/latest/…`,
 //!    reached after DHCPv4 on the first Ethernet link;
-//! 3. the recipe's static network: `/etc/agent/oem.json` `"network"` (the
-//!    shape of `network_data.json`);
+//! 3. the OEM configuration's network (layers 00–40, [`crate::oem`]; the
+//!    shape of `network_data.json`, where `"link": "*"` means every NIC
+//!    without a network of its own, [`net::every`]);
 //! 4. DHCPv4 on the first Ethernet link.
 //!
-//! `agent.cloud=off` on the kernel command line (or `"cloud": false` in
-//! `oem.json`) skips all of it. The parsing here (meta_data.json, oem.json,
+//! What the cloud said becomes OEM layer 50 (`hostname`,
+//! `ssh_authorized_keys`, `network`); [`apply_identity`] then sets the
+//! hostname and SSH keys from the effective configuration.
+//!
+//! `agent.cloud=off` on the kernel command line (or `"cloud": false` in the
+//! OEM configuration) skips the network and layer 50. The parsing here (meta_data.json, oem.json,
 //! /etc/passwd, HTTP responses, ISO 9660 labels) is pure and unit-tested.
 
 use std::fs;
@@ -87,6 +92,39 @@ pub struct MetadataCfg {
 }
 
 impl Oem {
+    /// The fields the agent reads from the effective OEM configuration. A
+    /// field of the wrong type is left out, with a warning naming it (a
+    /// command-line `oem.user=1000` is a JSON number: numbers are taken as
+    /// their text for `user`).
+    pub fn from_value(v: &serde_json::Value) -> (Oem, Vec<String>) {
+        let mut warn = Vec::new();
+        let field = |k: &str| -> Option<serde_json::Value> { v.get(k).cloned() };
+        let mut o = Oem::default();
+        match field("user") {
+            Some(serde_json::Value::String(u)) => o.user = Some(u),
+            Some(serde_json::Value::Number(n)) => o.user = Some(n.to_string()),
+            Some(other) => warn.push(format!("\"user\" {other} is not a string")),
+            None => {}
+        }
+        match field("network") {
+            Some(n @ serde_json::Value::Object(_)) => o.network = Some(n),
+            Some(other) => warn.push(format!("\"network\" {other} is not an object")),
+            None => {}
+        }
+        match field("cloud") {
+            Some(serde_json::Value::Bool(b)) => o.cloud = Some(b),
+            Some(other) => warn.push(format!("\"cloud\" {other} is not true or false")),
+            None => {}
+        }
+        if let Some(m) = field("metadata") {
+            match serde_json::from_value::<MetadataCfg>(m) {
+                Ok(m) => o.metadata = Some(m),
+                Err(e) => warn.push(format!("\"metadata\": {e}")),
+            }
+        }
+        (o, warn)
+    }
+
     /// Whether the platform has the cloud source `name`.
     pub fn uses(&self, name: &str) -> bool {
         match self.metadata.as_ref().and_then(|m| m.sources.as_ref()) {
@@ -95,21 +133,20 @@ impl Oem {
         }
     }
 
-    /// The recipe's static network, if it is one: a network that only asks
-    /// for DHCP on every link (`"link": "*"`, what the platform layers say)
-    /// is the step-4 DHCP, not a static configuration.
-    pub fn static_network(&self) -> Option<&serde_json::Value> {
+    /// The OEM configuration's network, if it has any network in it (static,
+    /// DHCP, `"link": "*"`); `None` leaves the step-4 DHCP on the first link.
+    pub fn oem_network(&self) -> Option<&serde_json::Value> {
         let n = self.network.as_ref()?;
-        let nets = n.get("networks").and_then(|v| v.as_array());
-        let dhcp_everywhere = nets.is_some_and(|v| {
-            v.iter().all(|x| x.get("type").and_then(|t| t.as_str()) == Some("ipv4_dhcp") && x.get("link").and_then(|l| l.as_str()) == Some("*"))
-        });
-        (!dhcp_everywhere).then_some(n)
+        n.get("networks").and_then(|v| v.as_array()).is_some_and(|v| !v.is_empty()).then_some(n)
     }
 }
 
 pub fn parse_oem(json: &str) -> Result<Oem, String> {
-    serde_json::from_str(json).map_err(|e| format!("{OEM_JSON}: {e}"))
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("{OEM_JSON}: {e}"))?;
+    match Oem::from_value(&v) {
+        (o, w) if w.is_empty() => Ok(o),
+        (_, w) => Err(format!("{OEM_JSON}: {}", w.join("; "))),
+    }
 }
 
 /// A user's (uid, gid, home) from `/etc/passwd` text.
@@ -352,9 +389,25 @@ fn install_keys(root: &Path, user: &str, keys: &[String]) {
     }
 }
 
-/// Try one network_data source: parse and apply, logging the outcome.
+/// Try one network_data source: expand `"link": "*"`, parse and apply,
+/// logging the outcome.
 fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Option<Applied> {
-    let cfg = match net::parse(json) {
+    let expanded = match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(v) if net::every::has_every_link(&v) => {
+            let nics: Vec<net::every::Nic> =
+                net::apply::ether_interfaces(Duration::from_millis(200)).into_iter().filter_map(|i| Some((i.name, i.mac?))).collect();
+            let e = net::every::expand(&v, &nics);
+            let names: Vec<&str> = nics.iter().map(|n| n.0.as_str()).collect();
+            log!("cloud: {what}: \"link\": \"*\" on {}", if names.is_empty() { "no NIC".to_string() } else { names.join(", ") });
+            e.to_string()
+        }
+        _ => json.to_string(),
+    };
+    let cfg = match net::parse(&expanded) {
+        Ok(c) if c.links.is_empty() && c.networks.is_empty() => {
+            log!("cloud: {what}: nothing to configure (no NIC for \"link\": \"*\")");
+            return None;
+        }
         Ok(c) => c,
         Err(e) => {
             log!("cloud: {what}: bad network_data, ignored: {e}");
@@ -370,17 +423,16 @@ fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Opti
     }
 }
 
-/// The whole cloud step. `root` is where hostname, keys and resolv.conf go:
-/// `/` in appliance mode, `/sysroot` before a root switch.
-pub fn run(root: &Path) {
+/// The whole cloud step. `root` is where resolv.conf goes: `/` in appliance
+/// mode, `/sysroot` before a root switch. `cfg` is the effective OEM
+/// configuration (layers 00–40); what the cloud says is merged over it as
+/// layer 50.
+pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
     let t = Instant::now();
-    let oem = match fs::read_to_string(OEM_JSON) {
-        Ok(s) => parse_oem(&s).unwrap_or_else(|e| {
-            log!("cloud: ignoring {OEM_JSON}: {e}");
-            Oem::default()
-        }),
-        Err(_) => Oem::default(),
-    };
+    let (oem, warnings) = Oem::from_value(cfg.config());
+    for w in warnings {
+        log!("cloud: OEM configuration: {w}; ignored");
+    }
     if cloud_disabled(&oem) {
         log!("cloud: disabled (agent.cloud=off or oem.json \"cloud\": false)");
         return;
@@ -395,6 +447,8 @@ pub fn run(root: &Path) {
     net::apply::loopback_up(&mut nl);
     let mut meta: Option<MetaData> = None;
     let mut applied: Option<(Applied, &str)> = None;
+    // The cloud's network_data.json that was applied: layer 50's "network".
+    let mut cloud_net: Option<String> = None;
     let mut leased: Vec<String> = Vec::new();
 
     // 1. Config drive.
@@ -418,7 +472,10 @@ pub fn run(root: &Path) {
                         None => log!("cloud: config drive has no openstack/latest/meta_data.json"),
                     }
                     match &s.network_data {
-                        Some(j) => applied = try_network(&mut nl, "config drive", j, &leased).map(|a| (a, "config drive")),
+                        Some(j) => {
+                            applied = try_network(&mut nl, "config drive", j, &leased).map(|a| (a, "config drive"));
+                            cloud_net = applied.as_ref().map(|_| j.clone());
+                        }
                         None => log!("cloud: config drive has no openstack/latest/network_data.json"),
                     }
                 }
@@ -459,14 +516,18 @@ pub fn run(root: &Path) {
                 // Only ask for network_data if the service answered at all.
                 if applied.is_none() && meta.is_some() {
                     match metadata_get(&format!("{base}/network_data.json")) {
-                        Ok(Some(j)) => applied = try_network(&mut nl, "metadata service", &j, &leased).map(|a| (a, "metadata service")),
+                        Ok(Some(j)) => {
+                            applied = try_network(&mut nl, "metadata service", &j, &leased).map(|a| (a, "metadata service"));
+                            cloud_net = applied.as_ref().map(|_| j);
+                        }
                         Ok(None) => log!("cloud: metadata service has no network_data.json (404)"),
                         Err(e) => log!("cloud: metadata service: {e}"),
                     }
                 }
                 // Without better data the lease is the step-4 result,
-                // unless the recipe has a static network.
-                if applied.is_none() && oem.static_network().is_none() {
+                // unless the OEM configuration has a network (then step 3
+                // keeps this lease where it asks for DHCP on this link).
+                if applied.is_none() && oem.oem_network().is_none() {
                     applied = Some((a, "DHCP"));
                 }
             }
@@ -474,10 +535,10 @@ pub fn run(root: &Path) {
         }
     }
 
-    // 3. The recipe's static network.
+    // 3. The OEM configuration's network.
     if applied.is_none() {
-        if let Some(n) = oem.static_network() {
-            applied = try_network(&mut nl, OEM_JSON, &n.to_string(), &leased).map(|a| (a, "recipe network"));
+        if let Some(n) = oem.oem_network() {
+            applied = try_network(&mut nl, "OEM network", &n.to_string(), &leased).map(|a| (a, "OEM network"));
         }
     }
 
@@ -510,13 +571,52 @@ pub fn run(root: &Path) {
         None => log!("cloud: FAILED to configure the network from any source ({:.3} s since kernel start)", boottime()),
     }
 
+    // Layer 50: what the cloud said, in the OEM configuration's keys.
+    let mut l50 = serde_json::Map::new();
     if let Some(m) = &meta {
         if let Some(h) = &m.hostname {
-            set_hostname(root, h);
+            l50.insert("hostname".into(), h.clone().into());
         }
         if !m.keys.is_empty() {
-            install_keys(root, oem.user.as_deref().unwrap_or("root"), &m.keys);
+            l50.insert("ssh_authorized_keys".into(), m.keys.clone().into());
         }
+    }
+    if let Some(v) = cloud_net.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) {
+        l50.insert("network".into(), v);
+    }
+    if !l50.is_empty() {
+        cfg.layers.push("50-metadata", serde_json::Value::Object(l50));
+        cfg.write();
+    }
+}
+
+/// Hostname and SSH keys from the effective OEM configuration (after layer
+/// 50): `hostname` → `sethostname` and `ROOT/etc/hostname`;
+/// `ssh_authorized_keys` → `~USER/.ssh/authorized_keys`, USER from `user`
+/// (default `root`). Absent keys change nothing.
+pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
+    let c = cfg.config();
+    let by = |k: &str| cfg.layers.set_by(k).join(", ");
+    match c.get("hostname") {
+        Some(h @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
+            let h = crate::oem::scalar_text(h);
+            if !h.trim().is_empty() {
+                log!("oem: hostname {h} (from {})", by("hostname"));
+                set_hostname(root, h.trim());
+            }
+        }
+        Some(other) => log!("oem: \"hostname\" {other} is not a string; ignored"),
+        None => {}
+    }
+    let keys: Vec<String> = c
+        .get("ssh_authorized_keys")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|k| k.as_str()).map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let (oem, _) = Oem::from_value(c);
+        log!("oem: {} SSH key(s) (from {})", keys.len(), by("ssh_authorized_keys"));
+        install_keys(root, oem.user.as_deref().unwrap_or("root"), &keys);
     }
 }
 
@@ -545,9 +645,20 @@ mod tests {
     fn platform_sources_and_dhcp_everywhere() {
         let o = parse_oem(r#"{"metadata":{"sources":[]},"network":{"links":[],"networks":[{"id":"d","type":"ipv4_dhcp","link":"*"}]}}"#).unwrap();
         assert!(!o.uses("config-drive") && !o.uses("metadata-service"));
-        assert!(o.static_network().is_none());
+        assert!(o.oem_network().is_some(), "DHCP on every link is the OEM network");
         let o = parse_oem(r#"{"network":{"links":[{"id":"a"}],"networks":[{"id":"n","type":"ipv4","link":"a","ip_address":"10.0.0.2/8"}]}}"#).unwrap();
-        assert!(o.uses("config-drive") && o.static_network().is_some());
+        assert!(o.uses("config-drive") && o.oem_network().is_some());
+        // The built-in defaults' empty network leaves the first-link DHCP.
+        assert!(parse_oem(r#"{"network":{"links":[],"networks":[],"services":[]}}"#).unwrap().oem_network().is_none());
+    }
+
+    #[test]
+    fn oem_fields_of_the_wrong_type_are_left_out() {
+        let (o, w) = Oem::from_value(&serde_json::json!({"user": 1000, "network": "dhcp", "cloud": "no", "metadata": {"sources": "x"}}));
+        assert_eq!(o.user.as_deref(), Some("1000"));
+        assert!(o.network.is_none() && o.cloud.is_none() && o.metadata.is_none());
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("network") && w[1].contains("cloud") && w[2].contains("metadata"), "{w:?}");
     }
 
     #[test]

@@ -47,7 +47,13 @@
 //!    if there is one, otherwise it sleeps forever. PID 1 never exits (that
 //!    would panic the kernel).
 //!
-//! 6. **Configures the guest from the cloud** ([`cloud`], [`net`]): after the
+//! 6. **OEM configuration** ([`oem`]): mounts the OEM partition (label `OEM`)
+//!    read-only on `/usr/share/oem`, merges `config.d/*.json` (layer 30) and
+//!    `oem.*` kernel parameters (layer 40) over the builder's layers 00–20,
+//!    and writes the result to `/run/agent/oem.json`; in root mode the mount
+//!    is moved into the new root before the switch.
+//!
+//! 7. **Configures the guest from the cloud** ([`cloud`], [`net`]): after the
 //!    modules, before the appliance command runs or before the root switch
 //!    (then hostname and SSH keys go under `/sysroot`): network from the
 //!    OpenStack config drive, the metadata service, the recipe's static
@@ -66,6 +72,7 @@ pub mod gpt;
 pub mod grow;
 pub mod modules;
 pub mod net;
+pub mod oem;
 pub mod probe;
 pub mod runspec;
 pub mod uevent;

@@ -7,9 +7,9 @@ use super::crc::crc32c;
 use super::disk::{align_down, align_up, COMPRESS_ZLIB, COMPRESS_ZSTD, SECTORSIZE};
 use super::fstree::{FileData, FileExtent, FsRootPlan};
 use super::{BtrfsError, Compression};
-use crate::disk::region::Region;
-use crate::tree::content::ContentReader;
-use crate::tree::{Kind, Tree};
+use crate::disk::region::{Region, Staged};
+use crate::tree::content::{Content, ContentReader};
+use crate::tree::{InodeId, Kind, Tree};
 
 /// Largest regular extent (BTRFS_MAX_EXTENT_SIZE).
 pub const MAX_EXTENT: u64 = 128 << 20;
@@ -148,6 +148,21 @@ impl Csums {
         }
     }
 
+    /// Add the runs of `other` (the plain extents; compressed ones were
+    /// pushed here directly), keeping the runs in logical order and merged
+    /// where contiguous.
+    fn merge(&mut self, other: Csums) {
+        let mut all = std::mem::take(&mut self.0);
+        all.extend(other.0);
+        all.sort_by_key(|r| r.0);
+        for (logical, v) in all {
+            match self.0.last_mut() {
+                Some((s, w)) if *s + w.len() as u64 * SECTOR == logical => w.extend(v),
+                _ => self.0.push((logical, v)),
+            }
+        }
+    }
+
     fn push_dummy(&mut self, logical: u64, len: u64) {
         let n = (len / SECTOR) as usize;
         match self.0.last_mut() {
@@ -182,6 +197,7 @@ pub fn write_data(
     let mut csums = Csums::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut reader: Option<((usize, usize), ContentReader)> = None;
+    let mut copies: Vec<Copy> = Vec::new();
     for p in pieces {
         let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
         let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
@@ -201,11 +217,11 @@ pub fn write_data(
             push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
             continue;
         };
-        if reader.as_ref().map(|r| r.0) != Some((p.root, p.inode)) {
-            reader = Some(((p.root, p.inode), content.open().map_err(read_err)?));
-        }
-        let rd = &reader.as_ref().expect("opened above").1;
         if let Some(kind) = compression {
+            if reader.as_ref().map(|r| r.0) != Some((p.root, p.inode)) {
+                reader = Some(((p.root, p.inode), content.open().map_err(read_err)?));
+            }
+            let rd = &reader.as_ref().expect("opened above").1;
             buf.resize(p.len as usize, 0);
             rd.read_exact_at(&mut buf, p.off).map_err(read_err)?;
             let c = compress(kind, &buf).map_err(|e| BtrfsError::Compress { origin: content.origin(), source: e })?;
@@ -232,30 +248,7 @@ pub fn write_data(
         }
         let mut done = 0u64;
         for (logical, phys, n) in space.alloc_split(p.len)? {
-            let src = p.off + done;
-            let file_backed = !matches!(rd, ContentReader::Bytes(_));
-            if file_backed {
-                // Host content: copy_file_range, then the padding past the
-                // end of the file written explicitly (it is checksummed).
-                let copy = n.min(content.len().saturating_sub(src));
-                if copy > 0 {
-                    region.copy_content(rd, src, copy, phys)?;
-                }
-                if copy < n {
-                    region.zero(phys + copy, n - copy)?;
-                }
-            }
-            let mut at = 0u64;
-            while at < n {
-                let k = (n - at).min(1 << 20);
-                buf.resize(k as usize, 0);
-                rd.read_exact_at(&mut buf, src + at).map_err(read_err)?;
-                if !file_backed {
-                    region.write_at(&buf, phys + at)?;
-                }
-                csums.push(logical + at, &buf);
-                at += k;
-            }
+            copies.push(Copy { src, off: p.off + done, len: n, logical, phys });
             extents.push(FileExtent {
                 file_off: p.off + done,
                 num_bytes: n,
@@ -266,6 +259,97 @@ pub fn write_data(
             done += n;
         }
         push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
+    }
+    if let Some(region) = region {
+        // The plain extents are placed; copy them (the kernel's work, under
+        // the image's inode lock) on one thread while this one reads the
+        // same bytes from the page cache and checksums them.
+        let (copied, sums) = std::thread::scope(|s| {
+            let copier = s.spawn(|| copy_all(tree, &copies, region));
+            let sums = checksum_all(tree, &copies);
+            (copier.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), sums)
+        });
+        copied?;
+        csums.merge(sums?);
+    }
+    Ok(csums)
+}
+
+/// One plain extent to store: `len` bytes of inode `src`'s content from
+/// `off`, at `logical` (checksums) and `phys` (the image).
+struct Copy {
+    src: InodeId,
+    off: u64,
+    len: u64,
+    logical: u64,
+    phys: u64,
+}
+
+/// Opens each file once for a run of copies from it.
+struct Readers<'t> {
+    tree: &'t Tree,
+    cur: Option<(InodeId, ContentReader)>,
+}
+
+impl<'t> Readers<'t> {
+    fn get(&mut self, id: InodeId) -> Result<(&'t Content, &ContentReader), BtrfsError> {
+        let Kind::File(content) = &self.tree.inode(id).kind else { unreachable!("pieces are planned for files") };
+        if self.cur.as_ref().map(|c| c.0) != Some(id) {
+            let r = content.open().map_err(|e| BtrfsError::Read { origin: content.origin(), source: e })?;
+            self.cur = Some((id, r));
+        }
+        Ok((content, &self.cur.as_ref().expect("opened above").1))
+    }
+}
+
+/// Write every plain extent into the image: host content by
+/// `copy_file_range` (runs of small extents staged, see [`Staged`]), the padding past the end of a file explicitly (it is
+/// checksummed, so it must read as zeros).
+fn copy_all(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<(), BtrfsError> {
+    let mut readers = Readers { tree, cur: None };
+    let mut staged = Staged::new(*region);
+    let mut buf = Vec::new();
+    for c in copies {
+        let (content, rd) = readers.get(c.src)?;
+        if matches!(rd, ContentReader::Bytes(_)) {
+            staged.flush()?;
+            let mut at = 0u64;
+            while at < c.len {
+                let k = (c.len - at).min(1 << 20);
+                buf.resize(k as usize, 0);
+                rd.read_exact_at(&mut buf, c.off + at).map_err(|e| BtrfsError::Read { origin: content.origin(), source: e })?;
+                region.write_at(&buf, c.phys + at)?;
+                at += k;
+            }
+            continue;
+        }
+        let copy = c.len.min(content.len().saturating_sub(c.off));
+        if copy > 0 {
+            staged.copy(rd, c.off, copy, c.phys)?;
+        }
+        if copy < c.len {
+            staged.zero(c.phys + copy, c.len - copy)?;
+        }
+    }
+    Ok(staged.flush()?)
+}
+
+/// The crc32c of every sector of the plain extents, read from the source
+/// (zeros past the end of a file).
+fn checksum_all(tree: &Tree, copies: &[Copy]) -> Result<Csums, BtrfsError> {
+    let mut readers = Readers { tree, cur: None };
+    let mut csums = Csums::default();
+    let mut buf = Vec::new();
+    for c in copies {
+        let (content, rd) = readers.get(c.src)?;
+        let mut at = 0u64;
+        while at < c.len {
+            let k = (c.len - at).min(1 << 20);
+            buf.resize(k as usize, 0);
+            rd.read_exact_at(&mut buf, c.off + at).map_err(|e| BtrfsError::Read { origin: content.origin(), source: e })?;
+            csums.push(c.logical + at, &buf);
+            at += k;
+        }
     }
     Ok(csums)
 }

@@ -49,6 +49,7 @@ mod crc;
 mod data;
 mod disk;
 mod fstree;
+pub mod read;
 
 use std::collections::BTreeMap;
 

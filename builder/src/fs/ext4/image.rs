@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::csum::{crc32c, dx_hash};
 use super::layout::{backup_groups, Alloc, Geometry, NoFit, BPG, DESC_SIZE, FLEX, INODE_SIZE};
 use super::{Ext4Error, Ext4Options, BS};
+use crate::disk::region::Staged;
 use crate::disk::Region;
 use crate::fs::{FsParams, FsReport};
 use crate::tree::{show, InodeId, Kind, Tree};
@@ -635,58 +637,75 @@ impl Plan {
     }
 
     /// Write everything: file data on a second thread, metadata on this one
-    /// (they never share a block).
+    /// (they never share a block). Files are handed out in small batches,
+    /// so this thread copies data too once the metadata is out.
     pub fn write(self, tree: &Tree, region: Region<'_>) -> Result<FsReport, Ext4Error> {
+        let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            let data = s.spawn(|| self.write_data(tree, region));
+            let data = s.spawn(|| self.write_data(tree, region, &next));
             let report = self.write_meta(region);
+            let mine = self.write_data(tree, region, &next);
             data.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            mine?;
             report
         })
     }
 
+    /// Take batches of inodes from `next` and write their file content.
+    fn write_data(&self, tree: &Tree, region: Region<'_>, next: &AtomicUsize) -> Result<(), Ext4Error> {
+        const BATCH: usize = 16;
+        let mut stage = Staged::new(region);
+        loop {
+            let from = next.fetch_add(BATCH, Ordering::Relaxed);
+            if from >= self.inodes.len() {
+                return Ok(stage.flush()?);
+            }
+            for pi in &self.inodes[from..(from + BATCH).min(self.inodes.len())] {
+                self.write_file(tree, &mut stage, pi)?;
+            }
+        }
+    }
+
     /// File content: each extent's bytes, the gaps between data ranges and
     /// past the end of the file zeroed explicitly.
-    fn write_data(&self, tree: &Tree, region: Region<'_>) -> Result<(), Ext4Error> {
-        for pi in &self.inodes {
-            let What::Tree(id) = pi.what else { continue };
-            let Kind::File(c) = &tree.inode(id).kind else { continue };
-            if pi.exts.is_empty() {
-                continue;
+    fn write_file(&self, tree: &Tree, stage: &mut Staged<'_>, pi: &PInode) -> Result<(), Ext4Error> {
+        let What::Tree(id) = pi.what else { return Ok(()) };
+        let Kind::File(c) = &tree.inode(id).kind else { return Ok(()) };
+        if pi.exts.is_empty() {
+            return Ok(());
+        }
+        let cerr = |e: std::io::Error| Ext4Error::Content { path: path_of(tree, id), origin: c.origin(), source: e };
+        let reader = c.open().map_err(cerr)?;
+        let ranges = c.data_ranges();
+        let mut ri = 0;
+        for e in &pi.exts {
+            let win = e.lblk as u64 * BS..(e.lblk as u64 + e.len as u64) * BS;
+            let dst = |off: u64| e.pblk * BS + (off - win.start);
+            let mut pos = win.start;
+            while ri > 0 && ranges[ri - 1].end > win.start {
+                ri -= 1;
             }
-            let cerr = |e: std::io::Error| Ext4Error::Content { path: path_of(tree, id), origin: c.origin(), source: e };
-            let reader = c.open().map_err(cerr)?;
-            let ranges = c.data_ranges();
-            let mut ri = 0;
-            for e in &pi.exts {
-                let win = e.lblk as u64 * BS..(e.lblk as u64 + e.len as u64) * BS;
-                let dst = |off: u64| e.pblk * BS + (off - win.start);
-                let mut pos = win.start;
-                while ri > 0 && ranges[ri - 1].end > win.start {
-                    ri -= 1;
+            while ri < ranges.len() && ranges[ri].start < win.end {
+                let r = &ranges[ri];
+                let s = r.start.max(win.start);
+                let t = r.end.min(win.end);
+                if s > pos {
+                    stage.zero(dst(pos), s - pos)?;
                 }
-                while ri < ranges.len() && ranges[ri].start < win.end {
-                    let r = &ranges[ri];
-                    let s = r.start.max(win.start);
-                    let t = r.end.min(win.end);
-                    if s > pos {
-                        region.zero(dst(pos), s - pos)?;
-                    }
-                    if t > s {
-                        region.copy_content(&reader, s, t - s, dst(s)).map_err(|e| match e {
-                            crate::disk::RegionError::Io { source, .. } => cerr(source),
-                            other => Ext4Error::Region(other),
-                        })?;
-                        pos = t;
-                    }
-                    if r.end > win.end {
-                        break;
-                    }
-                    ri += 1;
+                if t > s {
+                    stage.copy(&reader, s, t - s, dst(s)).map_err(|e| match e {
+                        crate::disk::RegionError::Io { source, .. } => cerr(source),
+                        other => Ext4Error::Region(other),
+                    })?;
+                    pos = t;
                 }
-                if pos < win.end {
-                    region.zero(dst(pos), win.end - pos)?;
+                if r.end > win.end {
+                    break;
                 }
+                ri += 1;
+            }
+            if pos < win.end {
+                stage.zero(dst(pos), win.end - pos)?;
             }
         }
         Ok(())

@@ -82,24 +82,30 @@ pub fn loopback_up(nl: &mut Rtnl) {
 /// DHCP on one interface: up, lease, address (with the lease as its
 /// lifetime), default route; the lease is recorded for renewal
 /// ([`lease::held`]). Returns the summary line and the DNS servers.
-pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>) -> Result<(String, Vec<IpAddr>), String> {
+/// `default_route`: whether the machine has a default route already (then
+/// the lease's router does not replace it: with DHCP on several NICs the
+/// first one's stays); set when this lease adds one.
+pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
     let mac = i.mac.ok_or_else(|| format!("{} has no MAC address", i.name))?;
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let t = Instant::now();
     let start = lease::BootClock.now();
     let reply = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
     let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs(t.lease)).unwrap_or(u32::MAX);
-    let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs)?;
+    let had_default = *default_route;
+    let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs, default_route)?;
     line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
     let dns = reply.dns.iter().copied().map(IpAddr::V4).collect();
-    lease::held(lease::Held { iface: i.clone(), reply, start, prefix });
+    let owns_default_route = !had_default && *default_route;
+    lease::held(lease::Held { iface: i.clone(), reply, start, prefix, owns_default_route });
     Ok((line, dns))
 }
 
 /// Put a lease on the interface: the address valid for `secs` (`u32::MAX`:
 /// forever), the lease's MTU unless `mtu` is set, the default route via the
-/// first router. Returns the summary line and the prefix length.
-pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Option<u32>, secs: u32) -> Result<(String, u8), String> {
+/// first router unless `default_route` says there is one (set when this
+/// adds it). Returns the summary line and the prefix length.
+pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Option<u32>, secs: u32, default_route: &mut bool) -> Result<(String, u8), String> {
     let prefix = lease.mask.and_then(v4_prefix).unwrap_or(24);
     nl.add_address_for(i.index, IpAddr::V4(lease.yiaddr), prefix, secs)
         .map_err(|e| format!("adding {}/{prefix} to {}: {e}", lease.yiaddr, i.name))?;
@@ -112,13 +118,16 @@ pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Optio
     if secs != u32::MAX {
         line.push_str(&format!(" for {secs} s"));
     }
-    if let Some(gw) = lease.routers.first() {
+    if let Some(gw) = lease.routers.first().filter(|_| *default_route) {
+        line.push_str(&format!(", router {gw} not used (default route already set)"));
+    } else if let Some(gw) = lease.routers.first() {
         if !same_subnet(lease.yiaddr, *gw, prefix) {
             nl.add_route(i.index, IpAddr::V4(*gw), 32, None).map_err(|e| format!("on-link route to {gw}: {e}"))?;
         }
         nl.add_route(i.index, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, Some(IpAddr::V4(*gw)))
             .map_err(|e| format!("default route via {gw} on {}: {e}", i.name))?;
         line.push_str(&format!(", default via {gw}"));
+        *default_route = true;
     }
     Ok((line, prefix))
 }
@@ -131,7 +140,7 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
 /// DHCP on the first Ethernet interface.
 pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
     let i = ether_interfaces(Duration::from_secs(2)).into_iter().next().ok_or("no Ethernet interface")?;
-    let (line, dns) = dhcp_on(nl, &i, None)?;
+    let (line, dns) = dhcp_on(nl, &i, None, &mut false)?;
     Ok(Applied { summary: vec![line], dns, dhcp: vec![i.name] })
 }
 
@@ -154,6 +163,8 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
         matched.push(i);
     }
     let mut out = Applied { dns: cfg.dns.clone(), ..Applied::default() };
+    // A kept lease brought its default route.
+    let mut default_route = !leased.is_empty();
     for (l, i) in cfg.links.iter().zip(&matched) {
         nl.link_up(i.index, l.mtu).map_err(|e| format!("bringing {} up (mtu {:?}): {e}", i.name, l.mtu))?;
         log!("net: link {} is {} ({}), up{}", l.id, i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default(), l.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default());
@@ -168,6 +179,7 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                     nl.add_route(i.index, r.dest, r.prefix, Some(r.gateway))
                         .map_err(|e| format!("route {}/{} via {} on {}: {e}", r.dest, r.prefix, r.gateway, i.name))?;
                     if r.prefix == 0 {
+                        default_route |= r.dest.is_ipv4();
                         line.push_str(&format!(", default via {}", r.gateway));
                     } else {
                         line.push_str(&format!(", {}/{} via {}", r.dest, r.prefix, r.gateway));
@@ -183,7 +195,14 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
             }
             NetKind::Dhcp4 => {
                 let mtu = cfg.links[n.link].mtu;
-                let (line, dns) = dhcp_on(nl, i, mtu)?;
+                let (line, dns) = match dhcp_on(nl, i, mtu, &mut default_route) {
+                    Ok(x) => x,
+                    Err(e) if n.optional => {
+                        log!("net: {}: DHCP on {} failed, skipped (optional): {e}", n.id, i.name);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 log!("net: {}: {line}", n.id);
                 for d in dns {
                     if !out.dns.contains(&d) {

@@ -345,6 +345,9 @@ pub struct Held {
     /// `CLOCK_BOOTTIME` when the lease began.
     pub start: Duration,
     pub prefix: u8,
+    /// Whether this lease set the machine's default route (and sets it
+    /// again when renewed or taken anew).
+    pub owns_default_route: bool,
 }
 
 static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
@@ -367,6 +370,7 @@ struct NetHost {
     nl: Rtnl,
     iface: Iface,
     prefix: u8,
+    owns_default_route: bool,
 }
 
 impl Host for NetHost {
@@ -374,7 +378,8 @@ impl Host for NetHost {
         if let Some(p) = previous {
             let _ = self.nl.del_address(self.iface.index, IpAddr::V4(p), self.prefix);
         }
-        let (_, prefix) = configure_lease(&mut self.nl, &self.iface, r, None, lifetime_secs(remaining))?;
+        let mut has_default = !self.owns_default_route;
+        let (_, prefix) = configure_lease(&mut self.nl, &self.iface, r, None, lifetime_secs(remaining), &mut has_default)?;
         self.prefix = prefix;
         Ok(())
     }
@@ -411,7 +416,7 @@ fn keep(h: Held) {
                 return;
             }
         };
-        let mut host = NetHost { nl, iface: h.iface.clone(), prefix };
+        let mut host = NetHost { nl, iface: h.iface.clone(), prefix, owns_default_route: h.owns_default_route };
         if maintain(&name, &ep, reply, start, MIN_RETRY, &mut clock, &mut host) == Ended::Forever {
             return;
         }
@@ -422,7 +427,14 @@ fn keep(h: Held) {
         loop {
             let t = clock.now();
             match dhcp::run(&name, &mac, super::apply::DHCP_TIMEOUT) {
-                Ok(r) => match configure_lease(&mut nl, &h.iface, &r, None, Timers::from_reply(&r).map(|t| lifetime_secs(t.lease)).unwrap_or(u32::MAX)) {
+                Ok(r) => match configure_lease(
+                    &mut nl,
+                    &h.iface,
+                    &r,
+                    None,
+                    Timers::from_reply(&r).map(|t| lifetime_secs(t.lease)).unwrap_or(u32::MAX),
+                    &mut !h.owns_default_route,
+                ) {
                     Ok((line, p)) => {
                         log!("dhcp {name}: new lease: {line}");
                         (reply, start, prefix) = (r, t, p);

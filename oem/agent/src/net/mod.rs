@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod dhcp;
+pub mod every;
 pub mod lease;
 pub mod netlink;
 
@@ -52,6 +53,10 @@ pub struct NetCfg {
     /// Index into [`NetConfig::links`].
     pub link: usize,
     pub kind: NetKind,
+    /// `"optional": true` (what [`every::expand`] writes for `"link": "*"`):
+    /// failing to configure it is logged, not a failure of the whole
+    /// configuration.
+    pub optional: bool,
 }
 
 /// A validated `network_data.json`.
@@ -99,6 +104,8 @@ struct RawNetwork {
     routes: Vec<RawRoute>,
     #[serde(default)]
     services: Vec<RawService>,
+    #[serde(default)]
+    optional: bool,
 }
 
 #[derive(Deserialize)]
@@ -244,7 +251,7 @@ pub fn parse(json: &str) -> Result<NetConfig, String> {
         for s in &n.services {
             add_dns(s, &format!("{at}.services"))?;
         }
-        cfg.networks.push(NetCfg { id: n.id.clone().unwrap_or_else(|| format!("network{i}")), link, kind });
+        cfg.networks.push(NetCfg { id: n.id.clone().unwrap_or_else(|| format!("network{i}")), link, kind, optional: n.optional });
     }
     for (i, s) in raw.services.iter().enumerate() {
         add_dns(s, &format!("services[{i}]"))?;
