@@ -13,8 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the end-to-end tests call as oracles.
+# cloud-init and ignition only for their validators (`cloud-init schema`,
+# `ignition-validate`) on the cloud-config/ignition outputs; xorriso makes
+# the ISO 9660 config drive of the vpc test.
 TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml
-    python3 python3-venv python3-pip)
+    python3 python3-venv python3-pip cloud-init ignition xorriso)
 
 deps() {
     local missing=()

@@ -11,6 +11,13 @@
 //!   `guestfwd=tcp:169.254.169.254:80-…` on a 169.254.0.0/16 user net;
 //! * bad metadata: malformed network_data.json on the drive; the agent says
 //!   so and falls back to DHCP (10.0.2.15).
+//! * ISO 9660 config drive (xorriso, Nova's genisoimage options) on an IDE
+//!   CD-ROM;
+//! * IPv6: a static address and routes from network_data.json, checked on
+//!   the guest's console by a `user_data` probe;
+//! * DHCP: the slirp lease kept (with `poweroff` still working), and a
+//!   20 s lease from a frame-level DHCP server in the test (`-netdev
+//!   dgram`) renewed, rebound, dropped and taken again.
 //!
 //! Boot-to-network timing: `cargo test -p e2e-tests --test vpc -- --nocapture`.
 
@@ -19,7 +26,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -55,6 +62,10 @@ fn appliance() -> &'static Appliance {
             "busybox cat /root/.ssh/authorized_keys > /srv/www/keys.txt 2>/dev/null",
             "echo \"vpc: keys: $(busybox cat /root/.ssh/authorized_keys 2>/dev/null)\"",
             "echo \"vpc: hostname $(busybox hostname)\"",
+            // `vpc.watch` on the command line: print eth0's IPv4 addresses every second.
+            "if busybox grep -q vpc.watch /proc/cmdline; then ( while :; do echo \"vpc: addr [$(busybox ip -4 -o addr show dev eth0 | busybox tr -s ' ' ' ')]\"; busybox sleep 1; done ) & fi",
+            // A user_data script (`#!`) is the test's own probe: run it.
+            "if [ \"$(busybox head -c 2 /run/agent/user_data 2>/dev/null)\" = '#!' ]; then busybox sh /run/agent/user_data; fi",
             "echo \"vpc: READY\"",
             "exec busybox httpd -f -p 80 -h /srv/www",
         ]
@@ -71,7 +82,7 @@ fn appliance() -> &'static Appliance {
             "kernel": {
                 "package": "linux-image-cloud-amd64",
                 "cmdline": "console=ttyS0,115200 quiet",
-                "modules": ["virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_utf8", "isofs"]
+                "modules": ["virtio_pci", "virtio_net", "virtio_blk", "vfat", "nls_cp437", "nls_utf8", "isofs", "ata_piix", "sr_mod"]
             },
             "init": ["/bin/busybox", "sh", "-c", script],
             "outputs": ["kernel+initramfs"]
@@ -103,6 +114,25 @@ fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
         assert!(ok, "mcopy {name}: {out}");
     }
     img
+}
+
+/// An ISO 9660 image labelled `config-2` with `openstack/latest/*`, made
+/// the way OpenStack Nova makes its config drive (genisoimage's options,
+/// through xorriso's genisoimage emulation: Joliet, Rock Ridge).
+fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let src = dir.join("iso-root");
+    let latest = src.join("openstack/latest");
+    fs::create_dir_all(&latest).unwrap();
+    for (name, content) in files {
+        fs::write(latest.join(name), content).unwrap();
+    }
+    let iso = dir.join("config-drive.iso");
+    let (ok, out) = tool(
+        "xorriso",
+        &["-as", "genisoimage", "-o", iso.to_str().unwrap(), "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher", "build-image tests", "-quiet", "-J", "-r", "-V", "config-2", src.to_str().unwrap()],
+    );
+    assert!(ok, "xorriso: {out}");
+    iso
 }
 
 fn free_port() -> u16 {
@@ -147,6 +177,14 @@ impl Drop for Vm {
 }
 
 fn boot(dir: &Path, netdev: &str, drive: Option<&Path>) -> Vm {
+    let disk = drive.map(|d| format!("file={},format=raw,if=virtio,readonly=on", d.display()));
+    let extra: Vec<&str> = disk.as_deref().map(|d| vec!["-drive", d]).unwrap_or_default();
+    boot_with(dir, netdev, &extra, "")
+}
+
+/// Boot the appliance with `extra` qemu arguments (drives, devices) and
+/// `cmdline` added to the kernel command line.
+fn boot_with(dir: &Path, netdev: &str, extra: &[&str], cmdline: &str) -> Vm {
     let a = appliance();
     let log = dir.join("serial.log");
     let mut c = Command::new("qemu-system-x86_64");
@@ -158,14 +196,12 @@ fn boot(dir: &Path, netdev: &str, drive: Option<&Path>) -> Vm {
         .arg("-initrd")
         .arg(&a.initramfs)
         .arg("-append")
-        .arg(&a.cmdline)
+        .arg(format!("{} {cmdline}", a.cmdline).trim())
         .arg("-netdev")
         .arg(netdev)
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={MAC}"));
-    if let Some(d) = drive {
-        c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
-    }
+    c.args(extra);
     let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("qemu-system-x86_64");
     Vm { child, log, start: Instant::now() }
 }
@@ -224,6 +260,439 @@ fn config_drive_gives_static_address_hostname_and_keys() {
     for l in serial.lines().filter(|l| l.contains("cloud:") || l.contains("net:") || l.contains("network configured")) {
         eprintln!("  {l}");
     }
+}
+
+#[test]
+fn iso9660_config_drive_on_an_ide_cdrom() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let iso = iso_config_drive(
+        t.path(),
+        &[("meta_data.json", &meta_data("vpc-iso-host")), ("network_data.json", &network_data_static()), ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n")],
+    );
+    let port = free_port();
+    // As Nova attaches it on a `pc` machine: a read-only CD-ROM on the IDE bus.
+    let cdrom = format!("file={},format=raw,if=ide,media=cdrom,readonly=on", iso.display());
+    let mut vm = boot_with(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), &["-drive", &cdrom], "");
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let keys = vm.http(port, "/keys.txt", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-iso-host"), "page {page:?}; serial:\n{serial}");
+    assert!(page.as_deref().unwrap_or("").contains("nameserver 10.0.2.3"), "resolv.conf: {page:?}");
+    assert_eq!(keys.as_deref().map(str::trim), Some(KEY), "authorized_keys; serial:\n{serial}");
+    assert!(serial.contains("cloud: config drive /dev/sr0 (iso9660)"), "{serial}");
+    assert!(serial.contains("network configured from config drive"), "{serial}");
+    assert!(serial.contains("vpc: user_data from the iso ran"), "{serial}");
+    eprintln!("iso config drive: network configured {:?} s after kernel start", network_time(&serial));
+    for l in serial.lines().filter(|l| l.contains("agent:")) {
+        eprintln!("  {l}");
+    }
+}
+
+/// One answer to every connection: an HTTP/1.0 200 with `body`.
+fn answer_all(l: TcpListener, body: &'static str) {
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+/// `/proc/net/if_inet6` rows as printed by the probe: (address hex, prefix
+/// hex, flags hex, interface).
+fn if_inet6(serial: &str) -> Vec<(String, String, String, String)> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("vpc6: if_inet6 ").map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>()))
+        .filter(|f| f.len() == 6)
+        .map(|f| (f[0].clone(), f[2].clone(), f[4].clone(), f[5].clone()))
+        .collect()
+}
+
+/// `/proc/net/ipv6_route` rows as printed by the probe: (destination hex,
+/// prefix hex, next hop hex, interface).
+fn ipv6_routes(serial: &str) -> Vec<(String, String, String, String)> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("vpc6: ipv6_route ").map(|(_, r)| r.split_whitespace().map(str::to_string).collect::<Vec<_>>()))
+        .filter(|f| f.len() == 10)
+        .map(|f| (f[0].clone(), f[1].clone(), f[4].clone(), f[9].clone()))
+        .collect()
+}
+
+/// A static IPv6 address (netmask form) and two IPv6 routes from a config
+/// drive, next to the IPv4 one, on qemu's user network with IPv6 on
+/// (`ipv6-net=fd00::/64`, qemu at fd00::2). The guest prints
+/// `/proc/net/if_inet6` and `/proc/net/ipv6_route` on the console, pings
+/// fd00::2 from fd00::77, and fetches a page over IPv6 from a server on the
+/// host's [::1] (slirp maps its own address to the host's loopback) with
+/// `busybox nc` (Debian's static busybox `wget` segfaults on an IPv6
+/// literal URL, on the host as well).
+#[test]
+fn ipv6_static_address_and_routes() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    const TOKEN: &str = "v6-page-8d3f";
+    let l = TcpListener::bind("[::1]:0").expect("an IPv6 loopback on the host");
+    let v6port = l.local_addr().unwrap().port();
+    answer_all(l, TOKEN);
+    let net = serde_json::json!({
+        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
+        "networks": [
+            { "id": "net4", "type": "ipv4", "link": "tap0", "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
+              "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }] },
+            { "id": "net6", "type": "ipv6", "link": "tap0", "ip_address": "fd00::77", "netmask": "ffff:ffff:ffff:ffff::",
+              "routes": [{ "network": "::", "netmask": "::", "gateway": "fd00::2" },
+                         { "network": "fd77:1::", "netmask": "ffff:ffff:ffff::", "gateway": "fd00::2" }] }
+        ],
+        "services": [{ "type": "dns", "address": "10.0.2.3" }]
+    });
+    let probe = format!(
+        r#"#!/bin/sh
+i=0
+while busybox ip -6 addr show dev eth0 | busybox grep -q tentative && [ $i -lt 40 ]; do busybox sleep 0.25; i=$((i+1)); done
+busybox sed 's/^/vpc6: if_inet6 /' /proc/net/if_inet6
+busybox sed 's/^/vpc6: ipv6_route /' /proc/net/ipv6_route
+busybox ip -6 addr show dev eth0 | busybox sed 's/^/vpc6: ip /'
+busybox ip -6 route | busybox sed 's/^/vpc6: ip /'
+if busybox ping -c 1 -W 5 -I fd00::77 fd00::2 >/dev/null 2>&1; then echo "vpc6: ping from fd00::77 to fd00::2 ok"; else echo "vpc6: ping failed"; fi
+echo "vpc6: http [$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 10 fd00::2 {v6port} | busybox tail -n 1)]"
+"#
+    );
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-v6")), ("network_data.json", &net.to_string()), ("user_data", &probe)]);
+    let port = free_port();
+    let mut vm = boot(t.path(), &format!("user,id=n0,ipv6-net=fd00::/64,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
+    let page = vm.http(port, "/", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(page.as_deref().unwrap_or("").contains("host vpc-v6"), "page {page:?}; serial:\n{serial}");
+    for l in serial.lines().filter(|l| l.contains("vpc6:") || l.contains("net:") || l.contains("network configured")) {
+        eprintln!("  {l}");
+    }
+    assert!(serial.contains("net: net6: eth0 fd00::77/64, default via fd00::2, fd77:1::/48 via fd00::2"), "{serial}");
+    // The address, prefix 64 (0x40), permanent (IFA_F_PERMANENT 0x80: set by
+    // hand, not by SLAAC), DAD done (no IFA_F_TENTATIVE 0x40).
+    let addrs = if_inet6(&serial);
+    let a = addrs.iter().find(|a| a.0 == "fd000000000000000000000000000077").unwrap_or_else(|| panic!("fd00::77 not in {addrs:?}"));
+    assert_eq!((a.1.as_str(), a.3.as_str()), ("40", "eth0"), "{a:?}");
+    let flags = u32::from_str_radix(&a.2, 16).unwrap();
+    assert!(flags & 0x80 != 0 && flags & 0x40 == 0, "flags {flags:#x}");
+    let routes = ipv6_routes(&serial);
+    let gw = "fd000000000000000000000000000002";
+    assert!(routes.contains(&("fd770001000000000000000000000000".into(), "30".into(), gw.into(), "eth0".into())), "fd77:1::/48 via fd00::2 not in {routes:?}");
+    assert!(routes.contains(&("00000000000000000000000000000000".into(), "00".into(), gw.into(), "eth0".into())), "::/0 via fd00::2 not in {routes:?}");
+    assert!(serial.contains("vpc6: ping from fd00::77 to fd00::2 ok"), "{serial}");
+    assert!(serial.contains(&format!("vpc6: http [{TOKEN}]")), "{serial}");
+}
+
+// ------------------------------------------------- DHCP lease renewal
+
+/// qemu's user network leases for 24 h, fixed in libslirp, so the renewal
+/// test brings its own network: `-netdev dgram` carries each Ethernet frame
+/// of the guest's NIC in one UDP datagram to this test's socket, where a
+/// small DHCP server (and ARP, and ICMP "port unreachable" for any TCP SYN,
+/// so the metadata-service attempt fails at once) answers with frames.
+mod wire {
+    use std::net::Ipv4Addr;
+
+    pub const SERVER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xde, 0xad, 0x01];
+    pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 1);
+    pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 50);
+
+    pub fn checksum(b: &[u8]) -> u16 {
+        let mut sum: u32 = b.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// An Ethernet frame with an IPv4 packet.
+    pub fn ipv4(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst_mac);
+        f.extend_from_slice(&SERVER_MAC);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+        ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// UDP from port 67 to 68, without a checksum (optional in IPv4).
+    pub fn udp_67_68(dhcp: &[u8]) -> Vec<u8> {
+        let mut u = vec![0, 67, 0, 68, 0, 0, 0, 0];
+        u[4..6].copy_from_slice(&((8 + dhcp.len()) as u16).to_be_bytes());
+        u.extend_from_slice(dhcp);
+        u
+    }
+
+    /// A DHCP reply of `msg_type` to the client message `req`.
+    pub fn dhcp_reply(req: &[u8], msg_type: u8, yiaddr: Ipv4Addr, lease: u32) -> Vec<u8> {
+        let mut r = vec![0u8; 236];
+        r[0] = 2;
+        r[1] = 1;
+        r[2] = 6;
+        r[4..8].copy_from_slice(&req[4..8]);
+        r[10..12].copy_from_slice(&req[10..12]);
+        r[12..16].copy_from_slice(&req[12..16]);
+        r[16..20].copy_from_slice(&yiaddr.octets());
+        r[28..34].copy_from_slice(&req[28..34]);
+        r.extend_from_slice(&[99, 130, 83, 99, 53, 1, msg_type, 54, 4]);
+        r.extend_from_slice(&SERVER_IP.octets());
+        r.extend_from_slice(&[1, 4, 255, 255, 255, 0, 3, 4]);
+        r.extend_from_slice(&SERVER_IP.octets());
+        r.extend_from_slice(&[51, 4]);
+        r.extend_from_slice(&lease.to_be_bytes());
+        r.push(255);
+        r.resize(300, 0);
+        r
+    }
+
+    /// (message type, ciaddr, requested-address option present) of a
+    /// client's DHCP message.
+    pub fn dhcp_request(p: &[u8]) -> Option<(u8, Ipv4Addr, bool)> {
+        if p.len() < 240 || p[0] != 1 || p[236..240] != [99, 130, 83, 99] {
+            return None;
+        }
+        let (mut t, mut opt50, mut i) = (0, false, 240);
+        while i + 1 < p.len() && p[i] != 255 {
+            if p[i] == 0 {
+                i += 1;
+                continue;
+            }
+            match p[i] {
+                53 => t = p[i + 2],
+                50 => opt50 = true,
+                _ => {}
+            }
+            i += 2 + p[i + 1] as usize;
+        }
+        Some((t, Ipv4Addr::new(p[12], p[13], p[14], p[15]), opt50))
+    }
+}
+
+/// One DHCP message the test server got: (seconds since the server
+/// started, message type, IP destination, ciaddr, option 50 present,
+/// answered).
+type DhcpSeen = (f64, u8, Ipv4Addr, Ipv4Addr, bool, bool);
+
+/// The frame server for [`dhcp_lease_is_renewed_rebound_and_dropped`]:
+/// leases `GUEST_IP` for `lease` seconds; ACKs the first renewal only; after
+/// the lease it let expire, ignores DISCOVERs for 5 s (so the guest's
+/// watcher sees the address gone) and then leases again.
+fn dhcp_frame_server(sock: UdpSocket, qemu: std::net::SocketAddr, lease: u32) -> Arc<Mutex<Vec<DhcpSeen>>> {
+    use wire::*;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut buf = [0u8; 2048];
+        let (mut renewals, mut expired_at): (u32, Option<Instant>) = (0, None);
+        while let Ok(n) = sock.recv(&mut buf) {
+            let f = &buf[..n];
+            if f.len() < 42 {
+                continue;
+            }
+            let src_mac: [u8; 6] = f[6..12].try_into().unwrap();
+            match [f[12], f[13]] {
+                // ARP request for the server's address: reply.
+                [0x08, 0x06] if f[20..22] == [0, 1] && f[38..42] == SERVER_IP.octets() => {
+                    let mut r = Vec::new();
+                    r.extend_from_slice(&src_mac);
+                    r.extend_from_slice(&SERVER_MAC);
+                    r.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+                    r.extend_from_slice(&SERVER_MAC);
+                    r.extend_from_slice(&SERVER_IP.octets());
+                    r.extend_from_slice(&f[22..32]);
+                    let _ = sock.send_to(&r, qemu);
+                }
+                [0x08, 0x00] => {
+                    let ihl = ((f[14] & 0x0f) as usize) * 4;
+                    let (proto, src, dst) = (f[23], Ipv4Addr::new(f[26], f[27], f[28], f[29]), Ipv4Addr::new(f[30], f[31], f[32], f[33]));
+                    let l4 = &f[14 + ihl..];
+                    if proto == 6 && l4.len() >= 20 && l4[13] & 0x02 != 0 {
+                        // A TCP SYN (the metadata service): port unreachable.
+                        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+                        icmp.extend_from_slice(&f[14..14 + ihl + 8]);
+                        let c = checksum(&icmp);
+                        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                        let _ = sock.send_to(&ipv4(src_mac, SERVER_IP, src, 1, &icmp), qemu);
+                    } else if proto == 17 && l4.len() > 8 && l4[2..4] == [0, 67] {
+                        let Some((t, ciaddr, opt50)) = dhcp_request(&l4[8..]) else { continue };
+                        let answer = match (t, ciaddr.is_unspecified()) {
+                            (1 | 3, true) => {
+                                // A DISCOVER after the unanswered renewals:
+                                // the lease ran out. Stay silent for 5 s.
+                                if renewals >= 2 && expired_at.is_none() {
+                                    expired_at = Some(Instant::now());
+                                }
+                                if expired_at.is_some_and(|e| e.elapsed() < Duration::from_secs(5)) {
+                                    None
+                                } else if t == 1 {
+                                    Some(2) // OFFER
+                                } else {
+                                    Some(5) // ACK
+                                }
+                            }
+                            (3, false) => {
+                                renewals += 1;
+                                (renewals == 1).then_some(5)
+                            }
+                            _ => None,
+                        };
+                        seen2.lock().unwrap().push((t0.elapsed().as_secs_f64(), t, dst, ciaddr, opt50, answer.is_some()));
+                        if let Some(mt) = answer {
+                            let reply = dhcp_reply(&l4[8..], mt, GUEST_IP, lease);
+                            let bcast = ciaddr.is_unspecified() || l4[8 + 10] & 0x80 != 0;
+                            let frame = if bcast {
+                                ipv4([0xff; 6], SERVER_IP, Ipv4Addr::BROADCAST, 17, &udp_67_68(&reply))
+                            } else {
+                                ipv4(src_mac, SERVER_IP, ciaddr, 17, &udp_67_68(&reply))
+                            };
+                            let _ = sock.send_to(&frame, qemu);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    seen
+}
+
+/// The agent keeps a DHCP lease while the appliance runs: a 20 s lease from
+/// the test's server; the renewal at T1 (10 s) is a REQUEST unicast to the
+/// server with ciaddr and is ACKed (a new 20 s lease); the next renewal
+/// (unicast) and the rebinding from T2 (broadcast) get no answer, so at the
+/// end of the lease the address goes (the guest's own `ip addr` watcher
+/// sees it gone), and DISCOVER brings a new lease.
+#[test]
+fn dhcp_lease_is_renewed_rebound_and_dropped() {
+    use wire::*;
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let qemu_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let qemu: std::net::SocketAddr = format!("127.0.0.1:{qemu_port}").parse().unwrap();
+    let netdev = format!(
+        "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={qemu_port},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+        sock.local_addr().unwrap().port()
+    );
+    let seen = dhcp_frame_server(sock, qemu, 20);
+    let mut vm = boot_with(t.path(), &netdev, &[], "vpc.watch");
+    let back = format!("inet {GUEST_IP}/24");
+    // Wait for: the address, then gone, then back (the watcher's lines).
+    let mut phases = 0;
+    while vm.start.elapsed() < Duration::from_secs(240) && phases < 3 {
+        if let Ok(Some(_)) = vm.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let serial = vm.serial();
+        phases = 0;
+        for l in serial.lines().filter(|l| l.starts_with("vpc: addr [")) {
+            let has = l.contains(&back);
+            if (phases % 2 == 0) == has {
+                phases += 1;
+            }
+        }
+    }
+    let serial = vm.serial();
+    let seen = seen.lock().unwrap().clone();
+    for l in serial.lines().filter(|l| l.contains("dhcp") || l.contains("vpc: addr") || l.contains("network configured")) {
+        eprintln!("  {l}");
+    }
+    for s in &seen {
+        eprintln!("  server: {s:?}");
+    }
+    assert_eq!(phases, 3, "the watcher did not see the address come, go and come back; serial:\n{serial}");
+    // Before the end of the lease the address has a finite lifetime.
+    let first = serial.lines().find(|l| l.starts_with("vpc: addr [") && l.contains(&back)).unwrap();
+    let lft: u32 = first.split("valid_lft ").nth(1).and_then(|r| r.split("sec").next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no valid_lft in {first}"));
+    assert!(lft <= 20, "{first}");
+
+    // The protocol, as the server saw it.
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|&(_, t, dst, ciaddr, opt50, _)| match (t, ciaddr.is_unspecified()) {
+            (1, _) => "discover".to_string(),
+            (3, true) => "select".to_string(),
+            (3, false) if opt50 => "bad-renewal-with-opt50".to_string(),
+            (3, false) if dst == SERVER_IP && ciaddr == GUEST_IP => "renew".to_string(),
+            (3, false) if dst == std::net::Ipv4Addr::BROADCAST && ciaddr == GUEST_IP => "rebind".to_string(),
+            _ => format!("other {t} to {dst} ciaddr {ciaddr}"),
+        })
+        .collect();
+    let first_renew = kinds.iter().position(|k| k == "renew").unwrap_or_else(|| panic!("no renewal: {kinds:?}"));
+    assert_eq!(&kinds[..first_renew], ["discover", "select"], "{kinds:?}");
+    assert!(seen[first_renew].5, "the first renewal was ACKed");
+    let first_rebind = kinds.iter().position(|k| k == "rebind").unwrap_or_else(|| panic!("no rebinding: {kinds:?}"));
+    assert!(first_rebind > first_renew + 1, "an unanswered renewal before rebinding: {kinds:?}");
+    assert!(kinds[first_renew..first_rebind].iter().all(|k| k == "renew"), "{kinds:?}");
+    let rediscover = (first_rebind..kinds.len()).find(|&i| kinds[i] == "discover").unwrap_or_else(|| panic!("no DISCOVER after the lease: {kinds:?}"));
+    assert!(kinds[first_rebind..rediscover].iter().all(|k| k == "rebind"), "{kinds:?}");
+    // Not before T1 (10 s), T2 (17.5 s) and the end (20 s), measured by the
+    // server from the first DISCOVER and the ACKed renewal. Margins of half
+    // the value: these catch a unit or clock mix-up, not noise.
+    let at = |i: usize| seen[i].0;
+    eprintln!(
+        "lease 20 s: renewal {:.1} s after the first DISCOVER; after the renewal: rebinding at +{:.1} s, DISCOVER at +{:.1} s",
+        at(first_renew) - at(0),
+        at(first_rebind) - at(first_renew),
+        at(rediscover) - at(first_renew)
+    );
+    assert!(at(first_renew) - at(0) >= 5.0, "renewed long before T1");
+    assert!(at(first_rebind) - at(first_renew) >= 8.75, "rebound long before T2 of the renewed lease");
+    assert!(at(rediscover) - at(first_renew) >= 10.0, "dropped long before the end of the renewed lease");
+    assert!(serial.contains("removed (lease expired)") || serial.contains("already gone (lease expired)"), "{serial}");
+}
+
+/// With qemu's own DHCP (a 24 h lease): the address carries the lease as
+/// its lifetime, the agent keeps the lease in a thread, and busybox
+/// `poweroff` (SIGUSR2 to PID 1) still powers off at once: the renewal
+/// thread blocks the signals PID 1 handles, so they reach its main thread.
+#[test]
+fn slirp_lease_is_kept_and_poweroff_still_works() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let probe = "#!/bin/sh\necho \"vpc: addr [$(busybox ip -4 -o addr show dev eth0 | busybox tr -s ' ' ' ')]\"\nbusybox poweroff\nbusybox sleep 60\necho vpc: NOT-REACHED\n";
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-lease")), ("user_data", probe)]);
+    let mut vm = boot(t.path(), "user,id=n0", Some(&drive));
+    let mut exited = None;
+    while vm.start.elapsed() < Duration::from_secs(180) {
+        if let Ok(Some(st)) = vm.child.try_wait() {
+            exited = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let serial = vm.serial();
+    for l in serial.lines().filter(|l| l.contains("dhcp") || l.contains("vpc:") || l.contains("requested")) {
+        eprintln!("  {l}");
+    }
+    assert!(exited.is_some(), "qemu still running after poweroff; serial:\n{serial}");
+    assert!(serial.contains("PowerOff requested (SIGUSR2)"), "{serial}");
+    assert!(!serial.contains("vpc: NOT-REACHED"), "{serial}");
+    let l = serial.lines().find(|l| l.starts_with("vpc: addr [")).unwrap_or_else(|| panic!("no addr line:\n{serial}"));
+    let lease: u32 = serial
+        .lines()
+        .find_map(|l| l.split("dhcp eth0: keeping the lease on 10.0.2.15 (").nth(1))
+        .and_then(|r| r.split(" s)").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no renewal thread for the lease:\n{serial}"));
+    let lft: u32 = l.split("valid_lft ").nth(1).and_then(|r| r.split("sec").next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no finite valid_lft in {l}"));
+    assert!(l.contains("inet 10.0.2.15/24") && lft <= lease && lft + 120 > lease, "{l} (lease {lease} s)");
 }
 
 /// A minimal metadata service: GET path → body, 404 otherwise; records the

@@ -1,6 +1,7 @@
 //! CoreOS-family configuration outputs from the same recipe:
 //! `NAME.cloud-config.yml` (`#cloud-config`, as CoreOS's coreos-cloudinit
-//! and RancherOS read it) and `NAME.ign` (Ignition spec 3.4).
+//! and RancherOS read it) and `NAME.ign` (Ignition config, spec
+//! [`IGNITION_VERSION`]).
 //!
 //! Both say the same things, taken from the OEM configuration (layers 00–20)
 //! and the recipe:
@@ -177,12 +178,20 @@ pub fn cloud_config(c: &Config) -> String {
     y
 }
 
+/// The Ignition spec version written. Everything we emit (users with SSH
+/// keys, files with data URLs, mode and overwrite) is in spec 3.0.0, and
+/// every Ignition that reads spec 3 accepts 3.0.0 (newer ones translate it
+/// up), while a newer number shuts out older Ignitions for nothing: Debian
+/// bookworm's Ignition 2.14 refuses 3.4.0 ("unsupported config version").
+/// Raise it only together with a field that needs it.
+pub const IGNITION_VERSION: &str = "3.0.0";
+
 fn data_url(b: &[u8]) -> String {
     use base64::Engine;
     format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(b))
 }
 
-/// Ignition spec 3.4.0 JSON.
+/// Ignition config JSON, spec [`IGNITION_VERSION`].
 pub fn ignition(c: &Config) -> Value {
     let mut files = Vec::new();
     let mut add = |path: &str, mode: u32, content: &[u8]| {
@@ -202,7 +211,7 @@ pub fn ignition(c: &Config) -> Value {
         user["sshAuthorizedKeys"] = json!(c.keys);
     }
     json!({
-        "ignition": {"version": "3.4.0"},
+        "ignition": {"version": IGNITION_VERSION},
         "passwd": {"users": [user]},
         "storage": {"files": files}
     })

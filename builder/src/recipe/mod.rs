@@ -267,7 +267,7 @@ pub enum Output {
     /// units for the OEM network.
     #[serde(rename = "cloud-config")]
     CloudConfig,
-    /// `NAME.ign`: Ignition spec 3.4 JSON with the same content.
+    /// `NAME.ign`: Ignition config (spec 3.0.0) JSON with the same content.
     Ignition,
     /// `NAME.vmdk`: streamOptimized VMDK (VMware ESXi, OVA), compressed.
     Vmdk,

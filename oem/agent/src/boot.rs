@@ -631,6 +631,8 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) ->
     // Cloud configuration (network; hostname and keys into the root).
     crate::cloud::run(Path::new(SYSROOT), oem);
     crate::cloud::apply_identity(Path::new(SYSROOT), oem);
+    // No renewal after the switch: say when DHCP addresses expire.
+    crate::net::lease::handover();
     move_oem_into_root();
     log!("switching root to {SYSROOT}, exec {init}");
     for m in ["/dev", "/proc", "/sys", "/run"] {
@@ -799,9 +801,11 @@ fn reap_until(main: Option<u32>) -> Ended {
 }
 
 fn appliance(cmd: &Cmdline, oem: &mut crate::oem::Effective) -> ! {
-    // Cloud configuration (network, hostname, keys) before the appliance.
+    // Cloud configuration (network, hostname, keys) before the appliance,
+    // then the DHCP leases are kept (renewed) while it runs.
     crate::cloud::run(Path::new("/"), oem);
     crate::cloud::apply_identity(Path::new("/"), oem);
+    crate::net::lease::start();
     let (argv, from) = appliance_argv(cmd);
     log!("no root= on the cmdline: running the appliance from the initramfs ({from}): {argv:?}");
     let spec = crate::runspec::RunSpec::load().unwrap_or_else(|e| emergency(fail("reading /etc/agent/user", e)));

@@ -57,7 +57,8 @@
 //!    modules, before the appliance command runs or before the root switch
 //!    (then hostname and SSH keys go under `/sysroot`): network from the
 //!    OpenStack config drive, the metadata service, the recipe's static
-//!    network or DHCP; hostname; SSH keys; `user_data`.
+//!    network or DHCP; hostname; SSH keys; `user_data`. In appliance mode
+//!    the DHCP leases are then kept by a thread each ([`net::lease`]).
 //!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls

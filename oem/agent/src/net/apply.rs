@@ -6,6 +6,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use super::lease::{self, Clock};
 use super::netlink::Rtnl;
 use super::{dhcp, mac_text, parse_mac, v4_prefix, NetConfig, NetKind};
 use crate::log;
@@ -78,18 +79,35 @@ pub fn loopback_up(nl: &mut Rtnl) {
     }
 }
 
-/// DHCP on one interface: up, lease, address, default route. Returns the
-/// summary line and the DNS servers. `default_route`: whether the machine
-/// has a default route already (then the lease's router does not replace
-/// it: with DHCP on several NICs the first one's stays); set when this lease
-/// adds one.
+/// DHCP on one interface: up, lease, address (with the lease as its
+/// lifetime), default route; the lease is recorded for renewal
+/// ([`lease::held`]). Returns the summary line and the DNS servers.
+/// `default_route`: whether the machine has a default route already (then
+/// the lease's router does not replace it: with DHCP on several NICs the
+/// first one's stays); set when this lease adds one.
 pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
     let mac = i.mac.ok_or_else(|| format!("{} has no MAC address", i.name))?;
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let t = Instant::now();
-    let lease = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
+    let start = lease::BootClock.now();
+    let reply = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
+    let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs(t.lease)).unwrap_or(u32::MAX);
+    let had_default = *default_route;
+    let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs, default_route)?;
+    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
+    let dns = reply.dns.iter().copied().map(IpAddr::V4).collect();
+    let owns_default_route = !had_default && *default_route;
+    lease::held(lease::Held { iface: i.clone(), reply, start, prefix, owns_default_route });
+    Ok((line, dns))
+}
+
+/// Put a lease on the interface: the address valid for `secs` (`u32::MAX`:
+/// forever), the lease's MTU unless `mtu` is set, the default route via the
+/// first router unless `default_route` says there is one (set when this
+/// adds it). Returns the summary line and the prefix length.
+pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Option<u32>, secs: u32, default_route: &mut bool) -> Result<(String, u8), String> {
     let prefix = lease.mask.and_then(v4_prefix).unwrap_or(24);
-    nl.add_address(i.index, IpAddr::V4(lease.yiaddr), prefix)
+    nl.add_address_for(i.index, IpAddr::V4(lease.yiaddr), prefix, secs)
         .map_err(|e| format!("adding {}/{prefix} to {}: {e}", lease.yiaddr, i.name))?;
     if mtu.is_none() {
         if let Some(m) = lease.mtu.filter(|&m| m >= 576) {
@@ -97,6 +115,9 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut b
         }
     }
     let mut line = format!("{} {}/{prefix} by DHCP from {}", i.name, lease.yiaddr, lease.server.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    if secs != u32::MAX {
+        line.push_str(&format!(" for {secs} s"));
+    }
     if let Some(gw) = lease.routers.first().filter(|_| *default_route) {
         line.push_str(&format!(", router {gw} not used (default route already set)"));
     } else if let Some(gw) = lease.routers.first() {
@@ -108,8 +129,7 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut b
         line.push_str(&format!(", default via {gw}"));
         *default_route = true;
     }
-    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
-    Ok((line, lease.dns.into_iter().map(IpAddr::V4).collect()))
+    Ok((line, prefix))
 }
 
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {

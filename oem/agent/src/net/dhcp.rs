@@ -1,9 +1,8 @@
 //! A small DHCPv4 client (RFC 2131): DISCOVER → OFFER → REQUEST → ACK, over
 //! a UDP socket on port 68 bound to the interface (`SO_BINDTODEVICE`) that
 //! broadcasts, with the BROADCAST flag set so that the server's replies reach
-//! an interface that has no address yet. No lease renewal: the appliance
-//! keeps the address (the servers the agent meets, Neutron and qemu, hand
-//! out fixed addresses).
+//! an interface that has no address yet. Renewal (T1 unicast, T2 broadcast,
+//! expiry) is [`super::lease`]; its REQUESTs are [`build_bound_request`].
 //!
 //! [`build`] and [`parse`] are pure and unit-tested; [`run`] does the I/O.
 
@@ -29,16 +28,32 @@ const OPT_LEASE: u8 = 51;
 const OPT_MSG_TYPE: u8 = 53;
 const OPT_SERVER_ID: u8 = 54;
 const OPT_PARAMS: u8 = 55;
+const OPT_T1: u8 = 58;
+const OPT_T2: u8 = 59;
 const OPT_END: u8 = 255;
 
 /// A client message: DISCOVER, or REQUEST for `requested` from `server`.
 pub fn build(msg_type: u8, xid: u32, mac: &[u8; 6], requested: Option<Ipv4Addr>, server: Option<Ipv4Addr>) -> Vec<u8> {
+    build_with(msg_type, xid, mac, None, requested, server)
+}
+
+/// A REQUEST from a client that holds `ciaddr` (RENEWING, REBINDING; RFC 2131
+/// table 5): `ciaddr` filled in, no requested-address or server-id option,
+/// no BROADCAST flag (the client can receive unicast).
+pub fn build_bound_request(xid: u32, mac: &[u8; 6], ciaddr: Ipv4Addr) -> Vec<u8> {
+    build_with(REQUEST, xid, mac, Some(ciaddr), None, None)
+}
+
+fn build_with(msg_type: u8, xid: u32, mac: &[u8; 6], ciaddr: Option<Ipv4Addr>, requested: Option<Ipv4Addr>, server: Option<Ipv4Addr>) -> Vec<u8> {
     let mut p = vec![0u8; 236];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // Ethernet
     p[2] = 6;
     p[4..8].copy_from_slice(&xid.to_be_bytes());
-    p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()); // BROADCAST
+    match ciaddr {
+        Some(a) => p[12..16].copy_from_slice(&a.octets()),
+        None => p[10..12].copy_from_slice(&0x8000u16.to_be_bytes()), // BROADCAST
+    }
     p[28..34].copy_from_slice(mac);
     p.extend_from_slice(&MAGIC);
     p.extend_from_slice(&[OPT_MSG_TYPE, 1, msg_type]);
@@ -69,6 +84,10 @@ pub struct Reply {
     pub routers: Vec<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: Option<u32>,
+    /// Options 58 and 59: when to renew (T1) and rebind (T2), in seconds
+    /// from the start of the lease.
+    pub renew_secs: Option<u32>,
+    pub rebind_secs: Option<u32>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
 }
@@ -91,6 +110,8 @@ pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
         routers: Vec::new(),
         dns: Vec::new(),
         lease_secs: None,
+        renew_secs: None,
+        rebind_secs: None,
         hostname: None,
         mtu: None,
     };
@@ -113,6 +134,8 @@ pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
             OPT_ROUTER => r.routers = addrs(v),
             OPT_DNS => r.dns = addrs(v),
             OPT_LEASE if len == 4 => r.lease_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
+            OPT_T1 if len == 4 => r.renew_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
+            OPT_T2 if len == 4 => r.rebind_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
             OPT_HOSTNAME => r.hostname = Some(String::from_utf8_lossy(v).into_owned()),
             OPT_MTU if len == 2 => r.mtu = Some(u16::from_be_bytes(v.try_into().ok()?)),
             _ => {}
@@ -129,18 +152,34 @@ pub fn xid_for(mac: &[u8; 6]) -> u32 {
     nanos ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]).rotate_left(7)
 }
 
-fn socket_on(ifname: &str) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
-    s.set_broadcast(true)?;
+/// A UDP socket on port 68 of `ifname` only: `SO_BINDTODEVICE` (and
+/// `SO_REUSEADDR`) before `bind`, so that clients on different interfaces
+/// can each have one.
+pub fn socket_on(ifname: &str) -> io::Result<UdpSocket> {
+    // SAFETY: socket(2) has no memory arguments; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
     let name = ifname.as_bytes();
-    // SAFETY: setsockopt with a pointer/length pair into `name`, which
-    // outlives the call.
+    // SAFETY: setsockopt with pointer/length pairs into `one` and `name`,
+    // which outlive the calls.
     let rc = unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t)
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            | libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t)
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    let sa = libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 68u16.to_be(), sin_addr: libc::in_addr { s_addr: 0 }, sin_zero: [0; 8] };
+    // SAFETY: bind with a pointer to a sockaddr_in and its size.
+    if unsafe { libc::bind(s.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    s.set_broadcast(true)?;
     Ok(s)
 }
 
@@ -235,6 +274,28 @@ mod tests {
         assert_eq!(&d[236..243], &[99, 130, 83, 99, 53, 1, 1]);
         let r = build(REQUEST, 7, &MAC, Some(Ipv4Addr::new(10, 0, 2, 15)), Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(&r[240..253], &[53, 1, 3, 50, 4, 10, 0, 2, 15, 54, 4, 10, 0]);
+        assert_eq!(&r[12..16], &[0; 4], "no ciaddr before the lease");
+    }
+
+    #[test]
+    fn renewal_request_layout() {
+        let r = build_bound_request(9, &MAC, Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(r[0], 1);
+        assert_eq!(&r[10..12], &[0, 0], "no BROADCAST flag");
+        assert_eq!(&r[12..16], &[10, 0, 2, 15], "ciaddr");
+        assert_eq!(&r[16..20], &[0; 4], "yiaddr");
+        // Message type REQUEST, then straight to the parameter list: no
+        // requested address (50), no server id (54).
+        assert_eq!(&r[240..245], &[53, 1, 3, 55, 5]);
+    }
+
+    #[test]
+    fn parses_t1_t2() {
+        let mut p = reply(ACK, 42);
+        let end = p.iter().rposition(|&b| b == 255).unwrap();
+        p.splice(end..end, [58, 4, 0, 0, 0, 30, 59, 4, 0, 0, 0, 50]);
+        let r = parse(&p, 42, &MAC).unwrap();
+        assert_eq!((r.renew_secs, r.rebind_secs), (Some(30), Some(50)));
     }
 
     #[test]
@@ -247,6 +308,7 @@ mod tests {
         assert_eq!(r.routers, [Ipv4Addr::new(10, 0, 2, 2)]);
         assert_eq!(r.dns, [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
         assert_eq!(r.lease_secs, Some(86400));
+        assert_eq!((r.renew_secs, r.rebind_secs), (None, None));
         assert_eq!(r.mtu, Some(1500));
         assert_eq!(r.hostname.as_deref(), Some("vm1"));
     }

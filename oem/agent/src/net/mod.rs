@@ -5,11 +5,13 @@
 //! tested): every link type, address and prefix is checked *before* anything
 //! is applied, so bad metadata is refused as a whole with the reason and the
 //! caller moves on to its next source. [`apply`] then does it over rtnetlink
-//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks.
+//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks and [`lease`] to
+//! keep their leases.
 
 pub mod apply;
 pub mod dhcp;
 pub mod every;
+pub mod lease;
 pub mod netlink;
 
 pub use apply::{apply, dhcp_first_link, Applied};

@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -80,8 +80,31 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Add (or replace) `addr/prefix` on the link.
+    /// Add (or replace) `addr/prefix` on the link, for good.
     pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+        self.add_address_for(index, addr, prefix, u32::MAX)
+    }
+
+    /// Add (or replace, which refreshes the lifetime) `addr/prefix` on the
+    /// link, valid and preferred for `secs` seconds (`u32::MAX`: forever):
+    /// the kernel removes it when that runs out.
+    pub fn add_address_for(&mut self, index: u32, addr: IpAddr, prefix: u8, secs: u32) -> io::Result<()> {
+        let mut m = Self::address(index, addr, prefix);
+        if secs != u32::MAX {
+            let mut ci = CacheInfo::default();
+            ci.ifa_preferred = secs;
+            ci.ifa_valid = secs;
+            m.attributes.push(AddressAttribute::CacheInfo(ci));
+        }
+        self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE)
+    }
+
+    /// Remove `addr/prefix` from the link (with the routes that need it).
+    pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::DelAddress(Self::address(index, addr, prefix)), 0)
+    }
+
+    fn address(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
         let mut m = AddressMessage::default();
         m.header.family = family(&addr);
         m.header.prefix_len = prefix;
@@ -94,7 +117,7 @@ impl Rtnl {
                 m.attributes.push(AddressAttribute::Broadcast((u32::from(a) | host_bits).into()));
             }
         }
-        self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_REPLACE)
+        m
     }
 
     /// Add (or replace) the route `dest/prefix` via `gateway` (or on-link
