@@ -773,18 +773,44 @@ fn metadata_service_without_config_drive() {
     eprintln!("metadata service: network configured {:?} s after kernel start", network_time(&serial));
 }
 
-#[test]
-fn bad_network_data_falls_back_to_dhcp() {
+/// Boot with a config drive whose network_data.json is bad: the agent must
+/// say why (`log`), fall back to DHCP, and stay reachable with the
+/// metadata's hostname.
+fn falls_back_to_dhcp(host: &str, network_data: &str, log: &str) {
     appliance();
     let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let t = tempfile::tempdir().unwrap();
-    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-bad-net")), ("network_data.json", "{\"links\": [ this is not json")]);
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data(host)), ("network_data.json", network_data)]);
     let port = free_port();
     let mut vm = boot(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:80"), Some(&drive));
     let page = vm.http(port, "/", Duration::from_secs(180));
     let serial = vm.serial();
-    assert!(page.as_deref().unwrap_or("").contains("host vpc-bad-net"), "page {page:?}; serial:\n{serial}");
-    assert!(serial.contains("bad network_data, ignored: not valid network_data JSON"), "{serial}");
+    assert!(page.as_deref().unwrap_or("").contains(&format!("host {host}")), "page {page:?}; serial:\n{serial}");
+    let said = serial.lines().find(|l| l.contains("bad network_data, ignored:"));
+    assert!(said.is_some_and(|l| l.contains(log)), "expected {log:?} in the agent's complaint:\n{serial}");
     assert!(serial.contains("network configured from DHCP"), "{serial}");
-    eprintln!("bad metadata: network configured {:?} s after kernel start", network_time(&serial));
+    eprintln!("{host}: network configured {:?} s after kernel start", network_time(&serial));
+}
+
+#[test]
+fn bad_network_data_falls_back_to_dhcp() {
+    falls_back_to_dhcp("vpc-bad-net", "{\"links\": [ this is not json", "not valid network_data JSON");
+}
+
+#[test]
+fn unknown_link_type_falls_back_to_dhcp() {
+    let nd = format!(
+        r#"{{"links": [{{"id": "l0", "type": "quantum-tunnel", "ethernet_mac_address": "{MAC}"}}],
+            "networks": [{{"id": "n0", "type": "ipv4", "link": "l0", "ip_address": "10.0.2.77/24"}}], "services": []}}"#
+    );
+    falls_back_to_dhcp("vpc-bad-link", &nd, "links[0] (l0): link type \"quantum-tunnel\" is not supported");
+}
+
+#[test]
+fn address_without_prefix_or_netmask_falls_back_to_dhcp() {
+    let nd = format!(
+        r#"{{"links": [{{"id": "l0", "type": "phy", "ethernet_mac_address": "{MAC}"}}],
+            "networks": [{{"id": "n0", "type": "ipv4", "link": "l0", "ip_address": "10.0.2.77"}}], "services": []}}"#
+    );
+    falls_back_to_dhcp("vpc-bad-addr", &nd, "has neither a /prefix nor a netmask");
 }
