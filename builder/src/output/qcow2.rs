@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::tree::content::find_data_ranges;
 
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -59,44 +58,238 @@ fn write_refcounts(out: &File, refs: &[u32], rt_off: u64, rt_clusters: u64, rb_o
     Ok(())
 }
 
-/// Clusters of `raw` (by index) that hold any non-zero byte, ascending.
-pub fn data_clusters(raw: &File, len: u64, cluster: u64) -> std::io::Result<Vec<u64>> {
-    let ranges = match find_data_ranges(raw, len)? {
-        Some(r) => r.to_vec(),
-        None if len == 0 => Vec::new(),
-        None => vec![0..len],
-    };
-    let mut out: Vec<u64> = Vec::new();
-    let mut buf = vec![0u8; cluster as usize];
-    for r in ranges {
-        let mut c = r.start / cluster;
-        while c * cluster < r.end {
-            if out.last() != Some(&c) {
-                let start = c * cluster;
-                let n = cluster.min(len - start) as usize;
-                raw.read_exact_at(&mut buf[..n], start)?;
-                if buf[..n].iter().any(|b| *b != 0) {
-                    out.push(c);
-                }
-            }
-            c += 1;
-        }
-    }
-    Ok(out)
+/// Clusters read (and written) per call by the plain writer: 4 MiB, large
+/// enough that the syscalls cost nothing next to the copying.
+const CHUNK_CLUSTERS: u64 = 64;
+
+/// How the plain writer moves a run of non-zero clusters into the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Compact the chunk's non-zero clusters in the read buffer and write
+    /// them with one positional write.
+    Write,
+    /// As `Write`, with the writes on a second thread (reads and writes overlap).
+    Pipelined { start_writeback: bool },
+    /// As `Pipelined`, the data written with O_DIRECT (no page cache, no
+    /// writeback left for the final fsync).
+    Direct,
+    DirectNoThread,
+    /// `copy_file_range` each run of non-zero clusters (the read is still
+    /// needed to find the all-zero clusters).
+    CopyFileRange,
 }
 
 /// Write `raw` (of `len` bytes) as qcow2 into `out`.
 pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
-    let data = data_clusters(raw, len, CLUSTER)?;
+    let mode = match std::env::var("BUILD_IMAGE_QCOW2_COPY").as_deref() {
+        Ok("cfr") => CopyMode::CopyFileRange,
+        Ok("pipe") => CopyMode::Pipelined { start_writeback: false },
+        Ok("pipe-sfr") => CopyMode::Pipelined { start_writeback: true },
+        Ok("direct") => CopyMode::Direct,
+        Ok("direct1") => CopyMode::DirectNoThread,
+        _ => CopyMode::Write,
+    };
+    write_with(raw, len, out, mode)
+}
+
+/// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
+fn set_direct(out: &File, on: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an open fd.
+    unsafe {
+        let fl = libc::fcntl(out.as_raw_fd(), libc::F_GETFL);
+        if fl < 0 {
+            return false;
+        }
+        let fl = if on { fl | libc::O_DIRECT } else { fl & !libc::O_DIRECT };
+        libc::fcntl(out.as_raw_fd(), libc::F_SETFL, fl) == 0
+    }
+}
+
+/// A zeroed buffer of `n` bytes whose data starts on a 4 KiB boundary
+/// (as O_DIRECT wants): the Vec and the offset of the aligned part.
+fn aligned(n: usize) -> (Vec<u8>, usize) {
+    let v = vec![0u8; n + 4096];
+    let off = (4096 - v.as_ptr() as usize % 4096) % 4096;
+    (v, off)
+}
+
+fn start_writeback(out: &File, at: u64, n: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open fd; failure only loses the hint.
+    unsafe { libc::sync_file_range(out.as_raw_fd(), at as i64, n as i64, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Write `raw` (of `len` bytes) as qcow2 into `out`, in one pass over the
+/// data: each cluster is read once; all-zero clusters are left out; the
+/// others are stored in ascending order from the first cluster after L1.
+///
+/// Layout: `[header][L1][data clusters][L2 tables][refcount table][refcount
+/// blocks]`, the same order as the compressed path: the tables go after the
+/// data, whose count is only known at the end. What is stored depends only
+/// on the content (not on where the raw file happens to have holes).
+pub fn write_with(raw: &File, len: u64, out: &File, mode: CopyMode) -> std::io::Result<()> {
+    use std::collections::BTreeMap;
+
     let l1_size = len.div_ceil(CLUSTER * L2_ENTRIES);
     let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
-    let mut l2_indices: Vec<u64> = data.iter().map(|c| c / L2_ENTRIES).collect();
-    l2_indices.dedup();
-    let l2_count = l2_indices.len() as u64;
-    // Refcount structures cover every cluster of the file, themselves included.
+    let data_start = CLUSTER + l1_clusters * CLUSTER;
+    out.set_len(0)?;
+
+    let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut next = data_start;
+    let chunk = (CHUNK_CLUSTERS * CLUSTER) as usize;
+    let c = CLUSTER as usize;
+    let ranges = super::grains::candidate_grains(raw, len, CLUSTER)?;
+    let sfr = matches!(mode, CopyMode::Pipelined { start_writeback: true });
+    std::thread::scope(|s| -> std::io::Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded::<((Vec<u8>, usize), usize, u64)>(2);
+        let (back_tx, back_rx) = crossbeam_channel::bounded::<(Vec<u8>, usize)>(4);
+        let direct = matches!(mode, CopyMode::Direct | CopyMode::DirectNoThread) && set_direct(out, true);
+        let writer = matches!(mode, CopyMode::Pipelined { .. } | CopyMode::Direct).then(|| {
+            for _ in 0..3 {
+                back_tx.send(aligned(chunk)).expect("fresh channel");
+            }
+            let back_tx = back_tx.clone();
+            s.spawn(move || -> std::io::Result<()> {
+                for ((buf, o), n, at) in rx {
+                    out.write_all_at(&buf[o..o + n], at)?;
+                    if sfr {
+                        start_writeback(out, at, n);
+                    }
+                    let _ = back_tx.send((buf, o));
+                }
+                Ok(())
+            })
+        });
+        drop(back_tx);
+        let mut own = aligned(chunk);
+        let mut result = Ok(());
+        'outer: for range in ranges {
+            let mut c0 = range.start;
+            while c0 < range.end {
+                let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
+                let start = c0 * CLUSTER;
+                let n = ((c1 * CLUSTER).min(len) - start) as usize;
+                let whole = ((c1 - c0) * CLUSTER) as usize;
+                let (mut vec, o) = if writer.is_some() {
+                    match back_rx.recv() {
+                        Ok(b) => b,
+                        Err(_) => break 'outer, // the writer failed: its error comes from join
+                    }
+                } else {
+                    std::mem::take(&mut own)
+                };
+                let buf = &mut vec[o..o + chunk];
+                if let Err(e) = raw.read_exact_at(&mut buf[..n], start) {
+                    result = Err(e);
+                    break 'outer;
+                }
+                buf[n..whole].fill(0);
+                let mut kept = 0usize;
+                let mut run: Option<(u64, u64)> = None; // (first cluster, count)
+                for i in 0..(c1 - c0) as usize {
+                    if super::grains::is_zero(&buf[i * c..(i + 1) * c]) {
+                        if let Some((first, count)) = run.take() {
+                            copy_run(raw, len, out, buf, c0, first, count, next - count * CLUSTER)?;
+                        }
+                        continue;
+                    }
+                    let idx = c0 + i as u64;
+                    let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
+                    t[(idx % L2_ENTRIES) as usize] = next | COPIED;
+                    if mode == CopyMode::CopyFileRange {
+                        run = Some(match run {
+                            Some((first, count)) => (first, count + 1),
+                            None => (idx, 1),
+                        });
+                    } else {
+                        if kept != i {
+                            buf.copy_within(i * c..(i + 1) * c, kept * c);
+                        }
+                        kept += 1;
+                    }
+                    next += CLUSTER;
+                }
+                match mode {
+                    CopyMode::Write | CopyMode::DirectNoThread => out.write_all_at(&buf[..kept * c], next - (kept * c) as u64)?,
+                    CopyMode::CopyFileRange => {
+                        if let Some((first, count)) = run.take() {
+                            copy_run(raw, len, out, buf, c0, first, count, next - count * CLUSTER)?;
+                        }
+                    }
+                    CopyMode::Pipelined { .. } | CopyMode::Direct => {
+                        if tx.send(((vec, o), kept * c, next - (kept * c) as u64)).is_err() {
+                            break 'outer;
+                        }
+                        c0 = c1;
+                        continue;
+                    }
+                }
+                own = (vec, o);
+                c0 = c1;
+            }
+        }
+        drop(tx);
+        let joined = writer.map(|w| w.join().expect("qcow2 writer thread panicked"));
+        if direct {
+            set_direct(out, false);
+        }
+        joined.unwrap_or(Ok(()))?;
+        result
+    })?;
+    let data_end = next;
+    let refs = vec![1u32; (data_end / CLUSTER) as usize];
+    write_tables(out, len, l1_size, l1_clusters, &l2, data_end, refs)
+}
+
+/// Copy `count` clusters from cluster `first` of `raw` to `at` in `out`
+/// with `copy_file_range`; the image's partial last cluster comes from
+/// `buf` (the chunk read from cluster `c0`), zero-padded.
+#[allow(clippy::too_many_arguments)]
+fn copy_run(raw: &File, len: u64, out: &File, buf: &[u8], c0: u64, first: u64, count: u64, at: u64) -> std::io::Result<()> {
+    let from = first * CLUSTER;
+    let end = (first + count) * CLUSTER;
+    if end <= len && crate::tree::content::copy_range(raw, from, out, at, end - from)? {
+        return Ok(());
+    }
+    let i = ((first - c0) * CLUSTER) as usize;
+    out.write_all_at(&buf[i..i + (count * CLUSTER) as usize], at)
+}
+
+/// Everything after the data, which ends (cluster-aligned) at `data_end`:
+/// the L2 tables, the refcount table and blocks (covering every cluster,
+/// themselves included; `refs` holds the counts of the clusters before
+/// `data_end`), then L1 and, last, the header.
+fn write_tables(
+    out: &File,
+    len: u64,
+    l1_size: u64,
+    l1_clusters: u64,
+    l2: &std::collections::BTreeMap<u64, Vec<u64>>,
+    data_end: u64,
+    mut refs: Vec<u32>,
+) -> std::io::Result<()> {
+    let l1_off = CLUSTER;
+    let l2_off = data_end;
+    let l2_count = l2.len() as u64;
+    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
+    let mut tables = vec![0u8; (l2_count * CLUSTER) as usize];
+    for (t, (idx, entries)) in l2.iter().enumerate() {
+        let at = l2_off + t as u64 * CLUSTER;
+        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&(at | COPIED).to_be_bytes());
+        let table = &mut tables[t * CLUSTER as usize..(t + 1) * CLUSTER as usize];
+        for (i, e) in entries.iter().enumerate() {
+            table[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        }
+    }
+    out.write_all_at(&tables, l2_off)?;
+    out.write_all_at(&l1, l1_off)?;
+
+    let data_end_cluster = data_end / CLUSTER;
     let (mut rt_clusters, mut rb_count) = (1u64, 1u64);
     let total = loop {
-        let total = 1 + l1_clusters + rt_clusters + rb_count + l2_count + data.len() as u64;
+        let total = data_end_cluster + l2_count + rt_clusters + rb_count;
         let need_rb = total.div_ceil(REFS_PER_BLOCK);
         let need_rt = (need_rb * 8).div_ceil(CLUSTER);
         if need_rb == rb_count && need_rt == rt_clusters {
@@ -105,50 +298,14 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
         rb_count = need_rb;
         rt_clusters = need_rt;
     };
-    let l1_off = CLUSTER;
-    let rt_off = l1_off + l1_clusters * CLUSTER;
+    refs.resize(data_end_cluster as usize, 0);
+    refs.resize(total as usize, 1);
+    let rt_off = l2_off + l2_count * CLUSTER;
     let rb_off = rt_off + rt_clusters * CLUSTER;
-    let l2_off = rb_off + rb_count * CLUSTER;
-    let data_off = l2_off + l2_count * CLUSTER;
+    write_refcounts(out, &refs, rt_off, rt_clusters, rb_off, rb_count)?;
     out.set_len(total * CLUSTER)?;
 
-    // Header.
-    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
-
-    // L1 table.
-    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
-    for (i, idx) in l2_indices.iter().enumerate() {
-        let e = (l2_off + i as u64 * CLUSTER) | COPIED;
-        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&e.to_be_bytes());
-    }
-    out.write_all_at(&l1, l1_off)?;
-
-    // Refcount table and blocks: clusters 0..total all have refcount 1.
-    write_refcounts(out, &vec![1; total as usize], rt_off, rt_clusters, rb_off, rb_count)?;
-
-    // L2 tables and data clusters.
-    let mut l2 = vec![0u8; CLUSTER as usize];
-    let mut buf = vec![0u8; CLUSTER as usize];
-    let mut next_data = data_off;
-    let mut i = 0;
-    for (t, idx) in l2_indices.iter().enumerate() {
-        l2.fill(0);
-        while i < data.len() && data[i] / L2_ENTRIES == *idx {
-            let c = data[i];
-            let e = next_data | COPIED;
-            let slot = (c % L2_ENTRIES) as usize * 8;
-            l2[slot..slot + 8].copy_from_slice(&e.to_be_bytes());
-            let start = c * CLUSTER;
-            let n = CLUSTER.min(len - start) as usize;
-            raw.read_exact_at(&mut buf[..n], start)?;
-            buf[n..].fill(0);
-            out.write_all_at(&buf, next_data)?;
-            next_data += CLUSTER;
-            i += 1;
-        }
-        out.write_all_at(&l2, l2_off + t as u64 * CLUSTER)?;
-    }
-    Ok(())
+    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)
 }
 
 /// qcow2 compressed clusters: bit 62 of the L2 entry.
@@ -245,40 +402,5 @@ pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: u
         return Err(std::io::Error::other(format!("qcow2: refcount of host cluster {bad} overflows 16 bits")));
     }
 
-    // L2 tables.
-    let l2_off = data_end;
-    let l2_count = l2.len() as u64;
-    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
-    let mut table = vec![0u8; CLUSTER as usize];
-    for (t, (idx, entries)) in l2.iter().enumerate() {
-        let at = l2_off + t as u64 * CLUSTER;
-        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&(at | COPIED).to_be_bytes());
-        for (i, e) in entries.iter().enumerate() {
-            table[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
-        }
-        out.write_all_at(&table, at)?;
-    }
-    out.write_all_at(&l1, l1_off)?;
-
-    // Refcount table and blocks, covering everything including themselves.
-    let (mut rt_clusters, mut rb_count) = (1u64, 1u64);
-    let total = loop {
-        let total = data_end_cluster + l2_count + rt_clusters + rb_count;
-        let need_rb = total.div_ceil(REFS_PER_BLOCK);
-        let need_rt = (need_rb * 8).div_ceil(CLUSTER);
-        if need_rb == rb_count && need_rt == rt_clusters {
-            break total;
-        }
-        rb_count = need_rb;
-        rt_clusters = need_rt;
-    };
-    refs.resize(total as usize, 1);
-    let rt_off = l2_off + l2_count * CLUSTER;
-    let rb_off = rt_off + rt_clusters * CLUSTER;
-    write_refcounts(out, &refs, rt_off, rt_clusters, rb_off, rb_count)?;
-    out.set_len(total * CLUSTER)?;
-
-    // Header last.
-    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
-    Ok(())
+    write_tables(out, len, l1_size, l1_clusters, &l2, data_end, refs)
 }
