@@ -183,7 +183,7 @@ impl ContentReader {
 
 /// `copy_file_range` the whole range; Ok(false) when the kernel refuses it
 /// for these files (so the caller falls back to plain reads and writes).
-pub(crate) fn copy_range(src: &File, mut src_off: u64, dst: &File, mut dst_off: u64, mut len: u64) -> io::Result<bool> {
+fn copy_range(src: &File, mut src_off: u64, dst: &File, mut dst_off: u64, mut len: u64) -> io::Result<bool> {
     let mut first = true;
     while len > 0 {
         let mut so = src_off as libc::loff_t;
