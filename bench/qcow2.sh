@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Conversion benchmark, side by side with qemu-img on the same input in the
 # same run: raw → qcow2, raw → compressed qcow2 (-c), raw → VMDK
-# streamOptimized. The input is a 2 GiB sparse raw image holding ~300 MB of
+# streamOptimized, raw → fixed VHD. The input is a 2 GiB sparse raw image holding ~300 MB of
 # data: a tar of a Debian minbase tree (compressible, like a real root) and
 # 64 MiB of random bytes (incompressible), at scattered offsets.
 #
@@ -43,7 +43,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print a[int((NR+
 declare -A T
 add() { T[$1]+="$2 "; }
 for r in $(seq "$runs"); do
-    rm -f "$work"/*.qcow2 "$work"/*.vmdk
+    rm -f "$work"/*.qcow2 "$work"/*.vmdk "$work"/*.vhd
     add qcow2.peer "$(t qemu-img convert -O qcow2 "$raw" "$work/peer.qcow2")"
     add qcow2.sync "$(t sync "$work/peer.qcow2")"
     add qcow2.ours "$(t "$bi" -q convert "$raw" --to qcow2 -o "$work/ours.qcow2")"
@@ -54,6 +54,9 @@ for r in $(seq "$runs"); do
     add vmdk.peer "$(t qemu-img convert -O vmdk -o subformat=streamOptimized "$raw" "$work/peer.vmdk")"
     add vmdk.sync "$(t sync "$work/peer.vmdk")"
     add vmdk.ours "$(t "$bi" -q convert "$raw" --to vmdk -o "$work/ours.vmdk")"
+    add vhd.peer "$(t qemu-img convert -O vpc -o subformat=fixed "$raw" "$work/peer.vhd")"
+    add vhd.sync "$(t sync "$work/peer.vhd")"
+    add vhd.ours "$(t "$bi" -q convert "$raw" --to vhd -o "$work/ours.vhd")"
     # Same bytes every round.
     for f in ours ours-c ours-c1; do
         sum=$(sha256sum < "$work/$f.qcow2")
@@ -77,4 +80,5 @@ row "qcow2 compressed" c "$work/peer-c.qcow2" "$work/ours-c.qcow2" qcow2
 row "qcow2 compressed, 1 thread" c1 "$work/peer-c.qcow2" "$work/ours-c1.qcow2" qcow2 c
 cmp -s "$work/ours-c.qcow2" "$work/ours-c1.qcow2" && echo "  (1 and 2 threads give identical files)"
 row "vmdk streamOptimized" vmdk "$work/peer.vmdk" "$work/ours.vmdk" vmdk
-for k in qcow2.peer qcow2.ours c.peer c.ours vmdk.peer vmdk.ours; do echo "  $k: ${T[$k]}"; done
+row "vhd fixed" vhd "$work/peer.vhd" "$work/ours.vhd" vpc
+for k in qcow2.peer qcow2.ours c.peer c.ours vmdk.peer vmdk.ours vhd.peer vhd.ours; do echo "  $k: ${T[$k]}"; done

@@ -1,6 +1,7 @@
 //! `build-image flash`: onto a file full of old data (checked with sgdisk,
-//! fsck.fat and sha256), and onto loop devices: unmounted (written, every
-//! byte), and mounted (refused, naming the mount).
+//! fsck.fat and sha256, then booted under qemu TCG by UEFI), and onto loop
+//! devices: unmounted (written, every byte), and mounted (refused, naming
+//! the mount).
 
 mod common;
 
@@ -57,6 +58,55 @@ fn flash_onto_a_file_full_of_old_data() {
     // The holes became holes again (a regular file stays sparse).
     use std::os::unix::fs::MetadataExt;
     assert!(fs::metadata(&target).unwrap().blocks() * 512 < 256 << 20);
+}
+
+/// The example appliance (recipes/hello.json: kernel, initramfs with the
+/// real guest agent, ESP) flashed onto a 1 GiB file full of 0xA5 boots from
+/// that file by UEFI and reaches its marker. Needs the pinned packages
+/// (`./build.sh fetch`) and the static agent (`./build.sh agent`).
+#[test]
+fn flashed_file_full_of_old_data_boots() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let r = root().join("recipes/hello.json");
+    run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", w.to_str().unwrap()]);
+    let img = w.join("hello.raw");
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(w.join("hello.manifest.json")).unwrap()).unwrap();
+    let marker = m["smoke"]["expect"].as_str().expect("hello.json has a smoke marker").to_string();
+    let target = w.join("disk.img");
+    fill(&target, 1 << 30, 0xA5);
+    let err = run_ok(w, &["flash", img.to_str().unwrap(), target.to_str().unwrap()]);
+    assert!(err.contains("verified"), "{err}");
+    let (ok, o) = tool("sgdisk", &["-v", target.to_str().unwrap()]);
+    assert!(ok && o.contains("No problems found"), "sgdisk -v: {o}");
+    let parts = sfdisk(&target);
+    let esp = w.join("esp.fat");
+    extract(&target, parts[0].2, parts[0].3, &esp);
+    let (ok, o) = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
+    assert!(ok, "fsck.fat -n: {o}");
+    // The old data past the image is still there: the disk is bigger than
+    // the image, as a real one would be.
+    let len = fs::metadata(&img).unwrap().len();
+    assert!(len < 1 << 30);
+    let mut tail = [0u8; 4096];
+    {
+        use std::os::unix::fs::FileExt;
+        fs::File::open(&target).unwrap().read_exact_at(&mut tail, (1 << 30) - 4096).unwrap();
+    }
+    assert!(tail.iter().all(|b| *b == 0xA5), "flash wrote past the image");
+
+    let log = w.join("boot.log");
+    let o = run(
+        w,
+        &[
+            "boot", "-q", target.to_str().unwrap(), "--firmware", "uefi", "--accel", "tcg", "--timeout", "240", "--expect", &marker, "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "the flashed file did not boot to {marker:?}:\n{err}");
+    let serial = fs::read_to_string(&log).unwrap();
+    assert!(serial.contains(&marker), "{serial}");
 }
 
 /// A loop device on a file, detached (and unmounted) on drop.

@@ -24,8 +24,11 @@ const COPIED: u64 = 1 << 63;
 
 /// The qcow2 v3 header cluster: 64 KiB clusters, 16-bit refcounts, no
 /// header extensions (bytes 104..112 stay zero: the end-of-extensions
-/// marker).
+/// marker). The virtual size is `len` rounded up to whole 512-byte sectors,
+/// as qemu reads a raw file of that length (qemu drops a partial last
+/// sector of a qcow2's size).
 fn header(len: u64, l1_size: u64, l1_off: u64, rt_off: u64, rt_clusters: u64) -> Vec<u8> {
+    let len = len.div_ceil(512) * 512;
     let mut h = vec![0u8; CLUSTER as usize];
     h[0..4].copy_from_slice(b"QFI\xfb");
     h[4..8].copy_from_slice(&3u32.to_be_bytes());
@@ -63,61 +66,16 @@ fn write_refcounts(out: &File, refs: &[u32], rt_off: u64, rt_clusters: u64, rb_o
 /// Clusters read (and written) per call by the plain writer: 4 MiB, large
 /// enough that the syscalls cost nothing next to the copying.
 const CHUNK_CLUSTERS: u64 = 64;
-/// Chunk buffers in flight between the reading and the writing thread.
-const BUFFERS: usize = 3;
-
-/// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
-fn set_direct(out: &File, on: bool) -> bool {
-    use std::os::fd::AsRawFd;
-    let fd = out.as_raw_fd();
-    // SAFETY: fcntl on an open fd, with flag arguments only.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return false;
-    }
-    let fl = if on { fl | libc::O_DIRECT } else { fl & !libc::O_DIRECT };
-    // SAFETY: as above.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) == 0 }
-}
-
-/// A zeroed buffer whose data starts on a 4 KiB boundary, as O_DIRECT
-/// wants (a Vec over-allocated by 4 KiB and an offset into it: no unsafe
-/// allocation code).
-struct Aligned {
-    v: Vec<u8>,
-    off: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(len: usize) -> Self {
-        let v = vec![0u8; len + 4096];
-        let off = (4096 - v.as_ptr() as usize % 4096) % 4096;
-        Aligned { v, off, len }
-    }
-    fn get(&self) -> &[u8] {
-        &self.v[self.off..self.off + self.len]
-    }
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.v[self.off..self.off + self.len]
-    }
-}
 
 /// Write `raw` (of `len` bytes) as qcow2 into `out`, in one pass over the
 /// data: each cluster is read once; all-zero clusters are left out; the
 /// others are stored in ascending order from the first cluster after L1.
 ///
-/// One thread reads 4 MiB chunks, finds the non-zero clusters, moves them
+/// This thread reads 4 MiB chunks, finds the non-zero clusters, moves them
 /// to the front of the chunk and fills in the L2 entries; a second thread
 /// writes each compacted chunk with one positional write, with O_DIRECT
-/// where the file system takes it (the data then goes straight to the
-/// disk while the next chunk is read, and the caller's fsync has no page
-/// cache left to write back). Measured on the 2 GiB / 258 MiB bench input
-/// (medians of 11 interleaved runs, same machine): buffered writes on one
-/// thread 1.27× `qemu-img convert`'s time, `copy_file_range` of the
-/// non-zero runs slower still (the read for the zero test is needed
-/// anyway), O_DIRECT on one thread 0.95×, O_DIRECT with the writer thread
-/// 0.70×.
+/// where the file system takes it (see [`super::direct`] for why and what
+/// it measured).
 pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
     use std::collections::BTreeMap;
 
@@ -128,92 +86,42 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
 
     let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut next = data_start;
-    let chunk = (CHUNK_CLUSTERS * CLUSTER) as usize;
     let c = CLUSTER as usize;
     let ranges = super::grains::candidate_grains(raw, len, CLUSTER)?;
-    let direct = set_direct(out, true);
-    let result = std::thread::scope(|s| -> std::io::Result<()> {
-        // Chunks go to the writer as (buffer, bytes, offset) and come back
-        // empty for reuse.
-        let (tx, rx) = crossbeam_channel::bounded::<(Aligned, usize, u64)>(BUFFERS);
-        let (back_tx, back_rx) = crossbeam_channel::bounded::<Aligned>(BUFFERS);
-        for _ in 0..BUFFERS {
-            back_tx.send(Aligned::new(chunk)).expect("a fresh channel has room");
+    super::direct::with_writer(out, (CHUNK_CLUSTERS * CLUSTER) as usize, |pipe| {
+        for range in ranges {
+            let mut c0 = range.start;
+            while c0 < range.end {
+                let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
+                let start = c0 * CLUSTER;
+                let n = ((c1 * CLUSTER).min(len) - start) as usize;
+                let whole = ((c1 - c0) * CLUSTER) as usize;
+                let Some(mut b) = pipe.buffer() else { return Ok(()) };
+                let buf = b.get_mut();
+                raw.read_exact_at(&mut buf[..n], start)?;
+                buf[n..whole].fill(0);
+                let mut kept = 0usize;
+                for i in 0..(c1 - c0) as usize {
+                    if super::grains::is_zero(&buf[i * c..(i + 1) * c]) {
+                        continue;
+                    }
+                    let idx = c0 + i as u64;
+                    let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
+                    t[(idx % L2_ENTRIES) as usize] = (next + (kept * c) as u64) | COPIED;
+                    if kept != i {
+                        buf.copy_within(i * c..(i + 1) * c, kept * c);
+                    }
+                    kept += 1;
+                }
+                if !pipe.write(b, kept * c, next) {
+                    return Ok(());
+                }
+                next += (kept * c) as u64;
+                c0 = c1;
+            }
         }
-        let writer = s.spawn(move || -> std::io::Result<()> {
-            let mut direct = direct;
-            for (buf, n, at) in rx {
-                match out.write_all_at(&buf.get()[..n], at) {
-                    // Some file systems take the flag but not these writes:
-                    // go on buffered.
-                    Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                        direct = false;
-                        set_direct(out, false);
-                        out.write_all_at(&buf.get()[..n], at)?;
-                    }
-                    r => r?,
-                }
-                let _ = back_tx.send(buf);
-            }
-            Ok(())
-        });
-        let read = || -> std::io::Result<()> {
-            // A buffer whose chunk was all zeros, to read the next one into.
-            let mut spare: Option<Aligned> = None;
-            for range in ranges {
-                let mut c0 = range.start;
-                while c0 < range.end {
-                    let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
-                    let start = c0 * CLUSTER;
-                    let n = ((c1 * CLUSTER).min(len) - start) as usize;
-                    let whole = ((c1 - c0) * CLUSTER) as usize;
-                    // No buffer back: the writer stopped on an error, which
-                    // its join reports.
-                    let mut b = match spare.take() {
-                        Some(b) => b,
-                        None => match back_rx.recv() {
-                            Ok(b) => b,
-                            Err(_) => return Ok(()),
-                        },
-                    };
-                    let buf = b.get_mut();
-                    raw.read_exact_at(&mut buf[..n], start)?;
-                    buf[n..whole].fill(0);
-                    let mut kept = 0usize;
-                    for i in 0..(c1 - c0) as usize {
-                        if super::grains::is_zero(&buf[i * c..(i + 1) * c]) {
-                            continue;
-                        }
-                        let idx = c0 + i as u64;
-                        let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
-                        t[(idx % L2_ENTRIES) as usize] = (next + (kept * c) as u64) | COPIED;
-                        if kept != i {
-                            buf.copy_within(i * c..(i + 1) * c, kept * c);
-                        }
-                        kept += 1;
-                    }
-                    if kept > 0 {
-                        if tx.send((b, kept * c, next)).is_err() {
-                            return Ok(());
-                        }
-                        next += (kept * c) as u64;
-                    } else {
-                        spare = Some(b);
-                    }
-                    c0 = c1;
-                }
-            }
-            Ok(())
-        };
-        let read = read();
-        drop(tx);
-        let written = writer.join().expect("qcow2 writer thread panicked");
-        written.and(read)
-    });
-    if direct {
-        set_direct(out, false);
-    }
-    result?;
+        Ok(())
+    })?;
     let refs = vec![1u32; (next / CLUSTER) as usize];
     write_tables(out, len, l1_size, l1_clusters, &l2, next, refs)
 }
