@@ -1,7 +1,7 @@
 //! `build-image flash`: onto a file full of old data (checked with sgdisk,
 //! fsck.fat and sha256, then booted under qemu TCG by UEFI), and onto loop
-//! devices: unmounted (written, every byte), and mounted (refused, naming
-//! the mount).
+//! devices: unmounted (written, every byte, zero chunks by BLKZEROOUT), and
+//! mounted (refused, naming the mount).
 
 mod common;
 
@@ -77,17 +77,22 @@ fn flashed_file_full_of_old_data_boots() {
     fill(&target, 1 << 30, 0xA5);
     let err = run_ok(w, &["flash", img.to_str().unwrap(), target.to_str().unwrap()]);
     assert!(err.contains("verified"), "{err}");
-    let (ok, o) = tool("sgdisk", &["-v", target.to_str().unwrap()]);
+    // The disk is bigger than the image, as a real one would be: the
+    // image's range of it is the image (its backup GPT at the image's end,
+    // where the first-boot grow or a partitioning tool moves it from), and
+    // the old data past it is untouched.
+    let len = fs::metadata(&img).unwrap().len();
+    assert!(len < 1 << 30);
+    let head = w.join("head.img");
+    extract(&target, 0, len, &head);
+    assert_eq!(sha256(&head), sha256(&img), "the image range reads back as the image");
+    let (ok, o) = tool("sgdisk", &["-v", head.to_str().unwrap()]);
     assert!(ok && o.contains("No problems found"), "sgdisk -v: {o}");
-    let parts = sfdisk(&target);
+    let parts = sfdisk(&head);
     let esp = w.join("esp.fat");
     extract(&target, parts[0].2, parts[0].3, &esp);
     let (ok, o) = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
     assert!(ok, "fsck.fat -n: {o}");
-    // The old data past the image is still there: the disk is bigger than
-    // the image, as a real one would be.
-    let len = fs::metadata(&img).unwrap().len();
-    assert!(len < 1 << 30);
     let mut tail = [0u8; 4096];
     {
         use std::os::unix::fs::FileExt;
@@ -147,9 +152,11 @@ fn flash_onto_loop_devices_unmounted_and_mounted() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--yes"), "{err}");
 
-    // With --yes: every byte of the image range is written, zeros included.
+    // With --yes: every byte of the image range is written, zeros included;
+    // the zero chunks by BLKZEROOUT (which a loop device takes).
     let err = run_ok(w, &["-q", "flash", "--yes", img.to_str().unwrap(), &lp.dev]);
     assert!(err.contains("verified"), "{err}");
+    assert!(err.contains("zeroed by the device, BLKZEROOUT"), "{err}");
     let head = w.join("head.img");
     extract(Path::new(&lp.dev), 0, fs::metadata(&img).unwrap().len(), &head);
     assert_eq!(sha256(&head), sha256(&img), "holes were written as zeros over the 0xA5");
