@@ -16,7 +16,11 @@
 //!   leaves a disk that looks bootable but is half written;
 //! - every byte of the image range is written (holes as zeros) so that old
 //!   data on the disk cannot show through, except into a regular file, where
-//!   holes are punched instead (the file reads zeros there and stays sparse);
+//!   holes are punched instead (the file reads zeros there and stays sparse).
+//!   On a block device, zero chunks are zeroed with `BLKZEROOUT`, which the
+//!   kernel guarantees reads back as zeros: the device does it without data
+//!   transfer where it can (write-zeroes offload), else the kernel writes
+//!   zeros itself; when the ioctl is refused, we write zeros;
 //! - after `fsync`, the target's cached pages are dropped and the image range
 //!   is read back and its sha256 compared with the image's.
 
@@ -93,6 +97,8 @@ pub struct TargetInfo {
 #[derive(Debug, Clone)]
 pub struct FlashReport {
     pub bytes: u64,
+    /// Bytes of a block device zeroed with `BLKZEROOUT` rather than written.
+    pub zeroed: u64,
     pub sha256: String,
     pub verified: bool,
     pub seconds: f64,
@@ -369,6 +375,9 @@ pub fn flash(
         chunks.push((0, FIRST.min(len))); // the first MiB last
     }
     let last = chunks.len().saturating_sub(1);
+    // BLKZEROOUT until the device refuses it once.
+    let mut zeroout = true;
+    let mut zeroed = 0u64;
     for (i, (off, n)) in chunks.into_iter().enumerate() {
         if i == last {
             // Everything else is on the disk before the partition table.
@@ -382,7 +391,11 @@ pub fn flash(
         let zero = !data || b.iter().all(|x| *x == 0);
         if zero && !block && punch_hole(&out, off, n).is_ok() {
             // A regular file keeps its holes.
+        } else if zero && block && zeroout && zero_out(&out, off, n).is_ok() {
+            zeroed += n;
         } else {
+            // A device that refused BLKZEROOUT once is not asked again.
+            zeroout &= !(zero && block);
             let w = if zero { &zeros[..n as usize] } else { &b[..] };
             out.write_all_at(w, off).map_err(|source| FlashError::Write { path: target.into(), offset: off, source })?;
         }
@@ -417,7 +430,7 @@ pub fn flash(
     if want != got {
         return Err(FlashError::Verify { target: target.into(), len, got, want });
     }
-    Ok(FlashReport { bytes: len, sha256: want, verified: true, seconds: start.elapsed().as_secs_f64() })
+    Ok(FlashReport { bytes: len, zeroed, sha256: want, verified: true, seconds: start.elapsed().as_secs_f64() })
 }
 
 fn punch_hole(f: &File, off: u64, n: u64) -> std::io::Result<()> {
@@ -430,6 +443,20 @@ fn punch_hole(f: &File, off: u64, n: u64) -> std::io::Result<()> {
             n as libc::off_t,
         )
     };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Zero `n` bytes of a block device from `off` (BLKZEROOUT; both multiples
+/// of 512). The kernel drops its cached pages of the range.
+fn zero_out(f: &File, off: u64, n: u64) -> std::io::Result<()> {
+    const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
+    let range: [u64; 2] = [off, n];
+    // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), BLKZEROOUT as _, range.as_ptr()) };
     if r == 0 {
         Ok(())
     } else {

@@ -229,8 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flash { image, target, yes } => {
             let opts = build_image::flash::FlashOptions { yes, progress: !cli.quiet };
             let r = build_image::flash::flash(&image, &target, &opts, build_image::flash::ask_on_terminal)?;
+            let zeroed = if r.zeroed > 0 { format!(" ({} of them zeroed by the device, BLKZEROOUT)", r.zeroed) } else { String::new() };
             eprintln!(
-                "wrote {} bytes to {} in {:.1} s; verified: read back sha256 {} matches the image",
+                "wrote {} bytes{zeroed} to {} in {:.1} s; verified: read back sha256 {} matches the image",
                 r.bytes,
                 target.display(),
                 r.seconds,

@@ -35,6 +35,19 @@ pub fn candidate_grains(raw: &File, len: u64, grain: u64) -> std::io::Result<Vec
     Ok(out)
 }
 
+/// Whether `b` is all zeros. Ors 256-byte blocks without an early exit
+/// inside a block (the compiler vectorises that), stopping at the first
+/// block that holds data: several times faster than `iter().all(..)`.
+pub fn is_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(256);
+    for blk in &mut blocks {
+        if blk.iter().fold(0u8, |a, x| a | x) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|x| *x == 0)
+}
+
 /// Number of worker threads for compression: at most 2 by default (this is
 /// a build tool sharing the machine), `BUILD_IMAGE_THREADS` overrides.
 pub fn threads() -> usize {
@@ -79,7 +92,7 @@ where
             b[n..].fill(0);
         }
         let n = batch.len();
-        let nonzero: Vec<bool> = (0..n).map(|i| bufs[i * g..(i + 1) * g].iter().any(|b| *b != 0)).collect();
+        let nonzero: Vec<bool> = (0..n).map(|i| !is_zero(&bufs[i * g..(i + 1) * g])).collect();
         let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
         let workers = threads.clamp(1, n);
         if workers == 1 {
@@ -135,6 +148,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_zero_sees_any_byte() {
+        for len in [0usize, 1, 255, 256, 257, 65536, 65536 + 3] {
+            let mut b = vec![0u8; len];
+            assert!(is_zero(&b));
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    b[at] = 0x80;
+                    assert!(!is_zero(&b), "len {len}, byte {at}");
+                    b[at] = 0;
+                }
+            }
+        }
+    }
 
     #[test]
     fn skips_holes_and_zero_grains_in_order() {

@@ -6,14 +6,15 @@
 //! in a whole block layer; neither gives byte-for-byte reproducible output.
 //!
 //! Layout (64 KiB clusters, 16-bit refcounts):
-//! `[header][L1 table][refcount table][refcount blocks][L2 tables][data…]`.
-//! Only clusters that hold non-zero data are stored; every allocated cluster
-//! has refcount 1, so L1/L2 entries carry the COPIED flag.
+//! `[header][L1 table][data…][L2 tables][refcount table][refcount blocks]`.
+//! The tables go after the data, whose size is only known once it has been
+//! read (both writers make one pass over the raw image). Only clusters that
+//! hold non-zero data are stored; plain clusters have refcount 1, so their
+//! L1/L2 entries carry the COPIED flag.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::tree::content::find_data_ranges;
 
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -23,8 +24,11 @@ const COPIED: u64 = 1 << 63;
 
 /// The qcow2 v3 header cluster: 64 KiB clusters, 16-bit refcounts, no
 /// header extensions (bytes 104..112 stay zero: the end-of-extensions
-/// marker).
+/// marker). The virtual size is `len` rounded up to whole 512-byte sectors,
+/// as qemu reads a raw file of that length (qemu drops a partial last
+/// sector of a qcow2's size).
 fn header(len: u64, l1_size: u64, l1_off: u64, rt_off: u64, rt_clusters: u64) -> Vec<u8> {
+    let len = len.div_ceil(512) * 512;
     let mut h = vec![0u8; CLUSTER as usize];
     h[0..4].copy_from_slice(b"QFI\xfb");
     h[4..8].copy_from_slice(&3u32.to_be_bytes());
@@ -59,44 +63,102 @@ fn write_refcounts(out: &File, refs: &[u32], rt_off: u64, rt_clusters: u64, rb_o
     Ok(())
 }
 
-/// Clusters of `raw` (by index) that hold any non-zero byte, ascending.
-pub fn data_clusters(raw: &File, len: u64, cluster: u64) -> std::io::Result<Vec<u64>> {
-    let ranges = match find_data_ranges(raw, len)? {
-        Some(r) => r.to_vec(),
-        None if len == 0 => Vec::new(),
-        None => vec![0..len],
-    };
-    let mut out: Vec<u64> = Vec::new();
-    let mut buf = vec![0u8; cluster as usize];
-    for r in ranges {
-        let mut c = r.start / cluster;
-        while c * cluster < r.end {
-            if out.last() != Some(&c) {
-                let start = c * cluster;
-                let n = cluster.min(len - start) as usize;
-                raw.read_exact_at(&mut buf[..n], start)?;
-                if buf[..n].iter().any(|b| *b != 0) {
-                    out.push(c);
-                }
-            }
-            c += 1;
-        }
-    }
-    Ok(out)
-}
+/// Clusters read (and written) per call by the plain writer: 4 MiB, large
+/// enough that the syscalls cost nothing next to the copying.
+const CHUNK_CLUSTERS: u64 = 64;
 
-/// Write `raw` (of `len` bytes) as qcow2 into `out`.
+/// Write `raw` (of `len` bytes) as qcow2 into `out`, in one pass over the
+/// data: each cluster is read once; all-zero clusters are left out; the
+/// others are stored in ascending order from the first cluster after L1.
+///
+/// This thread reads 4 MiB chunks, finds the non-zero clusters, moves them
+/// to the front of the chunk and fills in the L2 entries; a second thread
+/// writes each compacted chunk with one positional write, with O_DIRECT
+/// where the file system takes it (see [`super::direct`] for why and what
+/// it measured).
 pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
-    let data = data_clusters(raw, len, CLUSTER)?;
+    use std::collections::BTreeMap;
+
     let l1_size = len.div_ceil(CLUSTER * L2_ENTRIES);
     let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
-    let mut l2_indices: Vec<u64> = data.iter().map(|c| c / L2_ENTRIES).collect();
-    l2_indices.dedup();
-    let l2_count = l2_indices.len() as u64;
-    // Refcount structures cover every cluster of the file, themselves included.
+    let data_start = CLUSTER + l1_clusters * CLUSTER;
+    out.set_len(0)?;
+
+    let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut next = data_start;
+    let c = CLUSTER as usize;
+    let ranges = super::grains::candidate_grains(raw, len, CLUSTER)?;
+    super::direct::with_writer(out, (CHUNK_CLUSTERS * CLUSTER) as usize, |pipe| {
+        for range in ranges {
+            let mut c0 = range.start;
+            while c0 < range.end {
+                let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
+                let start = c0 * CLUSTER;
+                let n = ((c1 * CLUSTER).min(len) - start) as usize;
+                let whole = ((c1 - c0) * CLUSTER) as usize;
+                let Some(mut b) = pipe.buffer() else { return Ok(()) };
+                let buf = b.get_mut();
+                raw.read_exact_at(&mut buf[..n], start)?;
+                buf[n..whole].fill(0);
+                let mut kept = 0usize;
+                for i in 0..(c1 - c0) as usize {
+                    if super::grains::is_zero(&buf[i * c..(i + 1) * c]) {
+                        continue;
+                    }
+                    let idx = c0 + i as u64;
+                    let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
+                    t[(idx % L2_ENTRIES) as usize] = (next + (kept * c) as u64) | COPIED;
+                    if kept != i {
+                        buf.copy_within(i * c..(i + 1) * c, kept * c);
+                    }
+                    kept += 1;
+                }
+                if !pipe.write(b, kept * c, next) {
+                    return Ok(());
+                }
+                next += (kept * c) as u64;
+                c0 = c1;
+            }
+        }
+        Ok(())
+    })?;
+    let refs = vec![1u32; (next / CLUSTER) as usize];
+    write_tables(out, len, l1_size, l1_clusters, &l2, next, refs)
+}
+
+/// Everything after the data, which ends (cluster-aligned) at `data_end`:
+/// the L2 tables, the refcount table and blocks (covering every cluster,
+/// themselves included; `refs` holds the counts of the clusters before
+/// `data_end`), then L1 and, last, the header.
+fn write_tables(
+    out: &File,
+    len: u64,
+    l1_size: u64,
+    l1_clusters: u64,
+    l2: &std::collections::BTreeMap<u64, Vec<u64>>,
+    data_end: u64,
+    mut refs: Vec<u32>,
+) -> std::io::Result<()> {
+    let l1_off = CLUSTER;
+    let l2_off = data_end;
+    let l2_count = l2.len() as u64;
+    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
+    let mut tables = vec![0u8; (l2_count * CLUSTER) as usize];
+    for (t, (idx, entries)) in l2.iter().enumerate() {
+        let at = l2_off + t as u64 * CLUSTER;
+        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&(at | COPIED).to_be_bytes());
+        let table = &mut tables[t * CLUSTER as usize..(t + 1) * CLUSTER as usize];
+        for (i, e) in entries.iter().enumerate() {
+            table[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
+        }
+    }
+    out.write_all_at(&tables, l2_off)?;
+    out.write_all_at(&l1, l1_off)?;
+
+    let data_end_cluster = data_end / CLUSTER;
     let (mut rt_clusters, mut rb_count) = (1u64, 1u64);
     let total = loop {
-        let total = 1 + l1_clusters + rt_clusters + rb_count + l2_count + data.len() as u64;
+        let total = data_end_cluster + l2_count + rt_clusters + rb_count;
         let need_rb = total.div_ceil(REFS_PER_BLOCK);
         let need_rt = (need_rb * 8).div_ceil(CLUSTER);
         if need_rb == rb_count && need_rt == rt_clusters {
@@ -105,50 +167,14 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
         rb_count = need_rb;
         rt_clusters = need_rt;
     };
-    let l1_off = CLUSTER;
-    let rt_off = l1_off + l1_clusters * CLUSTER;
+    refs.resize(data_end_cluster as usize, 0);
+    refs.resize(total as usize, 1);
+    let rt_off = l2_off + l2_count * CLUSTER;
     let rb_off = rt_off + rt_clusters * CLUSTER;
-    let l2_off = rb_off + rb_count * CLUSTER;
-    let data_off = l2_off + l2_count * CLUSTER;
+    write_refcounts(out, &refs, rt_off, rt_clusters, rb_off, rb_count)?;
     out.set_len(total * CLUSTER)?;
 
-    // Header.
-    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
-
-    // L1 table.
-    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
-    for (i, idx) in l2_indices.iter().enumerate() {
-        let e = (l2_off + i as u64 * CLUSTER) | COPIED;
-        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&e.to_be_bytes());
-    }
-    out.write_all_at(&l1, l1_off)?;
-
-    // Refcount table and blocks: clusters 0..total all have refcount 1.
-    write_refcounts(out, &vec![1; total as usize], rt_off, rt_clusters, rb_off, rb_count)?;
-
-    // L2 tables and data clusters.
-    let mut l2 = vec![0u8; CLUSTER as usize];
-    let mut buf = vec![0u8; CLUSTER as usize];
-    let mut next_data = data_off;
-    let mut i = 0;
-    for (t, idx) in l2_indices.iter().enumerate() {
-        l2.fill(0);
-        while i < data.len() && data[i] / L2_ENTRIES == *idx {
-            let c = data[i];
-            let e = next_data | COPIED;
-            let slot = (c % L2_ENTRIES) as usize * 8;
-            l2[slot..slot + 8].copy_from_slice(&e.to_be_bytes());
-            let start = c * CLUSTER;
-            let n = CLUSTER.min(len - start) as usize;
-            raw.read_exact_at(&mut buf[..n], start)?;
-            buf[n..].fill(0);
-            out.write_all_at(&buf, next_data)?;
-            next_data += CLUSTER;
-            i += 1;
-        }
-        out.write_all_at(&l2, l2_off + t as u64 * CLUSTER)?;
-    }
-    Ok(())
+    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)
 }
 
 /// qcow2 compressed clusters: bit 62 of the L2 entry.
@@ -245,40 +271,5 @@ pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: u
         return Err(std::io::Error::other(format!("qcow2: refcount of host cluster {bad} overflows 16 bits")));
     }
 
-    // L2 tables.
-    let l2_off = data_end;
-    let l2_count = l2.len() as u64;
-    let mut l1 = vec![0u8; (l1_clusters * CLUSTER) as usize];
-    let mut table = vec![0u8; CLUSTER as usize];
-    for (t, (idx, entries)) in l2.iter().enumerate() {
-        let at = l2_off + t as u64 * CLUSTER;
-        l1[*idx as usize * 8..*idx as usize * 8 + 8].copy_from_slice(&(at | COPIED).to_be_bytes());
-        for (i, e) in entries.iter().enumerate() {
-            table[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
-        }
-        out.write_all_at(&table, at)?;
-    }
-    out.write_all_at(&l1, l1_off)?;
-
-    // Refcount table and blocks, covering everything including themselves.
-    let (mut rt_clusters, mut rb_count) = (1u64, 1u64);
-    let total = loop {
-        let total = data_end_cluster + l2_count + rt_clusters + rb_count;
-        let need_rb = total.div_ceil(REFS_PER_BLOCK);
-        let need_rt = (need_rb * 8).div_ceil(CLUSTER);
-        if need_rb == rb_count && need_rt == rt_clusters {
-            break total;
-        }
-        rb_count = need_rb;
-        rt_clusters = need_rt;
-    };
-    refs.resize(total as usize, 1);
-    let rt_off = l2_off + l2_count * CLUSTER;
-    let rb_off = rt_off + rt_clusters * CLUSTER;
-    write_refcounts(out, &refs, rt_off, rt_clusters, rb_off, rb_count)?;
-    out.set_len(total * CLUSTER)?;
-
-    // Header last.
-    out.write_all_at(&header(len, l1_size, l1_off, rt_off, rt_clusters), 0)?;
-    Ok(())
+    write_tables(out, len, l1_size, l1_clusters, &l2, data_end, refs)
 }

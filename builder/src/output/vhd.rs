@@ -71,24 +71,42 @@ pub fn footer(size: u64, epoch: i64, unique_id: [u8; 16]) -> [u8; 512] {
     f
 }
 
-/// Write `raw` as a fixed VHD into `out`, keeping the raw image's holes.
+/// Write `raw` as a fixed VHD into `out`, keeping the raw image's holes
+/// (and making holes of 4 MiB chunks that are all zeros). The data is read
+/// here and written on a second thread with O_DIRECT where the file system
+/// takes it (see [`super::direct`]). A raw file whose length is not a whole
+/// number of 512-byte sectors is padded with zeros to one, as qemu reads it.
 pub fn write(raw: &File, len: u64, out: &File, epoch: i64, unique_id: [u8; 16]) -> std::io::Result<()> {
-    out.set_len(len + 512)?;
+    const CHUNK: u64 = 4 << 20;
+    let size = len.div_ceil(512) * 512;
+    out.set_len(0)?;
     let ranges = match find_data_ranges(raw, len)? {
         Some(r) => r.to_vec(),
         None => vec![0..len],
     };
-    let mut buf = vec![0u8; 1 << 20];
-    for r in ranges {
-        let mut off = r.start;
-        while off < r.end {
-            let n = buf.len().min((r.end - off) as usize);
-            raw.read_exact_at(&mut buf[..n], off)?;
-            out.write_all_at(&buf[..n], off)?;
-            off += n as u64;
+    super::direct::with_writer(out, CHUNK as usize, |pipe| {
+        for r in ranges {
+            // Whole 4 KiB blocks (what O_DIRECT wants); holes read as zeros.
+            let mut off = r.start / 4096 * 4096;
+            let end = r.end.div_ceil(4096) * 4096;
+            while off < end {
+                let want = CHUNK.min(end - off) as usize;
+                let n = want.min((len - off) as usize);
+                let Some(mut b) = pipe.buffer() else { return Ok(()) };
+                let buf = b.get_mut();
+                raw.read_exact_at(&mut buf[..n], off)?;
+                buf[n..want].fill(0);
+                let keep = if super::grains::is_zero(&buf[..n]) { 0 } else { want.min((size - off) as usize) };
+                if !pipe.write(b, keep, off) {
+                    return Ok(());
+                }
+                off += want as u64;
+            }
         }
-    }
-    out.write_all_at(&footer(len, epoch, unique_id), len)
+        Ok(())
+    })?;
+    out.set_len(size + 512)?;
+    out.write_all_at(&footer(size, epoch, unique_id), size)
 }
 
 #[cfg(test)]
