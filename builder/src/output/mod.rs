@@ -2,7 +2,6 @@
 
 pub mod coreos;
 pub mod convert;
-pub(crate) mod direct;
 pub mod grains;
 pub mod manifest;
 pub mod qcow2;

@@ -88,7 +88,7 @@ pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
     let mut next = data_start;
     let c = CLUSTER as usize;
     let ranges = super::grains::candidate_grains(raw, len, CLUSTER)?;
-    super::direct::with_writer(out, (CHUNK_CLUSTERS * CLUSTER) as usize, |pipe| {
+    crate::disk::direct::with_writer(out, (CHUNK_CLUSTERS * CLUSTER) as usize, |pipe| {
         for range in ranges {
             let mut c0 = range.start;
             while c0 < range.end {

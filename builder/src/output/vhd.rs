@@ -84,7 +84,7 @@ pub fn write(raw: &File, len: u64, out: &File, epoch: i64, unique_id: [u8; 16]) 
         Some(r) => r.to_vec(),
         None => vec![0..len],
     };
-    super::direct::with_writer(out, CHUNK as usize, |pipe| {
+    crate::disk::direct::with_writer(out, CHUNK as usize, |pipe| {
         for r in ranges {
             // Whole 4 KiB blocks (what O_DIRECT wants); holes read as zeros.
             let mut off = r.start / 4096 * 4096;

@@ -7,7 +7,7 @@ use super::crc::crc32c;
 use super::disk::{align_down, align_up, COMPRESS_ZLIB, COMPRESS_ZSTD, SECTORSIZE};
 use super::fstree::{FileData, FileExtent, FsRootPlan};
 use super::{BtrfsError, Compression};
-use crate::disk::region::{Region, Staged};
+use crate::disk::region::Region;
 use crate::tree::content::{Content, ContentReader};
 use crate::tree::{InodeId, Kind, Tree};
 
@@ -261,16 +261,7 @@ pub fn write_data(
         push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
     }
     if let Some(region) = region {
-        // The plain extents are placed; copy them (the kernel's work, under
-        // the image's inode lock) on one thread while this one reads the
-        // same bytes from the page cache and checksums them.
-        let (copied, sums) = std::thread::scope(|s| {
-            let copier = s.spawn(|| copy_all(tree, &copies, region));
-            let sums = checksum_all(tree, &copies);
-            (copier.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), sums)
-        });
-        copied?;
-        csums.merge(sums?);
+        csums.merge(store_plain(tree, &copies, region)?);
     }
     Ok(csums)
 }
@@ -302,55 +293,70 @@ impl<'t> Readers<'t> {
     }
 }
 
-/// Write every plain extent into the image: host content by
-/// `copy_file_range` (runs of small extents staged, see [`Staged`]), the padding past the end of a file explicitly (it is
-/// checksummed, so it must read as zeros).
-fn copy_all(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<(), BtrfsError> {
-    let mut readers = Readers { tree, cur: None };
-    let mut staged = Staged::new(*region);
-    let mut buf = Vec::new();
-    for c in copies {
-        let (content, rd) = readers.get(c.src)?;
-        if matches!(rd, ContentReader::Bytes(_)) {
-            staged.flush()?;
-            let mut at = 0u64;
-            while at < c.len {
-                let k = (c.len - at).min(1 << 20);
-                buf.resize(k as usize, 0);
-                rd.read_exact_at(&mut buf, c.off + at).map_err(|e| BtrfsError::Read { origin: content.origin(), source: e })?;
-                region.write_at(&buf, c.phys + at)?;
-                at += k;
-            }
-            continue;
-        }
-        let copy = c.len.min(content.len().saturating_sub(c.off));
-        if copy > 0 {
-            staged.copy(rd, c.off, copy, c.phys)?;
-        }
-        if copy < c.len {
-            staged.zero(c.phys + copy, c.len - copy)?;
-        }
-    }
-    Ok(staged.flush()?)
-}
+/// Bytes per buffer handed to the writer thread.
+const STREAM_CHUNK: usize = 4 << 20;
 
-/// The crc32c of every sector of the plain extents, read from the source
-/// (zeros past the end of a file).
-fn checksum_all(tree: &Tree, copies: &[Copy]) -> Result<Csums, BtrfsError> {
-    let mut readers = Readers { tree, cur: None };
+/// Store the plain extents and checksum them, reading each source byte
+/// once: this thread reads the extents into large buffers, in physical
+/// order (the data space is handed out sequentially, so consecutive
+/// extents are mostly contiguous), zero-pads each to its sector end and
+/// checksums the buffer; a second thread writes each full buffer with
+/// O_DIRECT ([`crate::disk::direct`]), so the image's data never goes
+/// through the page cache and the final fsync has little left to do.
+fn store_plain(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<Csums, BtrfsError> {
     let mut csums = Csums::default();
-    let mut buf = Vec::new();
-    for c in copies {
-        let (content, rd) = readers.get(c.src)?;
-        let mut at = 0u64;
-        while at < c.len {
-            let k = (c.len - at).min(1 << 20);
-            buf.resize(k as usize, 0);
-            rd.read_exact_at(&mut buf, c.off + at).map_err(|e| BtrfsError::Read { origin: content.origin(), source: e })?;
-            csums.push(c.logical + at, &buf);
-            at += k;
-        }
+    if copies.is_empty() {
+        return Ok(csums);
     }
+    let mut failed: Option<BtrfsError> = None;
+    let base = region.start();
+    let written = crate::disk::direct::with_writer(region.file(), STREAM_CHUNK, |pipe| {
+        let mut readers = Readers { tree, cur: None };
+        let Some(mut buf) = pipe.buffer() else { return Ok(()) };
+        // Region offset of buf[0], and how much of buf is filled.
+        let (mut at, mut fill) = (copies[0].phys, 0usize);
+        for c in copies {
+            if c.phys + c.len > region.len() {
+                failed = Some(BtrfsError::Internal(format!("data extent at {} of {} bytes is outside the region", c.phys, c.len)));
+                return Ok(());
+            }
+            let (content, rd) = match readers.get(c.src) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e);
+                    return Ok(());
+                }
+            };
+            let mut done = 0u64;
+            while done < c.len {
+                if fill == STREAM_CHUNK || at + fill as u64 != c.phys + done {
+                    if !pipe.write(buf, fill, base + at) {
+                        return Ok(());
+                    }
+                    let Some(b) = pipe.buffer() else { return Ok(()) };
+                    buf = b;
+                    (at, fill) = (c.phys + done, 0);
+                }
+                let n = ((c.len - done) as usize).min(STREAM_CHUNK - fill);
+                let dst = &mut buf.get_mut()[fill..fill + n];
+                // Past the end of the file this reads zeros: the padding
+                // of the last sector, which is checksummed as stored.
+                if let Err(e) = rd.read_exact_at(dst, c.off + done) {
+                    failed = Some(BtrfsError::Read { origin: content.origin(), source: e });
+                    return Ok(());
+                }
+                csums.push(c.logical + done, dst);
+                fill += n;
+                done += n as u64;
+            }
+        }
+        pipe.write(buf, fill, base + at);
+        Ok(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    written.map_err(|source| BtrfsError::Region(crate::disk::RegionError::Io { what: format!("writing data to {}", region.name()), offset: 0, source }))?;
     Ok(csums)
 }
 

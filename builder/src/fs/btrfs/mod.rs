@@ -29,7 +29,9 @@
 //!    2 × 256 MiB). No chunk covers a superblock mirror.
 //! 3. The data pass copies content into the data chunks, checksumming each
 //!    4 KiB sector (and compressing where that saves a sector); the last
-//!    data chunk is then trimmed to what was used.
+//!    data chunk is then trimmed to what was used. Plain extents are read
+//!    once into 4 MiB buffers, checksummed there, and written with
+//!    O_DIRECT on a second thread (`data::store_plain`).
 //! 4. Every tree is built as sorted items; leaves are filled and internal
 //!    nodes built bottom-up. The extent tree describes all tree blocks,
 //!    including its own, so the block count is iterated until it settles;

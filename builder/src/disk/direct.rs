@@ -1,6 +1,7 @@
-//! The bulk data of a derived image (qcow2, VHD), written on a second
-//! thread with O_DIRECT while this thread reads the next chunk of the raw
-//! image.
+//! Bulk data written on a second thread with O_DIRECT while this thread
+//! reads (and checksums) the next chunk: the data of a derived image
+//! (qcow2, VHD) read from the raw image, and the btrfs writer's data
+//! extents read from the tree's files.
 //!
 //! Why: reading the raw image (from the page cache, where the build just
 //! left it) and writing the output through the page cache cost about the
