@@ -6,7 +6,19 @@
 //! `/config.d/*.json`) are read back from FAT (the `fatfs` crate), ext4
 //! (`ext4-view`) or btrfs ([`crate::fs::btrfs::read`], our own small
 //! reader: no maintained crate reads btrfs), and merged as the agent does
-//! for layers 00–30 (40 and 50 exist only at boot).
+//! for layers 00–30.
+//!
+//! Layer 40 comes from the kernel command line baked into the image: the
+//! `.cmdline` section of the unified kernel image `/EFI/BOOT/BOOTX64.EFI` on
+//! the ESP (UEFI; the PE file read with the `object` crate through a
+//! `ReadCache`, so only its headers and that section are read), and the
+//! `linux` line of the config embedded in GRUB's core image in the
+//! bios-boot partition, as GRUB's loader hands it to the kernel (BIOS; see
+//! [`crate::boot::grub::read_config`]). Its `oem.*` keys are parsed as the
+//! agent parses `/proc/cmdline` ([`crate::oem::cmdline_layer`]) and merged
+//! as `40-cmdline`. When the image has both, layer 40 is the UEFI line's
+//! and any difference between the parameters the two hand the kernel is
+//! reported. Layer 50 (cloud metadata) exists only at boot.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -42,9 +54,53 @@ pub struct Inspection {
     pub size: u64,
     pub disk_guid: String,
     pub partitions: Vec<InspectedPartition>,
+    /// The kernel command line(s) the image boots with, and layer 40 from
+    /// them; absent when the image has no UKI and no GRUB core image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<CmdlineReport>,
     /// The OEM configuration read back from the OEM partition, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oem: Option<OemReport>,
+}
+
+/// The kernel command lines baked into the image.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CmdlineReport {
+    /// UEFI: the `.cmdline` section of the UKI on the ESP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi: Option<BootCmdline>,
+    /// BIOS: the `linux` line of GRUB's embedded config, as GRUB's loader
+    /// hands it to the kernel (`BOOT_IMAGE=/boot/vmlinuz …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bios: Option<BootCmdline>,
+    /// Which line layer 40 comes from: `uefi` when the image has one, else
+    /// `bios`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oem_from: Option<String>,
+    /// Layer 40: that line's `oem.*` keys as the agent merges them; absent
+    /// when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oem: Option<serde_json::Value>,
+    /// `oem.*` words the agent skips, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// How the UEFI and BIOS lines differ in the parameters they give the
+    /// kernel (`BOOT_IMAGE` aside), when they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+    /// What could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// One boot path's kernel command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootCmdline {
+    /// GPT entry number of the partition it was read from.
+    pub partition: u32,
+    /// Where in that partition: `/EFI/BOOT/BOOTX64.EFI` or `GRUB core image`.
+    pub source: String,
+    pub cmdline: String,
 }
 
 /// The OEM partition's configuration as the image holds it.
@@ -58,9 +114,13 @@ pub struct OemReport {
     pub layers: Vec<String>,
     /// `/config.d/*.json` file names, in merge order (layer 30).
     pub config_d: Vec<String>,
-    /// `/config.json` with the valid `/config.d/*.json` merged over it:
-    /// what the agent starts from before the kernel command line (layer 40)
-    /// and cloud metadata (layer 50).
+    /// Layer 40 as merged here: the `oem.*` keys of the image's kernel
+    /// command line ([`CmdlineReport::oem`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<serde_json::Value>,
+    /// `/config.json` with the valid `/config.d/*.json` and the image's
+    /// kernel command line merged over it: what the agent has before cloud
+    /// metadata (layer 50).
     pub effective: Option<serde_json::Value>,
     /// Each key of `effective`, its value and the layer that set it.
     pub keys: Vec<OemKey>,
@@ -98,21 +158,117 @@ pub fn inspect(path: &Path) -> Result<Inspection, crate::Error> {
         let fs = probe(&f, p.offset, p.size).map_err(|e| crate::Error::io(format!("reading partition {} of {shown}", p.number), e))?;
         out.push(InspectedPartition { type_name: type_name(&p.type_guid), partition: p, filesystem: fs });
     }
+    let cmdline = read_cmdlines(&f, &out);
+    let layer40 = cmdline.as_ref().and_then(|c| c.oem.as_ref());
     let oem = out
         .iter()
         .find(|p| p.filesystem.label.as_deref() == Some(crate::oem::OEM_LABEL))
-        .map(|p| read_oem(&f, p));
-    Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, oem })
+        .map(|p| read_oem(&f, p, layer40));
+    Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, cmdline, oem })
+}
+
+/// Where the builder puts the UKI on the ESP.
+const UKI_PATH: &str = "/EFI/BOOT/BOOTX64.EFI";
+
+/// The kernel command lines of the image's UKI and GRUB core image, and
+/// layer 40 from them; `None` when it has neither.
+fn read_cmdlines(f: &File, parts: &[InspectedPartition]) -> Option<CmdlineReport> {
+    let mut r = CmdlineReport::default();
+    for p in parts.iter().filter(|p| p.type_name.as_deref() == Some("esp") && p.filesystem.kind == "vfat") {
+        match uki_cmdline(f, p.partition.offset, p.partition.size) {
+            Ok(Some(c)) => {
+                r.uefi = Some(BootCmdline { partition: p.partition.number, source: UKI_PATH.into(), cmdline: c });
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => r.problems.push(format!("partition {} {UKI_PATH}: {e}", p.partition.number)),
+        }
+    }
+    for p in parts.iter().filter(|p| p.type_name.as_deref() == Some("bios-boot")) {
+        let n = p.partition.number;
+        match crate::boot::grub::read_config(f, p.partition.offset, p.partition.size) {
+            Ok(Some(config)) => match crate::boot::grub::linux_cmdline(&config) {
+                Some(c) => {
+                    r.bios = Some(BootCmdline { partition: n, source: "GRUB core image".into(), cmdline: c });
+                    break;
+                }
+                None => r.problems.push(format!("partition {n}: GRUB's embedded config has no `linux` line")),
+            },
+            Ok(None) => {}
+            Err(e) => r.problems.push(format!("partition {n}: reading GRUB's core image: {e}")),
+        }
+    }
+    let (from, line) = match (&r.uefi, &r.bios) {
+        (Some(u), _) => ("uefi", u.cmdline.clone()),
+        (None, Some(b)) => ("bios", b.cmdline.clone()),
+        (None, None) if r.problems.is_empty() => return None,
+        (None, None) => return Some(r),
+    };
+    r.oem_from = Some(from.into());
+    (r.oem, r.skipped) = crate::oem::cmdline_layer(&line);
+    if let (Some(u), Some(b)) = (&r.uefi, &r.bios) {
+        r.mismatch = mismatch(&u.cmdline, &b.cmdline);
+    }
+    Some(r)
+}
+
+/// How the parameters of the UEFI and BIOS lines differ (`BOOT_IMAGE`,
+/// which GRUB adds, aside), or `None` when the kernel gets the same ones.
+fn mismatch(uefi: &str, bios: &str) -> Option<String> {
+    let params = |s: &str| -> Vec<String> {
+        crate::oem::kernel_params(s)
+            .into_iter()
+            .filter(|(k, _)| k != "BOOT_IMAGE")
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k,
+            })
+            .collect()
+    };
+    let (u, b) = (params(uefi), params(bios));
+    if u == b {
+        return None;
+    }
+    let only = |a: &[String], b: &[String]| a.iter().filter(|x| !b.contains(x)).cloned().collect::<Vec<_>>().join(" ");
+    let (ou, ob) = (only(&u, &b), only(&b, &u));
+    let mut m = if ou.is_empty() && ob.is_empty() {
+        "the UEFI and BIOS command lines give the kernel the same parameters in a different order".to_string()
+    } else {
+        format!("the kernel gets `{ou}` under UEFI but `{ob}` under BIOS (a double quote inside a parameter does not survive GRUB's config, and GRUB backslash-escapes \\ and ')")
+    };
+    if crate::oem::cmdline_layer(uefi).0 != crate::oem::cmdline_layer(bios).0 {
+        m.push_str("; their oem.* keys differ: layer 40 here is the UEFI one");
+    }
+    Some(m)
+}
+
+/// The `.cmdline` section of the UKI on the FAT ESP at `offset`; `None`
+/// when there is no UKI.
+fn uki_cmdline(f: &File, offset: u64, len: u64) -> Result<Option<String>, String> {
+    use object::{Object, ObjectSection};
+    let part = ReadOnlyPart { f, offset, len, pos: 0 };
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new()).map_err(|e| format!("reading the ESP's FAT: {e}"))?;
+    let Ok(file) = fs.root_dir().open_file(UKI_PATH.trim_start_matches('/')) else { return Ok(None) };
+    let cache = object::ReadCache::new(file);
+    let pe = object::File::parse(&cache).map_err(|e| format!("not a PE image: {e}"))?;
+    if !matches!(pe.format(), object::BinaryFormat::Pe) {
+        return Err(format!("a {:?} file, not a PE image", pe.format()));
+    }
+    let sec = pe.section_by_name(".cmdline").ok_or("no .cmdline section: not a unified kernel image")?;
+    let data = sec.data().map_err(|e| format!("reading its .cmdline section: {e}"))?;
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    Ok(Some(String::from_utf8_lossy(&data[..end]).trim().to_string()))
 }
 
 /// Read `/config.json`, `/layers/*.json` and `/config.d/*.json` from the OEM
 /// partition and recompute which layer set each key.
-fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
+fn read_oem(f: &File, p: &InspectedPartition, layer40: Option<&serde_json::Value>) -> OemReport {
     let mut r = OemReport {
         partition: p.partition.number,
         config: None,
         layers: Vec::new(),
         config_d: Vec::new(),
+        cmdline: None,
         effective: None,
         keys: Vec::new(),
         skipped: Vec::new(),
@@ -170,6 +326,10 @@ fn read_oem(f: &File, p: &InspectedPartition) -> OemReport {
             Ok(_) => r.skipped.push(format!("/config.d/{name} is not a JSON object")),
             Err(e) => r.skipped.push(e),
         }
+    }
+    if let Some(v) = layer40 {
+        all.push(("40-cmdline".into(), v.clone()));
+        r.cmdline = Some(v.clone());
     }
     let (effective, prov) = crate::oem::merge_layers(&all);
     for (key, value) in crate::oem::leaves(&effective) {
@@ -472,10 +632,44 @@ impl Inspection {
                 fs.label.clone().unwrap_or_else(|| "-".into()),
             );
         }
+        if let Some(c) = &self.cmdline {
+            let _ = writeln!(s, "\nKernel command line:");
+            for (name, b) in [("UEFI", &c.uefi), ("BIOS", &c.bios)] {
+                if let Some(b) = b {
+                    let _ = writeln!(s, "  {name} (partition {}, {}): {}", b.partition, b.source, b.cmdline);
+                }
+            }
+            if let Some(m) = &c.mismatch {
+                let _ = writeln!(s, "  note: {m}");
+            }
+            for p in &c.problems {
+                let _ = writeln!(s, "  problem: {p}");
+            }
+            match (&c.oem, &c.oem_from) {
+                (Some(v), Some(from)) => {
+                    let _ = writeln!(s, "  layer 40 (oem.* of the {} line): {v}", from.to_uppercase());
+                }
+                (None, Some(from)) => {
+                    let _ = writeln!(s, "  layer 40: none (no oem.* keys on the {} line)", from.to_uppercase());
+                }
+                _ => {}
+            }
+            for k in &c.skipped {
+                let _ = writeln!(s, "  skipped at boot: {k}");
+            }
+        }
         if let Some(o) = &self.oem {
             let mut names = o.layers.clone();
             names.extend(o.config_d.iter().map(|n| format!("config.d/{n}")));
-            let _ = writeln!(s, "\nOEM configuration (partition {}; layers: {}; the kernel command line's oem.* and cloud metadata apply at boot):", o.partition, names.join(", "));
+            if o.cmdline.is_some() {
+                names.push("40-cmdline".into());
+            }
+            let _ = writeln!(
+                s,
+                "\nOEM configuration (partition {}; layers: {}; a boot loader's extra oem.* and cloud metadata apply at boot):",
+                o.partition,
+                names.join(", ")
+            );
             if let Some(p) = &o.problem {
                 let _ = writeln!(s, "  note: {p}");
             }

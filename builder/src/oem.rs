@@ -17,7 +17,14 @@
 //! `/usr/share/oem`), or, without one, into the initramfs under
 //! `/usr/share/oem/`, with the merge also as `/etc/agent/oem.json`.
 //! `build-image inspect` reads the layers back and reports which layer set
-//! each key.
+//! each key; it also reads the kernel command line baked into the image and
+//! applies its `oem.*` keys as layer 40 with [`cmdline_layer`].
+//!
+//! [`kernel_params`] and [`cmdline_layer`] are the agent's parser
+//! (`oem/agent/src/oem.rs`) written again here, as the merge is: the agent
+//! is a small static binary that depends on neither the builder nor a crate
+//! shared with it. `tests/tests/oem_layers.rs` checks with random command
+//! lines that both give the same layer and the same skipped keys.
 
 use std::collections::BTreeMap;
 
@@ -141,6 +148,86 @@ fn set_leaf(v: &Value, p: &str, who: &str, prov: &mut BTreeMap<String, String>) 
     }
 }
 
+/// Kernel parameters as the kernel's own `next_arg()` splits them: words on
+/// whitespace outside double quotes; a word or value that starts with a
+/// quote loses it and its closing quote at the end; quotes inside a value
+/// are kept, so a JSON value survives
+/// (`oem.ssh_authorized_keys=["ssh-ed25519 AAAA me"]`). Stops at `--`.
+/// The same as the agent's `oem::kernel_params`.
+pub fn kernel_params(s: &str) -> Vec<(String, Option<String>)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        // A leading quote opens a quoted word and is not part of it.
+        let quoted = b[i] == b'"';
+        let start = if quoted { i + 1 } else { i };
+        let mut in_quote = quoted;
+        i = start;
+        let mut equals = None;
+        while i < b.len() && (in_quote || !b[i].is_ascii_whitespace()) {
+            match b[i] {
+                b'=' if equals.is_none() => equals = Some(i),
+                b'"' => in_quote = !in_quote,
+                _ => {}
+            }
+            i += 1;
+        }
+        let end = if quoted && i > start && b[i - 1] == b'"' { i - 1 } else { i };
+        let word = &s[start..end];
+        if !quoted && word == "--" {
+            break;
+        }
+        match equals.filter(|e| *e < end) {
+            Some(e) => {
+                let val = &s[e + 1..end];
+                let val = match val.strip_prefix('"') {
+                    Some(v) => v.strip_suffix('"').unwrap_or(v),
+                    None => val,
+                };
+                out.push((s[start..e].to_string(), Some(val.to_string())));
+            }
+            None => out.push((word.to_string(), None)),
+        }
+    }
+    out
+}
+
+/// Layer 40 from a kernel command line, as the agent computes it: every
+/// `oem.KEY=VALUE`, KEY a dotted path, VALUE JSON if it parses, else the
+/// string; later keys merge over earlier ones. Returns the layer (`None`
+/// without `oem.` keys) and, for each key the agent skips, why.
+pub fn cmdline_layer(cmdline: &str) -> (Option<Value>, Vec<String>) {
+    let mut layer: Option<Value> = None;
+    let mut skipped = Vec::new();
+    for (key, val) in kernel_params(cmdline) {
+        let Some(path) = key.strip_prefix("oem.") else { continue };
+        let Some(val) = val else {
+            skipped.push(format!("{key}: no value (write {key}=VALUE)"));
+            continue;
+        };
+        if path.split('.').any(str::is_empty) {
+            skipped.push(format!("{key}: empty part in the key path"));
+            continue;
+        }
+        let mut v = serde_json::from_str::<Value>(&val).unwrap_or(Value::String(val));
+        for seg in path.rsplit('.') {
+            v = Value::Object(std::iter::once((seg.to_string(), v)).collect());
+        }
+        match &mut layer {
+            Some(l) => crate::recipe::merge(l, v),
+            None => layer = Some(v),
+        }
+    }
+    (layer, skipped)
+}
+
 /// Pretty JSON with a final newline.
 pub fn to_json(v: &Value) -> String {
     serde_json::to_string_pretty(v).expect("JSON values serialize") + "\n"
@@ -244,5 +331,33 @@ mod tests {
         let (m, p) = merge_layers(&layers);
         assert_eq!(m, serde_json::json!({"x": {"w": 4}}));
         assert_eq!(p.into_iter().collect::<Vec<_>>(), vec![("x.w".to_string(), "c".to_string())]);
+    }
+
+    #[test]
+    fn kernel_params_split_like_the_kernel() {
+        let p = kernel_params(r#"console=ttyS0 oem.keys=["ssh-ed25519 AAAA me"] "oem.a=x y" oem.b="p q" quiet -- oem.c=1"#);
+        let want: Vec<(String, Option<String>)> = vec![
+            ("console".into(), Some("ttyS0".into())),
+            ("oem.keys".into(), Some(r#"["ssh-ed25519 AAAA me"]"#.into())),
+            ("oem.a".into(), Some("x y".into())),
+            ("oem.b".into(), Some("p q".into())),
+            ("quiet".into(), None),
+        ];
+        assert_eq!(p, want);
+        assert!(kernel_params(" \t\n").is_empty());
+    }
+
+    #[test]
+    fn cmdline_layer_builds_paths_parses_json_and_skips_bad_keys() {
+        let (l, skipped) = cmdline_layer(
+            r#"root=/dev/vda2 oem.hostname=n1 oem.site.rack=7 oem.network.mtu=1450 oem.cloud=false oem.hostname=n2 oem.x..y=1 oem.bare oem.name="{not json""#,
+        );
+        assert_eq!(
+            l.unwrap(),
+            serde_json::json!({"hostname": "n2", "site": {"rack": 7}, "network": {"mtu": 1450}, "cloud": false, "name": "{not json"})
+        );
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].contains("oem.x..y") && skipped[1].contains("oem.bare"), "{skipped:?}");
+        assert_eq!(cmdline_layer("console=ttyS0 oemx=1 agent.oem=2").0, None);
     }
 }

@@ -230,6 +230,12 @@ fn check_and_boot(img: &Path, core_lba: u64, cmdline_tail: &str) -> f64 {
     assert!(log.contains("Linux version"), "the kernel did not print its banner:\n{log}");
     let cmdline = log.lines().find_map(|l| l.trim_end().strip_prefix("cmdline: ")).expect("init printed /proc/cmdline");
     assert_eq!(cmdline, format!("BOOT_IMAGE=/boot/vmlinuz {cmdline_tail}"));
+    // `inspect` reads GRUB's embedded config back from the image and says
+    // what GRUB hands the kernel: what the kernel printed.
+    let o = run(Path::new("/"), &["inspect", "--json", img.to_str().unwrap()]);
+    assert!(o.status.success(), "inspect: {}", String::from_utf8_lossy(&o.stderr));
+    let insp: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(insp["cmdline"]["bios"]["cmdline"], cmdline, "{}", insp["cmdline"]);
     secs
 }
 
@@ -251,8 +257,9 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     // GRUB straight from the package, no dpkg.
     let t0 = Instant::now();
     let files = GrubFiles::from_deb(&deb("grub-pc-bin"), w).expect("reading grub-pc-bin");
-    // A quoted argument with a space, a `$` and a `;` must reach the kernel intact.
-    let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1 bi.note=\"two words$x;y\"");
+    // A quoted argument with a space, a `$` and a `;` must reach the kernel
+    // intact; `'` and `\` arrive backslash-escaped by GRUB's Linux loader.
+    let config = grub::boot_config(1, "console=ttyS0,115200 panic=-1 bi.note=\"two words$x;y\" bi.q=it's\\back");
     let core = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).expect("core image");
     let again = grub::core_image(&files, grub::BOOT_MODULES, &grub::prefix(1), &config).unwrap();
     assert!(core == again, "core images from the same inputs differ");
@@ -264,7 +271,7 @@ fn gpt_disk_boots_by_bios_through_our_grub() {
     let len = f.metadata().unwrap().len();
     grub::install(Region::new(&f, 0, len, "disk"), &files, &core, bios.offset, bios.size).expect("install");
     drop(f);
-    check_and_boot(&img, bios.offset / 512, "console=ttyS0,115200 panic=-1 \"bi.note=two words$x;y\"");
+    check_and_boot(&img, bios.offset / 512, "console=ttyS0,115200 panic=-1 \"bi.note=two words$x;y\" bi.q=it\\'s\\\\back");
 }
 
 /// bios-boot first, the ESP second: `install_for_plan` finds both in the
@@ -371,6 +378,15 @@ fn payload_matches_grub_mkimage() {
     assert_eq!(p_ours.len(), p_theirs.len());
     if let Some(i) = p_ours.iter().zip(&p_theirs).position(|(x, y)| x != y) {
         panic!("payloads differ first at byte {i:#x} of {:#x}", p_ours.len());
+    }
+    // The embedded config reads back from an installed core image without
+    // the GRUB files, from grub-mkimage's (the LZMA SDK's stream, no end
+    // marker, the real decompressor's length) as from ours.
+    for (who, core) in [("grub-mkimage", &theirs), ("ours", &ours)] {
+        let disk = tempfile::tempfile().unwrap();
+        disk.set_len(3 << 20).unwrap();
+        grub::install(Region::new(&disk, 0, 3 << 20, "disk"), &files, core, 1 << 20, 1 << 20).unwrap();
+        assert_eq!(grub::read_config(&disk, 1 << 20, 1 << 20).unwrap().as_deref(), Some(config.as_str()), "{who}");
     }
     eprintln!("core.img: ours {} bytes, grub-mkimage's {} bytes", ours.len(), theirs.len());
 }

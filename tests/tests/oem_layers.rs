@@ -14,8 +14,11 @@
 //!   40 wins over layer 30, the OEM partition is mounted at
 //!   `/usr/share/oem` in the real root, `/run/agent/oem.json` is there too;
 //! * no boot: the agent's and the builder's merges give the same result and
-//!   provenance for random layers (proptest), and `inspect` reads the OEM
-//!   files from ext4 and btrfs partitions.
+//!   provenance for random layers (proptest), and so do their parsers of
+//!   `oem.*` on random command lines; `inspect` reads the OEM files from
+//!   ext4 and btrfs partitions; `inspect` applies the `oem.*` keys of the
+//!   image's own kernel command line (the UKI's `.cmdline`, GRUB's embedded
+//!   config) as layer 40, and says when the UEFI and BIOS lines differ.
 //!
 //! Needs the static agent (`./build.sh agent`) and the pinned packages
 //! (`./build.sh fetch`).
@@ -297,6 +300,133 @@ fn inspect_reads_ext4_and_btrfs_oem_partitions() {
     }
 }
 
+/// The kernel command line `inspect` is tested with: layer 40 over the
+/// site file's hostname and rack, the site's row left alone.
+const CMDLINE_OEM: &str = "oem.hostname=from-cmdline oem.site.rack=7";
+const SITE_ROW: &str = "{\"hostname\": \"site-host\", \"site\": {\"rack\": 3, \"row\": \"b\"}}\n";
+
+/// An appliance that boots by UEFI (UKI) and BIOS (GRUB) with `cmdline`,
+/// OEM partition (vfat) with the site file.
+fn cmdline_recipe(name: &str, cmdline: &str, firmware: &[&str]) -> Value {
+    let mut parts = vec![json!({ "label": "ESP", "type": "esp", "size": "64MiB" })];
+    if firmware.contains(&"bios") {
+        parts.push(json!({ "label": "bios", "type": "bios-boot", "size": "1MiB" }));
+    }
+    parts.push(json!({ "label": "OEM", "type": "linux", "size": "34MiB", "filesystem": "vfat", "tree": "oemtree" }));
+    json!({
+        "name": name,
+        "source_date_epoch": 1700000000,
+        "trees": { "oemtree": [ { "file": "/config.d/50-site.json", "content": SITE_ROW } ] },
+        "kernel": { "package": "linux-image-cloud-amd64", "cmdline": cmdline, "modules": ["virtio_blk"] },
+        "oem": { "platform": "qemu", "user": "admin" },
+        "boot": { "firmware": firmware },
+        "disk": { "partitions": parts },
+        "outputs": ["raw"]
+    })
+}
+
+/// The `.cmdline` section of the image's UKI, read with the peer tools:
+/// `mcopy` out of the ESP, `objcopy --dump-section`.
+fn uki_section(image: &Path, esp_offset: u64, w: &Path) -> String {
+    let efi = w.join("BOOTX64.EFI");
+    let (ok, out) = tool("mcopy", &["-n", "-i", &format!("{}@@{esp_offset}", image.display()), "::/EFI/BOOT/BOOTX64.EFI", efi.to_str().unwrap()]);
+    assert!(ok, "mcopy: {out}");
+    let dump = w.join("cmdline.bin");
+    let (ok, out) = tool("objcopy", &["--dump-section", &format!(".cmdline={}", dump.display()), efi.to_str().unwrap(), w.join("scratch.efi").to_str().unwrap()]);
+    assert!(ok, "objcopy: {out}");
+    String::from_utf8(fs::read(dump).unwrap()).unwrap().trim_end_matches('\0').trim().to_string()
+}
+
+/// Each key of `inspect --json`'s `oem.keys` → (value, layer).
+fn keys_of(insp: &Value) -> std::collections::BTreeMap<String, (Value, String)> {
+    insp["oem"]["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no oem.keys: {insp}"))
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_string(), (k["value"].clone(), k["layer"].as_str().unwrap().to_string())))
+        .collect()
+}
+
+/// `inspect` reads the command line the image boots with (the UKI's
+/// `.cmdline`, GRUB's embedded config) and applies its `oem.*` keys as
+/// layer 40 over the OEM partition's config.d; the same image without them
+/// has no layer 40 and the same provenance for every other key.
+#[test]
+fn inspect_applies_the_images_kernel_cmdline_as_layer_40() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let with = cmdline_recipe("cmdline40", &format!("console=ttyS0,115200 {CMDLINE_OEM} quiet"), &["uefi", "bios"]);
+    build(&with, &w.join("a"));
+    let image = w.join("a/cmdline40.raw");
+    let a = inspect(&image);
+    let c = &a["cmdline"];
+    // The UKI's section as objcopy sees it is what inspect shows.
+    let esp = a["partitions"].as_array().unwrap().iter().find(|p| p["type_name"] == "esp").unwrap();
+    let section = uki_section(&image, esp["offset"].as_u64().unwrap(), w);
+    assert!(section.contains(CMDLINE_OEM), "{section}");
+    assert_eq!(c["uefi"]["cmdline"], section.as_str(), "{c}");
+    assert!(c["bios"]["cmdline"].as_str().unwrap().contains(CMDLINE_OEM), "{c}");
+    assert!(c["mismatch"].is_null(), "the same parameters both ways: {c}");
+    assert_eq!(c["oem_from"], "uefi");
+    // Layer 40 is what the agent's own parser makes of that line.
+    let agent40 = guest_agent::oem::cmdline_layer(&section).0.expect("oem.* keys");
+    assert_eq!(c["oem"], agent40);
+    assert_eq!(a["oem"]["cmdline"], agent40);
+
+    // The same image without oem.* on its command line.
+    let without = cmdline_recipe("cmdline40", "console=ttyS0,115200 quiet", &["bios"]);
+    build(&without, &w.join("b"));
+    let b = inspect(&w.join("b/cmdline40.raw"));
+    assert!(b["cmdline"]["bios"]["cmdline"].as_str().unwrap().ends_with("console=ttyS0,115200 quiet"), "{}", b["cmdline"]);
+    assert!(b["cmdline"]["uefi"].is_null(), "{}", b["cmdline"]);
+    assert_eq!(b["cmdline"]["oem_from"], "bios");
+    assert!(b["cmdline"]["oem"].is_null() && b["oem"]["cmdline"].is_null(), "no layer 40: {b}");
+    let (ka, kb) = (keys_of(&a), keys_of(&b));
+    assert!(kb.values().all(|(_, layer)| layer != "40-cmdline"), "{kb:?}");
+    assert_eq!(kb["hostname"], (json!("site-host"), "30-config.d-50-site".to_string()));
+    assert_eq!(ka["hostname"], (json!("from-cmdline"), "40-cmdline".to_string()));
+    assert_eq!(ka["site.rack"], (json!(7), "40-cmdline".to_string()));
+    // Every other key: the same value from the same layer as without layer 40.
+    let rest = |k: &std::collections::BTreeMap<String, (Value, String)>| {
+        k.iter().filter(|(n, _)| !["hostname", "site.rack"].contains(&n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(rest(&ka), rest(&kb));
+    assert_eq!(ka["site.row"].1, "30-config.d-50-site");
+    let mut want = b["oem"]["effective"].clone();
+    merge(&mut want, agent40);
+    assert_eq!(a["oem"]["effective"], want);
+    // The human output shows both lines and the layer.
+    let o = run(&root(), &["inspect", image.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("UEFI (partition 1, /EFI/BOOT/BOOTX64.EFI): {section}")), "{text}");
+    assert!(text.contains("BIOS (partition 2, GRUB core image): BOOT_IMAGE=/boot/vmlinuz"), "{text}");
+    assert!(text.lines().any(|l| l.contains("hostname") && l.contains("40-cmdline") && l.contains("from-cmdline")), "{text}");
+}
+
+/// A JSON value with double quotes reaches the kernel only through the
+/// UKI: GRUB's config cannot carry them. `inspect` says so and takes layer
+/// 40 from the UEFI line.
+#[test]
+fn inspect_reports_uefi_and_bios_command_lines_that_differ() {
+    let t = tempfile::tempdir().unwrap();
+    let keys = r#"oem.ssh_authorized_keys=["ssh-ed25519 AAAA me"]"#;
+    let r = cmdline_recipe("cmdline-differ", &format!("console=ttyS0,115200 {keys} oem.bare"), &["uefi", "bios"]);
+    build(&r, t.path());
+    let insp = inspect(&t.path().join("cmdline-differ.raw"));
+    let c = &insp["cmdline"];
+    let (uefi, bios) = (c["uefi"]["cmdline"].as_str().unwrap(), c["bios"]["cmdline"].as_str().unwrap());
+    let (u40, b40) = (guest_agent::oem::cmdline_layer(uefi).0.unwrap(), guest_agent::oem::cmdline_layer(bios).0.unwrap());
+    assert_ne!(u40, b40, "the agent sees different keys: {uefi} / {bios}");
+    assert!(u40["ssh_authorized_keys"].is_array(), "{u40}");
+    let m = c["mismatch"].as_str().unwrap_or_else(|| panic!("no mismatch: {c}"));
+    assert!(m.contains(keys) && m.contains("oem.* keys differ"), "{m}");
+    assert_eq!(c["oem_from"], "uefi");
+    assert_eq!(c["oem"], u40);
+    assert_eq!(keys_of(&insp)["ssh_authorized_keys"], (json!(["ssh-ed25519 AAAA me"]), "40-cmdline".to_string()));
+    let skipped = c["skipped"].as_array().unwrap();
+    assert!(skipped.len() == 1 && skipped[0].as_str().unwrap().contains("oem.bare"), "{c}");
+}
+
 // --------------------------------------------- agent merge == builder merge
 
 fn json_leaf() -> impl Strategy<Value = Value> {
@@ -332,5 +462,22 @@ proptest! {
             guest_agent::oem::merge(&mut m, v.clone());
         }
         prop_assert_eq!(m, bm);
+    }
+}
+
+/// Command-line pieces that exercise quoting, paths, JSON and `--`.
+fn cmdline_piece() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "oem.", "oem", "a", "b", ".", "=", "\"", " ", "\t", "1", "x y", "[", "]", "{", "}", ":", ",", "--", "null", "root=/dev/vda", "é",
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #[test]
+    fn agent_and_builder_parse_oem_cmdline_keys_the_same_way(pieces in prop::collection::vec(cmdline_piece(), 0..24)) {
+        let line: String = pieces.concat();
+        prop_assert_eq!(build_image::oem::kernel_params(&line), guest_agent::oem::kernel_params(&line));
+        prop_assert_eq!(build_image::oem::cmdline_layer(&line), guest_agent::oem::cmdline_layer(&line));
     }
 }

@@ -514,7 +514,6 @@ pub fn core_image(files: &GrubFiles, modules: &[&str], prefix: &str, embedded_co
 /// from `files`, read back through its decompressor header: for inspection
 /// and for comparing with other tools' core images.
 pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError> {
-    use xz2::stream::{Action, Status, Stream};
     let dec_len = files.lzma_decompress_img.len();
     let bad = |msg: String| GrubError::BadCore { msg };
     if core.len() < SECTOR + dec_len {
@@ -528,6 +527,13 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
         return Err(bad(format!("its header announces {plain_len} uncompressed bytes")));
     }
     let data = core.get(SECTOR + dec_len..SECTOR + dec_len + csize).ok_or_else(|| bad(format!("the compressed size {csize} reaches past its end")))?;
+    decode_payload(data, plain_len as usize).map_err(bad)
+}
+
+/// Decode exactly `plain_len` bytes of a raw LZMA1 stream with GRUB's
+/// properties (lc=3, lp=0, pb=2, 1 MiB dictionary).
+fn decode_payload(data: &[u8], plain_len: usize) -> Result<Vec<u8>, String> {
+    use xz2::stream::{Action, Status, Stream};
     // Rebuild a .lzma header (size unknown: GRUB's own streams have no
     // end marker, ours have one) and decode exactly the announced size.
     let mut lz = Vec::with_capacity(13 + data.len());
@@ -535,9 +541,9 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
     lz.extend_from_slice(&(1u32 << 20).to_le_bytes());
     lz.extend_from_slice(&[0xFF; 8]);
     lz.extend_from_slice(data);
-    let err = |e: xz2::stream::Error| bad(format!("the LZMA stream does not decode: {e}"));
+    let err = |e: xz2::stream::Error| format!("the LZMA stream does not decode: {e}");
     let mut stream = Stream::new_lzma_decoder(u64::MAX).map_err(err)?;
-    let mut out = vec![0u8; plain_len as usize];
+    let mut out = vec![0u8; plain_len];
     let mut input = &lz[..];
     let mut pos = 0usize;
     while pos < out.len() {
@@ -550,9 +556,165 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
         }
     }
     if pos != out.len() {
-        return Err(bad(format!("the LZMA stream ends after {pos} of {plain_len} bytes")));
+        return Err(format!("the LZMA stream ends after {pos} of {plain_len} bytes"));
     }
     Ok(out)
+}
+
+/// The module area of a decoded payload: the last `grub_module_info32`
+/// whose size reaches exactly to the payload's end.
+fn module_area(payload: &[u8]) -> Option<&[u8]> {
+    let magic = MODULE_MAGIC.to_le_bytes();
+    (0..payload.len().saturating_sub(MODULE_INFO_SIZE - 1)).rev().find_map(|k| {
+        let m = &payload[k..];
+        (m[..4] == magic && le32(m, 4) as usize == MODULE_INFO_SIZE && le32(m, 8) as usize == m.len()).then_some(m)
+    })
+}
+
+/// The embedded config of the GRUB core image installed in the bios-boot
+/// partition at `offset` (`size` bytes) of `disk`, read back without the
+/// GRUB files it was made from: sector 0 is diskboot.img, whose blocklist
+/// says where the rest lies; the decompressor's header gives the sizes of
+/// the LZMA stream, but not where it starts (right after the decompressor,
+/// whose length depends on the GRUB version). The start is found by trying
+/// the offsets that can hold it: a raw LZMA stream begins with a zero byte,
+/// and, without Reed-Solomon redundancy, the stream ends in the last sector
+/// of the blocklist. A start is right when the stream decodes to the
+/// announced size and ends with a module area that holds exactly the rest
+/// of it. `Ok(None)` when the partition holds no i386-pc core image.
+pub fn read_config(disk: &std::fs::File, offset: u64, size: u64) -> Result<Option<String>, GrubError> {
+    use std::os::unix::fs::FileExt;
+    let bad = |msg: String| GrubError::BadCore { msg };
+    let read = |at: u64, len: usize| -> Result<Vec<u8>, GrubError> {
+        let mut b = vec![0u8; len];
+        disk.read_exact_at(&mut b, at).map_err(|source| GrubError::Read { path: PathBuf::from("the image"), source })?;
+        Ok(b)
+    };
+    if size < SECTOR as u64 {
+        return Ok(None);
+    }
+    let first = read(offset, SECTOR)?;
+    if le16(&first, SECTOR - 2) != LOAD_SEGMENT || le16(&first, FIRST_BLOCKLIST + 8) == 0 {
+        return Ok(None);
+    }
+    let start = u64::from_le_bytes(first[FIRST_BLOCKLIST..FIRST_BLOCKLIST + 8].try_into().expect("8 bytes"));
+    let sectors = le16(&first, FIRST_BLOCKLIST + 8) as usize;
+    let limit = (CORE_LIMIT - LINK_ADDR) as usize / SECTOR + 1;
+    if sectors > limit {
+        return Err(bad(format!("its blocklist names {sectors} sectors; a core image has at most {limit}")));
+    }
+    let body = read(start * SECTOR as u64, sectors * SECTOR)?;
+    let csize = le32(&body, DEC_COMPRESSED_SIZE) as usize;
+    let plain_len = le32(&body, DEC_UNCOMPRESSED_SIZE) as usize;
+    if plain_len > 16 << 20 || csize == 0 || csize > body.len() {
+        return Err(bad(format!("its decompressor header announces {csize} compressed and {plain_len} uncompressed bytes in {} bytes", body.len())));
+    }
+    let last = MAX_DECOMPRESSOR.min(body.len() - csize);
+    let lowest_end = if le32(&body, DEC_RS_REDUNDANCY) == 0 { body.len().saturating_sub(SECTOR - 1) } else { 0 };
+    let payload = (0x20..=last)
+        .filter(|s| body[*s] == 0 && s + csize >= lowest_end)
+        .find_map(|s| decode_payload(&body[s..s + csize], plain_len).ok().filter(|p| module_area(p).is_some()))
+        .ok_or_else(|| bad("no LZMA stream after its decompressor decodes to a kernel and module area".into()))?;
+    let area = module_area(&payload).expect("checked");
+    let mut at = MODULE_INFO_SIZE;
+    while at + 8 <= area.len() {
+        let (typ, len) = (le32(area, at), le32(area, at + 4) as usize);
+        if len < 8 || at + len > area.len() {
+            return Err(bad(format!("module area object at {at} has size {len}")));
+        }
+        if typ == OBJ_TYPE_CONFIG {
+            let data = &area[at + 8..at + len];
+            let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+            return Ok(Some(String::from_utf8_lossy(&data[..end]).into_owned()));
+        }
+        at += len;
+    }
+    Ok(Some(String::new()))
+}
+
+/// Split one line of a GRUB script into words as GRUB's parser does for the
+/// lines [`boot_config`] writes: whitespace separates words, `'…'` is
+/// literal, `"…"` keeps all but `\"`, `\\` and `\$` escapes, and a
+/// backslash outside quotes takes the next character literally. (`$name`
+/// is not expanded: our configs quote every `$`.)
+fn grub_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut any = false;
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\'' => {
+                any = true;
+                for c in it.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                any = true;
+                while let Some(c) = it.next() {
+                    match c {
+                        '"' => break,
+                        '\\' if matches!(it.peek(), Some('"' | '\\' | '$')) => cur.push(it.next().expect("peeked")),
+                        c => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                any = true;
+                if let Some(c) = it.next() {
+                    cur.push(c);
+                }
+            }
+            c if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
+}
+
+/// The kernel command line GRUB's Linux loader makes of a config's first
+/// `linux FILE ARGS…` line: `BOOT_IMAGE=FILE` and the arguments, each with
+/// `\`, `'` and `"` backslash-escaped and wrapped in double quotes when it
+/// holds a space, joined by spaces (`grub_create_loader_cmdline`). `None`
+/// without a `linux` line.
+pub fn linux_cmdline(config: &str) -> Option<String> {
+    let words = config.lines().map(grub_words).find(|w| w.first().map(String::as_str) == Some("linux"))?;
+    let args: Vec<String> = words[1..]
+        .iter()
+        .map(|a| {
+            let mut s = String::new();
+            let space = a.contains(' ');
+            if space {
+                s.push('"');
+            }
+            for c in a.chars() {
+                if matches!(c, '\\' | '\'' | '"') {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            if space {
+                s.push('"');
+            }
+            s
+        })
+        .collect();
+    Some(format!("BOOT_IMAGE={}", args.join(" ")))
 }
 
 /// Quote one word for GRUB's command-line splitter: plain words stay as they
@@ -1014,5 +1176,49 @@ mod tests {
         assert!(c.contains("linux /boot/vmlinuz console=ttyS0 'note=a $b'\n"), "{c}");
         assert!(c.ends_with("initrd /boot/initrd.img\nboot\n"), "{c}");
         assert!(c.lines().all(|l| !l.contains(';') || l.contains('\'')), "one command a line: {c}");
+    }
+
+    #[test]
+    fn the_embedded_config_reads_back_without_the_grub_files() {
+        let mut f = fake_files();
+        for m in BOOT_MODULES {
+            f.modules.insert(m.to_string(), m.as_bytes().to_vec());
+        }
+        let file = tempfile::tempfile().unwrap();
+        let (off, size) = (1u64 << 20, 1u64 << 20);
+        file.set_len(3 << 20).unwrap();
+        let disk = Region::new(&file, 0, 3 << 20, "disk");
+        assert_eq!(read_config(&file, off, size).unwrap(), None, "an empty bios-boot partition holds no core image");
+        // Several configs, so that the stream's start and end move within their sectors.
+        for cmdline in ["quiet", r#"console=ttyS0 oem.hostname=from-cmdline oem.site.rack=7 note="a $b""#, &"x".repeat(700)] {
+            let config = boot_config(3, cmdline);
+            let core = core_image(&f, BOOT_MODULES, &prefix(3), &config).unwrap();
+            install(disk, &f, &core, off, size).unwrap();
+            assert_eq!(read_config(&file, off, size).unwrap().as_deref(), Some(config.as_str()), "{cmdline}");
+        }
+        // A damaged stream is an error, not a wrong answer.
+        let mut b = [0u8; 64];
+        file.read_exact_at(&mut b, off + 512 + 0x60).unwrap();
+        b.iter_mut().for_each(|x| *x ^= 0x5A);
+        file.write_all_at(&b, off + 512 + 0x60).unwrap();
+        let e = read_config(&file, off, size).unwrap_err();
+        assert!(matches!(e, GrubError::BadCore { .. }), "{e}");
+    }
+
+    #[test]
+    fn linux_cmdline_is_what_grubs_loader_hands_the_kernel() {
+        let cases = [
+            ("console=ttyS0,115200 oem.hostname=a", "BOOT_IMAGE=/boot/vmlinuz console=ttyS0,115200 oem.hostname=a"),
+            (r#"oem.motd="x y""#, r#"BOOT_IMAGE=/boot/vmlinuz "oem.motd=x y""#),
+            (r#"note=$HOME;it's"#, r#"BOOT_IMAGE=/boot/vmlinuz note=$HOME;it\'s"#),
+            // GRUB cannot hand a double quote to the kernel: the builder's
+            // splitter drops it, as the kernel drops a value's outer quotes.
+            (r#"oem.keys=["a b"]"#, r#"BOOT_IMAGE=/boot/vmlinuz "oem.keys=[a b]""#),
+        ];
+        for (cmdline, want) in cases {
+            assert_eq!(linux_cmdline(&boot_config(1, cmdline)).as_deref(), Some(want), "{cmdline}");
+        }
+        assert_eq!(grub_words(r#"a 'b c'd "e\"f" g\ h"#), ["a", "b cd", "e\"f", "g h"]);
+        assert_eq!(linux_cmdline("set root=(hd0,gpt1)\nboot\n"), None);
     }
 }
