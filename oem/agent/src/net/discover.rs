@@ -4,7 +4,7 @@
 //! DHCP) costs the whole [`super::apply::DHCP_TIMEOUT`] before its client
 //! gives up. Run one after the other, every such NIC adds that to the boot;
 //! run side by side, the boot waits for the slowest NIC only. So
-//! [`super::apply`] starts a [`Discovery`] (one plain thread, blocking
+//! [`super::apply()`] starts a [`Discovery`] (one plain thread, blocking
 //! sockets: the agent has no async runtime, and a handful of NICs is a
 //! handful of threads) for every interface that needs a lease, before it
 //! configures anything, and then takes the results in the configuration's

@@ -5,8 +5,8 @@
 //! tested): every link type, address and prefix is checked *before* anything
 //! is applied, so bad metadata is refused as a whole with the reason and the
 //! caller moves on to its next source. [`apply`] then does it over rtnetlink
-//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks and [`lease`] to
-//! keep their leases.
+//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks (on all the NICs
+//! that need it at once: [`discover`]) and [`lease`] to keep their leases.
 
 pub mod apply;
 pub mod dhcp;
