@@ -57,7 +57,9 @@
 //!    modules, before the appliance command runs or before the root switch
 //!    (then hostname and SSH keys go under `/sysroot`): network from the
 //!    OpenStack config drive, the metadata service, the recipe's static
-//!    network or DHCP; hostname; SSH keys; `user_data`. In appliance mode
+//!    network or DHCP (on every NIC that asks for it at once, so NICs
+//!    without a DHCP server cost one timeout together, not one each);
+//!    hostname; SSH keys; `user_data`. In appliance mode
 //!    the DHCP leases are then kept by a thread each ([`net::lease`]).
 //!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],

@@ -6,6 +6,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use super::discover::{Discovery, Outcome};
 use super::lease::{self, Clock};
 use super::netlink::Rtnl;
 use super::{dhcp, mac_text, parse_mac, v4_prefix, NetConfig, NetKind};
@@ -86,18 +87,24 @@ pub fn loopback_up(nl: &mut Rtnl) {
 /// the lease's router does not replace it: with DHCP on several NICs the
 /// first one's stays); set when this lease adds one.
 pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
-    let mac = i.mac.ok_or_else(|| format!("{} has no MAC address", i.name))?;
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
-    let t = Instant::now();
-    let start = lease::BootClock.now();
-    let reply = dhcp::run(&i.name, &mac, DHCP_TIMEOUT)?;
-    let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs(t.lease)).unwrap_or(u32::MAX);
+    let o = Discovery::start(i, DHCP_TIMEOUT).wait();
+    take_lease(nl, i, o, mtu, default_route)
+}
+
+/// Configure what a [`Discovery`] found on `i` (see [`dhcp_on`]). The
+/// address lifetime is what is left of the lease now: the exchange may
+/// have finished a while ago, while earlier NICs' were awaited.
+fn take_lease(nl: &mut Rtnl, i: &Iface, o: Outcome, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
+    let reply = o.result?;
+    let now = lease::BootClock.now();
+    let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs((o.start + t.lease).saturating_sub(now)).max(1)).unwrap_or(u32::MAX);
     let had_default = *default_route;
     let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs, default_route)?;
-    line.push_str(&format!(" ({} ms)", t.elapsed().as_millis()));
+    line.push_str(&format!(" ({} ms)", o.took.as_millis()));
     let dns = reply.dns.iter().copied().map(IpAddr::V4).collect();
     let owns_default_route = !had_default && *default_route;
-    lease::held(lease::Held { iface: i.clone(), reply, start, prefix, owns_default_route });
+    lease::held(lease::Held { iface: i.clone(), reply, start: o.start, prefix, owns_default_route });
     Ok((line, dns))
 }
 
@@ -148,6 +155,14 @@ pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
 /// `ipv4_dhcp` network on them is left as it is. Every link is matched
 /// before anything is changed, so a configuration naming a NIC that is not
 /// there changes nothing.
+///
+/// DHCP runs on every interface that needs it at once ([`Discovery`], one
+/// thread each), started as soon as the links are up; the networks are
+/// then configured in their order, each DHCP network when its discovery
+/// is done. So the boot waits about as long as the slowest NIC (a NIC
+/// without a DHCP server: [`DHCP_TIMEOUT`]), not the sum, and the result
+/// is the same as one NIC after the other: the first lease in link order
+/// sets the default route.
 pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applied, String> {
     let ifaces = ether_interfaces(Duration::from_secs(2));
     let mut matched: Vec<&Iface> = Vec::new();
@@ -169,7 +184,23 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
         nl.link_up(i.index, l.mtu).map_err(|e| format!("bringing {} up (mtu {:?}): {e}", i.name, l.mtu))?;
         log!("net: link {} is {} ({}), up{}", l.id, i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default(), l.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default());
     }
-    for n in &cfg.networks {
+    // One discovery per interface that needs a lease, all started now.
+    let mut asked: Vec<&str> = Vec::new();
+    let mut discoveries: Vec<Option<Discovery>> = cfg
+        .networks
+        .iter()
+        .map(|n| {
+            let i = matched[n.link];
+            if n.kind != NetKind::Dhcp4 || leased.contains(&i.name) || asked.contains(&i.name.as_str()) {
+                return None;
+            }
+            asked.push(&i.name);
+            Some(Discovery::start(i, DHCP_TIMEOUT))
+        })
+        .collect();
+    // An early return below drops the discoveries still running, which
+    // waits for them: none outlives this step.
+    for (n, discovery) in cfg.networks.iter().zip(discoveries.iter_mut()) {
         let i = matched[n.link];
         match &n.kind {
             NetKind::Static { addr, prefix, routes } => {
@@ -194,8 +225,12 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                 out.dhcp.push(i.name.clone());
             }
             NetKind::Dhcp4 => {
+                let Some(d) = discovery.take() else {
+                    log!("net: {}: {} already asks for DHCP for an earlier network", n.id, i.name);
+                    continue;
+                };
                 let mtu = cfg.links[n.link].mtu;
-                let (line, dns) = match dhcp_on(nl, i, mtu, &mut default_route) {
+                let (line, dns) = match take_lease(nl, i, d.wait(), mtu, &mut default_route) {
                     Ok(x) => x,
                     Err(e) if n.optional => {
                         log!("net: {}: DHCP on {} failed, skipped (optional): {e}", n.id, i.name);

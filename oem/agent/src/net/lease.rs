@@ -461,22 +461,8 @@ pub fn start() {
             continue;
         };
         log!("dhcp {}: keeping the lease on {} ({} s): renewal at T1 = {} s, rebinding at T2 = {} s", h.iface.name, h.reply.yiaddr, t.lease.as_secs(), t.t1.as_secs(), t.t2.as_secs());
-        // SAFETY: sigset manipulation on a local set, and pthread_sigmask on
-        // the calling thread; the old mask is restored right after the spawn
-        // (the new thread inherits the blocked set).
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            let r = std::thread::Builder::new().name(format!("dhcp-{}", h.iface.name)).spawn(move || keep(h));
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            if let Err(e) = r {
-                log!("dhcp: cannot start the renewal thread: {e}");
-            }
+        if let Err(e) = super::spawn_quiet(format!("dhcp-{}", h.iface.name), move || keep(h)) {
+            log!("dhcp: cannot start the renewal thread: {e}");
         }
     }
 }

@@ -5,20 +5,44 @@
 //! tested): every link type, address and prefix is checked *before* anything
 //! is applied, so bad metadata is refused as a whole with the reason and the
 //! caller moves on to its next source. [`apply`] then does it over rtnetlink
-//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks and [`lease`] to
-//! keep their leases.
+//! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks (on all the NICs
+//! that need it at once: [`discover`]) and [`lease`] to keep their leases.
 
 pub mod apply;
 pub mod dhcp;
+pub mod discover;
 pub mod every;
 pub mod lease;
 pub mod netlink;
 
 pub use apply::{apply, dhcp_first_link, Applied};
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::thread::JoinHandle;
 
 use serde::Deserialize;
+
+/// Start a thread named `name` that blocks the signals PID 1 acts on
+/// (shutdown requests, SIGCHLD), so those keep reaching the main thread's
+/// `wait` (the discovery and lease threads use this).
+pub(crate) fn spawn_quiet<T: Send + 'static>(name: String, f: impl FnOnce() -> T + Send + 'static) -> io::Result<JoinHandle<T>> {
+    // SAFETY: sigset manipulation on local sets, and pthread_sigmask on the
+    // calling thread; the old mask is restored right after the spawn (the
+    // new thread inherits the blocked set).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let r = std::thread::Builder::new().name(name).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
 
 /// A link (NIC) of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
