@@ -27,10 +27,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -250,38 +249,10 @@ fn dhcp_runs_on_every_nic_at_once_and_dead_nics_are_given_up() {
 /// Direct kernel boot of the appliance with `extra` qemu arguments; waits
 /// for power-off. Returns the serial log.
 fn boot(out: &Path, cmdline: &str, extra: &[String]) -> String {
-    let log = out.join("serial.log");
-    let mut q = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .arg("-kernel")
-        .arg(out.join("dhcp-multi.vmlinuz"))
-        .arg("-initrd")
-        .arg(out.join("dhcp-multi.initramfs"))
-        .arg("-append")
-        .arg(cmdline)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let start = Instant::now();
-    let exited = loop {
-        if q.try_wait().unwrap().is_some() {
-            break true;
-        }
-        if start.elapsed() > Duration::from_secs(400) {
-            let _ = q.kill();
-            let _ = q.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    assert!(exited, "the appliance did not power off in {:?}:\n{text}", start.elapsed());
+    let (exited, took, text) =
+        boot_to_poweroff(&out.join("dhcp-multi.vmlinuz"), &out.join("dhcp-multi.initramfs"), cmdline, extra, &out.join("serial.log"));
+    assert!(exited, "the appliance did not power off in {took:?}:\n{text}");
     assert!(text.lines().any(|l| l.trim_end() == DONE), "no marker:\n{text}");
-    eprintln!("booted and powered off in {:?}", start.elapsed());
+    eprintln!("booted and powered off in {took:?}");
     text
 }

@@ -35,25 +35,6 @@ fn build(out: &Path) -> (PathBuf, serde_json::Value) {
     (out.join("vpc-nginx.raw"), m)
 }
 
-/// A raw vfat image labelled `config-2` with `openstack/latest/*`.
-fn config_drive(dir: &Path, files: &[(&str, String)]) -> PathBuf {
-    let img = dir.join("config-drive.img");
-    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), "2048"]);
-    assert!(ok, "mkfs.vfat: {out}");
-    let i = img.to_str().unwrap();
-    for d in ["::openstack", "::openstack/latest"] {
-        let (ok, out) = tool("mmd", &["-i", i, d]);
-        assert!(ok, "mmd {d}: {out}");
-    }
-    for (name, content) in files {
-        let src = dir.join(name);
-        fs::write(&src, content).unwrap();
-        let (ok, out) = tool("mcopy", &["-i", i, src.to_str().unwrap(), &format!("::openstack/latest/{name}")]);
-        assert!(ok, "mcopy {name}: {out}");
-    }
-    img
-}
-
 fn network_data() -> String {
     serde_json::json!({
         "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
@@ -133,7 +114,7 @@ fn vpc_nginx_serves_its_page_with_the_clouds_identity_and_grows() {
     fs::copy(&raw, &disk).unwrap();
     let (ok, out) = tool("qemu-img", &["resize", "-q", "-f", "raw", disk.to_str().unwrap(), "1G"]);
     assert!(ok, "qemu-img resize: {out}");
-    let drive = config_drive(t.path(), &[("meta_data.json", meta_data()), ("network_data.json", network_data())]);
+    let drive = config_drive(t.path(), &[("meta_data.json", meta_data().as_str()), ("network_data.json", network_data().as_str())]);
 
     let port = free_port();
     let log = t.path().join("serial.log");
@@ -228,7 +209,8 @@ fn vpc_nginx_smoke_boot_by_bios() {
     // One link without a MAC: the first NIC (`build-image boot` picks no MAC).
     let dhcp = serde_json::json!({ "links": [{ "id": "eth0", "type": "phy" }], "networks": [{ "id": "n0", "type": "ipv4_dhcp", "link": "eth0" }], "services": [] });
     let meta = serde_json::json!({ "uuid": "0b7e4d2c-33a4-4f4e-9a43-2f8d5c1b6e70", "hostname": "nginx-smoke" });
-    let drive = config_drive(t.path(), &[("meta_data.json", meta.to_string()), ("network_data.json", dhcp.to_string())]);
+    let (meta, dhcp) = (meta.to_string(), dhcp.to_string());
+    let drive = config_drive(t.path(), &[("meta_data.json", meta.as_str()), ("network_data.json", dhcp.as_str())]);
     let o = run(
         &root(),
         &["boot", "-q", raw.to_str().unwrap(), "--firmware", "bios", "--accel", "tcg", "--timeout", "400", "--drive", drive.to_str().unwrap()],

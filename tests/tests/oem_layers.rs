@@ -27,8 +27,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use proptest::prelude::*;
@@ -127,41 +125,18 @@ fn build(recipe: &Value, out: &Path) -> Value {
 fn boot(out: &Path, name: &str, cmdline: &str, extra: &[&str]) -> String {
     let disk = out.join("disk.raw");
     fs::copy(out.join(format!("{name}.raw")), &disk).unwrap();
-    let log = out.join("serial.log");
-    let mut q = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .arg("-kernel")
-        .arg(out.join(format!("{name}.vmlinuz")))
-        .arg("-initrd")
-        .arg(out.join(format!("{name}.initramfs")))
-        .arg("-append")
-        .arg(cmdline)
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let start = Instant::now();
-    let exited = loop {
-        if q.try_wait().unwrap().is_some() {
-            break true;
-        }
-        if start.elapsed() > Duration::from_secs(400) {
-            let _ = q.kill();
-            let _ = q.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    assert!(exited, "{name} did not power off in {:?}:\n{text}", start.elapsed());
+    let mut args = vec!["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let (exited, took, text) = boot_to_poweroff(
+        &out.join(format!("{name}.vmlinuz")),
+        &out.join(format!("{name}.initramfs")),
+        cmdline,
+        &args,
+        &out.join("serial.log"),
+    );
+    assert!(exited, "{name} did not power off in {took:?}:\n{text}");
     assert!(text.lines().any(|l| l.trim_end() == DONE), "{name}: no marker:\n{text}");
-    eprintln!("{name}: booted and powered off in {:?}", start.elapsed());
+    eprintln!("{name}: booted and powered off in {took:?}");
     for l in text.lines().filter(|l| l.contains("oem:") || l.contains("net:") || l.contains("network configured") || l.starts_with("OEM-")) {
         eprintln!("  {l}");
     }

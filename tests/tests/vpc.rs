@@ -96,26 +96,6 @@ fn appliance() -> &'static Appliance {
     })
 }
 
-/// A raw vfat image labelled `config-2` with `openstack/latest/*`.
-fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let img = dir.join("config-drive.img");
-    let _ = fs::remove_file(&img);
-    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), "2048"]);
-    assert!(ok, "mkfs.vfat: {out}");
-    let i = img.to_str().unwrap();
-    for d in ["::openstack", "::openstack/latest"] {
-        let (ok, out) = tool("mmd", &["-i", i, d]);
-        assert!(ok, "mmd {d}: {out}");
-    }
-    for (name, content) in files {
-        let src = dir.join(name);
-        fs::write(&src, content).unwrap();
-        let (ok, out) = tool("mcopy", &["-i", i, src.to_str().unwrap(), &format!("::openstack/latest/{name}")]);
-        assert!(ok, "mcopy {name}: {out}");
-    }
-    img
-}
-
 /// An ISO 9660 image labelled `config-2` with `openstack/latest/*`, made
 /// the way OpenStack Nova makes its config drive (genisoimage's options,
 /// through xorriso's genisoimage emulation: Joliet, Rock Ridge).

@@ -118,3 +118,70 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 pub fn minbase() -> PathBuf {
     std::env::var_os("BUILD_IMAGE_MINBASE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/work/cache/minbase"))
 }
+
+/// Direct kernel boot under qemu TCG (512 MiB, serial console to `log`,
+/// no display, no reboot) with `extra` arguments; waits up to 400 s for the
+/// guest to power off. Returns whether it did, how long it ran, and the
+/// serial log.
+pub fn boot_to_poweroff(
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    extra: &[String],
+    log: &Path,
+) -> (bool, std::time::Duration, String) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut q = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(cmdline)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64");
+    let start = Instant::now();
+    let exited = loop {
+        if q.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(400) {
+            let _ = q.kill();
+            let _ = q.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    (exited, start.elapsed(), text)
+}
+
+/// A raw vfat image labelled `config-2` (an OpenStack config drive) in
+/// `dir`, with `files` under `openstack/latest/`; made with mkfs.vfat and
+/// mtools, replacing an earlier one.
+pub fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let img = dir.join("config-drive.img");
+    let _ = std::fs::remove_file(&img);
+    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), "2048"]);
+    assert!(ok, "mkfs.vfat: {out}");
+    let i = img.to_str().unwrap();
+    for d in ["::openstack", "::openstack/latest"] {
+        let (ok, out) = tool("mmd", &["-i", i, d]);
+        assert!(ok, "mmd {d}: {out}");
+    }
+    for (name, content) in files {
+        let src = dir.join(name);
+        std::fs::write(&src, content).unwrap();
+        let (ok, out) = tool("mcopy", &["-i", i, src.to_str().unwrap(), &format!("::openstack/latest/{name}")]);
+        assert!(ok, "mcopy {name}: {out}");
+    }
+    img
+}
