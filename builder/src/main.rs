@@ -105,6 +105,13 @@ enum Command {
         /// Output file (default: the image with the format's extension).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Leave the output in the page cache instead of writing it to the
+        /// disk before the rename, as `qemu-img convert` does by default
+        /// (its `-t unsafe`). Faster; but if the machine crashes soon
+        /// after, the file may be incomplete. For outputs you use at once
+        /// (upload, boot) and can make again.
+        #[arg(long)]
+        no_sync: bool,
     },
     /// Write a raw image onto a disk (or into a file), then read it back to
     /// verify. Refuses a disk that is mounted, used as swap or holds the
@@ -258,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("uploaded {} as image {} ({}), {} bytes, sha512 matches Glance's", image.display(), r.id, r.name, r.size);
             println!("{}", r.id);
         }
-        Command::Convert { image, to, compress, output } => {
+        Command::Convert { image, to, compress, output, no_sync } => {
             use build_image::output::convert::{convert, Format};
             let to = match to {
                 ConvertTo::Qcow2 => Format::Qcow2,
@@ -266,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ConvertTo::Vhd => Format::Vhd,
             };
             let t = std::time::Instant::now();
-            let dest = convert(&image, to, compress, output.as_deref())?;
+            let dest = convert(&image, to, compress, output.as_deref(), !no_sync)?;
             if !cli.quiet {
                 eprintln!("wrote {} in {:.2} s", dest.display(), t.elapsed().as_secs_f64());
             }

@@ -157,7 +157,7 @@ fn build_outputs(
                 step.done();
             } else {
                 let step = progress.step("converting to qcow2".into());
-                crate::output::qcow2::write(raw, plan.disk_size, out.as_file()).map_err(|e| Error::io("writing the qcow2 image", e))?;
+                crate::output::qcow2::write(raw, plan.disk_size, out.as_file(), true, crate::output::grains::threads()).map_err(|e| Error::io("writing the qcow2 image", e))?;
                 step.done();
             }
             pending.push(Pending { tmp: out, dest: dest("qcow2") });
@@ -166,7 +166,7 @@ fn build_outputs(
             let out = temp_in(&opts.out_dir, &recipe.name)?;
             let step = progress.step("converting to VHD".into());
             let id = *crate::plan::derive_uuid(&loaded.digest, "vhd-unique-id").as_bytes();
-            crate::output::vhd::write(raw, plan.disk_size, out.as_file(), plan.epoch, id)
+            crate::output::vhd::write(raw, plan.disk_size, out.as_file(), plan.epoch, id, true)
                 .map_err(|e| Error::io("writing the VHD image", e))?;
             step.done();
             pending.push(Pending { tmp: out, dest: dest("vhd") });

@@ -30,7 +30,7 @@ const ALIGN: usize = 4096;
 const BUFFERS: usize = 3;
 
 /// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
-fn set_direct(out: &File, on: bool) -> bool {
+pub(crate) fn set_direct(out: &File, on: bool) -> bool {
     use std::os::fd::AsRawFd;
     let fd = out.as_raw_fd();
     // SAFETY: fcntl on an open fd, with flag arguments only.
@@ -53,7 +53,7 @@ pub(crate) struct Buf {
 }
 
 impl Buf {
-    fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         let v = vec![0u8; len + ALIGN];
         let off = (ALIGN - v.as_ptr() as usize % ALIGN) % ALIGN;
         Buf { v, off, len }
@@ -92,11 +92,11 @@ impl Pipe {
 }
 
 /// Run `read` on this thread with a [`Pipe`] of `chunk`-byte buffers whose
-/// writes a second thread makes into `out`, with O_DIRECT where it can.
-/// Returns the writer's error first, else `read`'s. O_DIRECT is off again
-/// when this returns.
-pub(crate) fn with_writer(out: &File, chunk: usize, read: impl FnOnce(&mut Pipe) -> std::io::Result<()>) -> std::io::Result<()> {
-    let direct = set_direct(out, true);
+/// writes a second thread makes into `out`, with O_DIRECT where it can if
+/// `direct` (else through the page cache). Returns the writer's error
+/// first, else `read`'s. O_DIRECT is off again when this returns.
+pub(crate) fn with_writer(out: &File, chunk: usize, direct: bool, read: impl FnOnce(&mut Pipe) -> std::io::Result<()>) -> std::io::Result<()> {
+    let direct = direct && set_direct(out, true);
     let result = std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<(Buf, usize, u64)>(BUFFERS);
         let (back_tx, back_rx) = crossbeam_channel::bounded::<Buf>(BUFFERS);
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn aligned_unaligned_and_empty_writes_land_where_asked() {
         let f = tempfile::tempfile().unwrap();
-        with_writer(&f, 8192, |p| {
+        with_writer(&f, 8192, true, |p| {
             let mut b = p.buffer().unwrap();
             b.get_mut().fill(1);
             assert!(p.write(b, 8192, 4096));
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn a_read_error_is_returned_after_the_writes() {
         let f = tempfile::tempfile().unwrap();
-        let e = with_writer(&f, 4096, |p| {
+        let e = with_writer(&f, 4096, true, |p| {
             let b = p.buffer().unwrap();
             p.write(b, 4096, 0);
             Err(std::io::Error::other("read failed"))

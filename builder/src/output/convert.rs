@@ -27,9 +27,15 @@ impl Format {
 }
 
 /// Convert `raw` into `dest` (default: `raw` with the format's extension),
-/// atomically: a temp file beside `dest`, synced, then renamed.
+/// atomically: a temp file beside `dest`, synced (if `sync`), then renamed.
 /// `compress` applies to qcow2 (VMDK streamOptimized is always compressed).
-pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>) -> Result<PathBuf, Error> {
+///
+/// Without `sync` the output is left in the page cache, as `qemu-img
+/// convert` leaves it by default (its `-t unsafe`): the rename still means
+/// no reader ever sees a half-written file, but after a crash of the
+/// machine (not of this process) the file may be incomplete. With it the
+/// data is written with O_DIRECT and the file fsynced before the rename.
+pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>, sync: bool) -> Result<PathBuf, Error> {
     let dest: PathBuf = dest.map(Path::to_path_buf).unwrap_or_else(|| raw.with_extension(to.extension()));
     let src = File::open(raw).map_err(|e| Error::io(format!("opening {}", raw.display()), e))?;
     let len = src.metadata().map_err(|e| Error::io(format!("reading {}", raw.display()), e))?.len();
@@ -46,7 +52,7 @@ pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>) -> R
     let threads = super::grains::threads();
     match to {
         Format::Qcow2 if compress => super::qcow2::write_compressed(&src, len, tmp.as_file(), 6, threads),
-        Format::Qcow2 => super::qcow2::write(&src, len, tmp.as_file()),
+        Format::Qcow2 => super::qcow2::write(&src, len, tmp.as_file(), sync, threads),
         Format::Vmdk => {
             let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let opts = super::vmdk::VmdkOptions { threads, ..Default::default() };
@@ -65,11 +71,13 @@ pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>) -> R
             let d = h.finalize();
             let mut id = [0u8; 16];
             id.copy_from_slice(&d[..16]);
-            super::vhd::write(&src, len, tmp.as_file(), epoch, id)
+            super::vhd::write(&src, len, tmp.as_file(), epoch, id, sync)
         }
     }
     .map_err(|e| Error::io(what.clone(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(what.clone(), e))?;
+    if sync {
+        tmp.as_file().sync_all().map_err(|e| Error::io(what.clone(), e))?;
+    }
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));

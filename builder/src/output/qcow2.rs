@@ -67,61 +67,138 @@ fn write_refcounts(out: &File, refs: &[u32], rt_off: u64, rt_clusters: u64, rb_o
 /// enough that the syscalls cost nothing next to the copying.
 const CHUNK_CLUSTERS: u64 = 64;
 
-/// Write `raw` (of `len` bytes) as qcow2 into `out`, in one pass over the
-/// data: each cluster is read once; all-zero clusters are left out; the
-/// others are stored in ascending order from the first cluster after L1.
+/// Write `raw` (of length `len`) as a plain qcow2 into `out`, in one pass
+/// over the raw image's data.
 ///
-/// This thread reads 4 MiB chunks, finds the non-zero clusters, moves them
-/// to the front of the chunk and fills in the L2 entries; a second thread
-/// writes each compacted chunk with one positional write, with O_DIRECT
-/// where the file system takes it (see [`super::direct`] for why and what
-/// it measured).
-pub fn write(raw: &File, len: u64, out: &File) -> std::io::Result<()> {
+/// `threads` workers each take the next 4 MiB chunk of candidate clusters,
+/// read it, drop its all-zero clusters and pack the rest, then wait for
+/// their turn (chunk order) to be given the output offset, and write. The
+/// reads, zero tests and writes of different chunks overlap, and the
+/// offsets, hence the bytes, are the same whatever the thread count.
+///
+/// `direct`: write with O_DIRECT where the file system takes it (see
+/// [`crate::disk::direct`]), for an output that is fsynced next: the data
+/// goes from our buffers to the disk and the fsync has only the tables
+/// left. Without it the data goes to the page cache (`convert --no-sync`).
+pub fn write(raw: &File, len: u64, out: &File, direct: bool, threads: usize) -> std::io::Result<()> {
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
 
     let l1_size = len.div_ceil(CLUSTER * L2_ENTRIES);
     let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
     let data_start = CLUSTER + l1_clusters * CLUSTER;
-    out.set_len(0)?;
+    super::empty(out)?;
 
-    let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut next = data_start;
+    let mut chunks: Vec<(u64, u64)> = Vec::new();
+    for range in super::grains::candidate_grains(raw, len, CLUSTER)? {
+        let mut c0 = range.start;
+        while c0 < range.end {
+            let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
+            chunks.push((c0, c1));
+            c0 = c1;
+        }
+    }
     let c = CLUSTER as usize;
-    let ranges = super::grains::candidate_grains(raw, len, CLUSTER)?;
-    crate::disk::direct::with_writer(out, (CHUNK_CLUSTERS * CLUSTER) as usize, |pipe| {
-        for range in ranges {
-            let mut c0 = range.start;
-            while c0 < range.end {
-                let c1 = range.end.min(c0 + CHUNK_CLUSTERS);
-                let start = c0 * CLUSTER;
-                let n = ((c1 * CLUSTER).min(len) - start) as usize;
-                let whole = ((c1 - c0) * CLUSTER) as usize;
-                let Some(mut b) = pipe.buffer() else { return Ok(()) };
-                let buf = b.get_mut();
-                raw.read_exact_at(&mut buf[..n], start)?;
-                buf[n..whole].fill(0);
-                let mut kept = 0usize;
-                for i in 0..(c1 - c0) as usize {
-                    if super::grains::is_zero(&buf[i * c..(i + 1) * c]) {
-                        continue;
-                    }
-                    let idx = c0 + i as u64;
-                    let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
-                    t[(idx % L2_ENTRIES) as usize] = (next + (kept * c) as u64) | COPIED;
-                    if kept != i {
-                        buf.copy_within(i * c..(i + 1) * c, kept * c);
-                    }
-                    kept += 1;
+    let taken = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // (the chunk whose turn it is to be placed, the next free offset)
+    let turn = Mutex::new((0usize, data_start));
+    let turned = Condvar::new();
+    let direct = direct && crate::disk::direct::set_direct(out, true);
+    let still_direct = AtomicBool::new(direct);
+    let writing = Mutex::new(());
+
+    let work = || -> std::io::Result<Vec<(u64, u64)>> {
+        let mut placed = Vec::new();
+        let mut b = crate::disk::direct::Buf::new((CHUNK_CLUSTERS * CLUSTER) as usize);
+        loop {
+            let i = taken.fetch_add(1, Ordering::Relaxed);
+            if i >= chunks.len() || failed.load(Ordering::Relaxed) {
+                return Ok(placed);
+            }
+            let (c0, c1) = chunks[i];
+            let buf = b.get_mut();
+            let start = c0 * CLUSTER;
+            let n = ((c1 * CLUSTER).min(len) - start) as usize;
+            let whole = ((c1 - c0) * CLUSTER) as usize;
+            raw.read_exact_at(&mut buf[..n], start)?;
+            buf[n..whole].fill(0);
+            let mut kept = Vec::new();
+            for k in 0..(c1 - c0) as usize {
+                if super::grains::is_zero(&buf[k * c..(k + 1) * c]) {
+                    continue;
                 }
-                if !pipe.write(b, kept * c, next) {
-                    return Ok(());
+                if kept.len() != k {
+                    buf.copy_within(k * c..(k + 1) * c, kept.len() * c);
                 }
-                next += (kept * c) as u64;
-                c0 = c1;
+                kept.push(c0 + k as u64);
+            }
+            let at = {
+                let mut t = turn.lock().expect("a worker panicked");
+                while t.0 != i {
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(placed);
+                    }
+                    t = turned.wait(t).expect("a worker panicked");
+                }
+                let at = t.1;
+                t.0 += 1;
+                t.1 += (kept.len() * c) as u64;
+                turned.notify_all();
+                at
+            };
+            for (j, idx) in kept.iter().enumerate() {
+                placed.push((*idx, at + (j * c) as u64));
+            }
+            let data = &buf[..kept.len() * c];
+            if data.is_empty() {
+                continue;
+            }
+            // One write at a time: ext4 serialises writes that extend a
+            // file on the inode's lock, and a second writer spins on that
+            // lock in the kernel (measured: 2-5x slower runs) where here
+            // it sleeps.
+            let _one = writing.lock().expect("a worker panicked");
+            match out.write_all_at(data, at) {
+                // The file system took the flag but not the write: go on
+                // through the page cache (every worker, from now on).
+                Err(e) if still_direct.load(Ordering::Relaxed) && e.raw_os_error() == Some(libc::EINVAL) => {
+                    still_direct.store(false, Ordering::Relaxed);
+                    crate::disk::direct::set_direct(out, false);
+                    out.write_all_at(data, at)?;
+                }
+                r => r?,
             }
         }
-        Ok(())
-    })?;
+    };
+    let results: Vec<std::io::Result<Vec<(u64, u64)>>> = std::thread::scope(|s| {
+        let run = || {
+            let r = work();
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+                // Wake the workers waiting for a turn this one will not take.
+                let _guard = turn.lock();
+                turned.notify_all();
+            }
+            r
+        };
+        let others: Vec<_> = (1..threads.max(1)).map(|_| s.spawn(run)).collect();
+        let mut all = vec![run()];
+        all.extend(others.into_iter().map(|h| h.join().expect("qcow2 worker panicked")));
+        all
+    });
+    if direct {
+        crate::disk::direct::set_direct(out, false);
+    }
+    let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for r in results {
+        for (idx, at) in r? {
+            let t = l2.entry(idx / L2_ENTRIES).or_insert_with(|| vec![0; L2_ENTRIES as usize]);
+            t[(idx % L2_ENTRIES) as usize] = at | COPIED;
+        }
+    }
+    let next = turn.into_inner().expect("a worker panicked").1;
     let refs = vec![1u32; (next / CLUSTER) as usize];
     write_tables(out, len, l1_size, l1_clusters, &l2, next, refs)
 }
@@ -215,7 +292,7 @@ pub fn write_compressed(raw: &File, len: u64, out: &File, level: u32, threads: u
     let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
     let l1_off = CLUSTER;
     let data_start = l1_off + l1_clusters * CLUSTER;
-    out.set_len(0)?;
+    super::empty(out)?;
 
     // refs[i]: refcount of host cluster i.
     let mut refs: Vec<u32> = vec![1; (1 + l1_clusters) as usize];

@@ -73,18 +73,18 @@ pub fn footer(size: u64, epoch: i64, unique_id: [u8; 16]) -> [u8; 512] {
 
 /// Write `raw` as a fixed VHD into `out`, keeping the raw image's holes
 /// (and making holes of 4 MiB chunks that are all zeros). The data is read
-/// here and written on a second thread with O_DIRECT where the file system
-/// takes it (see [`super::direct`]). A raw file whose length is not a whole
+/// here and written on a second thread, with O_DIRECT where the file system
+/// takes it if `direct` (see [`crate::disk::direct`]). A raw file whose length is not a whole
 /// number of 512-byte sectors is padded with zeros to one, as qemu reads it.
-pub fn write(raw: &File, len: u64, out: &File, epoch: i64, unique_id: [u8; 16]) -> std::io::Result<()> {
+pub fn write(raw: &File, len: u64, out: &File, epoch: i64, unique_id: [u8; 16], direct: bool) -> std::io::Result<()> {
     const CHUNK: u64 = 4 << 20;
     let size = len.div_ceil(512) * 512;
-    out.set_len(0)?;
+    super::empty(out)?;
     let ranges = match find_data_ranges(raw, len)? {
         Some(r) => r.to_vec(),
         None => vec![0..len],
     };
-    crate::disk::direct::with_writer(out, CHUNK as usize, |pipe| {
+    crate::disk::direct::with_writer(out, CHUNK as usize, direct, |pipe| {
         for r in ranges {
             // Whole 4 KiB blocks (what O_DIRECT wants); holes read as zeros.
             let mut off = r.start / 4096 * 4096;

@@ -143,7 +143,7 @@ pub fn write(raw: &File, len: u64, out: &File, file_name: &str, opts: &VmdkOptio
     let capacity = len.div_ceil(SECTOR);
     let grain_count = len.div_ceil(GRAIN);
     let gt_count = grain_count.div_ceil(GTES_PER_GT);
-    out.set_len(0)?;
+    super::empty(out)?;
 
     // Grains, from sector OVERHEAD on. The writer goes through a buffer and
     // keeps its position in sectors.

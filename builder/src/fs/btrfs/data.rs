@@ -310,7 +310,7 @@ fn store_plain(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<Csum
     }
     let mut failed: Option<BtrfsError> = None;
     let base = region.start();
-    let written = crate::disk::direct::with_writer(region.file(), STREAM_CHUNK, |pipe| {
+    let written = crate::disk::direct::with_writer(region.file(), STREAM_CHUNK, true, |pipe| {
         let mut readers = Readers { tree, cur: None };
         let Some(mut buf) = pipe.buffer() else { return Ok(()) };
         // Region offset of buf[0], and how much of buf is filled.
