@@ -29,6 +29,27 @@ const ALIGN: usize = 4096;
 /// Buffers in flight between the two threads.
 const BUFFERS: usize = 3;
 
+/// Largest single write through the page cache.
+const CACHED_PIECE: usize = 1 << 20;
+
+/// Write `data` at `at` through the page cache, in pieces of at most 1 MiB.
+///
+/// Why: the kernel sizes the page-cache folios it allocates for a write by
+/// the write's length, and writes of 2 MiB or more get 2 MiB folios, taken
+/// from the free blocks that a virtual machine's balloon reports to the
+/// host as unused; touching them again makes the host fault them in. On
+/// this project's build machines (Firecracker guests), `dd bs=2M` or `4M`
+/// of 256 MiB into a new file took 86–964 ms, `bs=1M` or less 84–113 ms
+/// every time. Elsewhere the pieces cost a few µs of syscalls each.
+pub(crate) fn write_cached(out: &File, data: &[u8], at: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    for piece in data.chunks(CACHED_PIECE) {
+        out.write_all_at(piece, at + done)?;
+        done += piece.len() as u64;
+    }
+    Ok(())
+}
+
 /// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
 pub(crate) fn set_direct(out: &File, on: bool) -> bool {
     use std::os::fd::AsRawFd;
@@ -108,18 +129,20 @@ pub(crate) fn with_writer(out: &File, chunk: usize, direct: bool, read: impl FnO
             for (buf, n, at) in rx {
                 let data = &buf.get()[..n];
                 let aligned = at % ALIGN as u64 == 0 && n % ALIGN == 0;
-                if direct && !aligned {
+                if !direct {
+                    write_cached(out, data, at)?;
+                } else if !aligned {
                     set_direct(out, false);
-                    out.write_all_at(data, at)?;
+                    write_cached(out, data, at)?;
                     set_direct(out, true);
                 } else {
                     match out.write_all_at(data, at) {
                         // The file system took the flag but not the write:
                         // go on through the page cache.
-                        Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                             direct = false;
                             set_direct(out, false);
-                            out.write_all_at(data, at)?;
+                            write_cached(out, data, at)?;
                         }
                         r => r?,
                     }

@@ -160,13 +160,17 @@ pub fn write(raw: &File, len: u64, out: &File, direct: bool, threads: usize) -> 
             // lock in the kernel (measured: 2-5x slower runs) where here
             // it sleeps.
             let _one = writing.lock().expect("a worker panicked");
+            if !still_direct.load(Ordering::Relaxed) {
+                crate::disk::direct::write_cached(out, data, at)?;
+                continue;
+            }
             match out.write_all_at(data, at) {
                 // The file system took the flag but not the write: go on
                 // through the page cache (every worker, from now on).
-                Err(e) if still_direct.load(Ordering::Relaxed) && e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     still_direct.store(false, Ordering::Relaxed);
                     crate::disk::direct::set_direct(out, false);
-                    out.write_all_at(data, at)?;
+                    crate::disk::direct::write_cached(out, data, at)?;
                 }
                 r => r?,
             }
