@@ -397,7 +397,8 @@ pub fn flash(
             // A device that refused BLKZEROOUT once is not asked again.
             zeroout &= !(zero && block);
             let w = if zero { &zeros[..n as usize] } else { &b[..] };
-            out.write_all_at(w, off).map_err(|source| FlashError::Write { path: target.into(), offset: off, source })?;
+            // ≤ 1 MiB writes: see disk::direct::write_cached.
+            crate::disk::direct::write_cached(&out, w, off).map_err(|source| FlashError::Write { path: target.into(), offset: off, source })?;
         }
         pb.inc(n);
     }
