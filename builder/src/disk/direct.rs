@@ -1,7 +1,9 @@
 //! Bulk data written on a second thread with O_DIRECT while this thread
-//! reads (and checksums) the next chunk: the data of a derived image
-//! (qcow2, VHD) read from the raw image, and the btrfs writer's data
-//! extents read from the tree's files.
+//! reads (and checksums) the next chunk: the VHD's data read from the raw
+//! image, and the btrfs writer's data extents read from the tree's files.
+//! The plain qcow2 writer has its own workers (reads in parallel, writes in
+//! chunk order) but the same pieces: [`set_direct`], [`Buf`],
+//! [`write_cached`].
 //!
 //! Why: reading the raw image (from the page cache, where the build just
 //! left it) and writing the output through the page cache cost about the
@@ -11,7 +13,8 @@
 //! left. On the bench input (bench/qcow2.sh: 2 GiB raw, 258 MiB of data,
 //! medians of 11 interleaved runs) the plain qcow2 took 1.27× `qemu-img
 //! convert`'s time with buffered writes on one thread, 0.95× with O_DIRECT
-//! on one thread, and 0.70× with O_DIRECT on the writer thread;
+//! on one thread, and 0.70× with O_DIRECT on the writer thread (the figures
+//! of that time; the README's table has the current ones);
 //! `copy_file_range` of the non-zero runs was slower than buffered writes
 //! (the read for the zero test is needed anyway).
 //!
