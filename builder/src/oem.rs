@@ -301,6 +301,8 @@ mod tests {
         assert_eq!(m["platform"], "qemu");
         assert_eq!(m["user"], "core");
         assert_eq!(m["hostname"], "node01");
+        assert!(m.get("keep_leases").is_none(), "keep_leases only when the recipe sets it");
+        assert_eq!(render(&recipe(serde_json::json!({"keep_leases": true}))).merged["keep_leases"], true);
         assert_eq!(m["network"]["networks"][0]["id"], "n0", "arrays replace");
         assert_eq!(m["network"]["networks"].as_array().unwrap().len(), 1);
         assert_eq!(r.provenance["user"], "00-defaults");

@@ -557,10 +557,71 @@ fn dhcp_frame_server(sock: UdpSocket, qemu: std::net::SocketAddr, lease: u32) ->
 /// sees it gone), and DISCOVER brings a new lease.
 #[test]
 fn dhcp_lease_is_renewed_rebound_and_dropped() {
-    use wire::*;
     appliance();
     let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let t = tempfile::tempdir().unwrap();
+    let (netdev, seen) = dhcp_frame_net(20);
+    let vm = boot_with(t.path(), &netdev, &[], "vpc.watch");
+    check_lease_cycle(vm, &seen);
+}
+
+/// Root mode with `keep_leases` (here from the command line, layer 40):
+/// the agent forks `agent-dhcp` before it switches to an ext4 root, and
+/// that process goes through the same renewal, rebinding, expiry and new
+/// DISCOVER as the appliance's thread, while the root's own init (busybox,
+/// no DHCP client) is PID 1 and watches the address.
+#[test]
+fn root_mode_keeps_the_lease_after_switch_root() {
+    appliance();
+    let t = tempfile::tempdir().unwrap();
+    let disk = lease_root(t.path());
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let (netdev, seen) = dhcp_frame_net(20);
+    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    let vm = boot_with(t.path(), &netdev, &["-drive", &drive], "root=PARTLABEL=leaseroot oem.keep_leases=true");
+    let serial = check_lease_cycle(vm, &seen);
+    assert!(serial.contains("switching root to /sysroot"), "{serial}");
+    assert!(serial.contains("leases kept after switch_root by agent-dhcp"), "{serial}");
+    let l = serial.lines().find(|l| l.starts_with("vpc: root init is pid")).unwrap_or_else(|| panic!("the root's init did not start:\n{serial}"));
+    assert!(l.starts_with("vpc: root init is pid 1;") && l.contains("agent-dhcp"), "PID 1 is the root's init and agent-dhcp runs beside it: {l}");
+}
+
+/// A raw disk with one ext4 partition labelled `leaseroot`: busybox, and
+/// an init that says its PID and the agent-dhcp process, then prints
+/// eth0's IPv4 addresses every second.
+fn lease_root(dir: &Path) -> PathBuf {
+    let init = concat!(
+        "#!/bin/busybox sh\n",
+        "echo \"vpc: root init is pid $$; keeper [$(busybox ps -o pid,comm | busybox grep agent-dhcp | busybox tr -s ' ' ' ')]\"\n",
+        "while :; do echo \"vpc: addr [$(busybox ip -4 -o addr show dev eth0 | busybox tr -s ' ' ' ')]\"; busybox sleep 1; done\n",
+    );
+    let recipe = serde_json::json!({
+        "name": "leaseroot",
+        "source_date_epoch": 1700000000,
+        "trees": { "root": [
+            { "deb": "busybox-static" },
+            { "symlink": "/bin/sh", "target": "busybox" },
+            { "mkdir": "/proc" }, { "mkdir": "/sys" }, { "mkdir": "/dev" }, { "mkdir": "/run" },
+            { "mkdir": "/tmp", "mode": "1777" },
+            { "file": "/sbin/init", "mode": "0755", "content": init }
+        ]},
+        "disk": { "partitions": [
+            { "label": "leaseroot", "type": "linux", "size": "32MiB", "filesystem": "ext4", "tree": "root" }
+        ]},
+        "outputs": ["raw"]
+    });
+    // Inside the project, so `busybox-static` resolves against kernel/packages.lock.
+    let rdir = root().join("out/test-recipes").join(format!("leaseroot-{}", std::process::id()));
+    fs::create_dir_all(&rdir).unwrap();
+    let path = rdir.join("leaseroot.json");
+    fs::write(&path, serde_json::to_vec_pretty(&recipe).unwrap()).unwrap();
+    run_ok(&root(), &["-q", "build", path.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    dir.join("leaseroot.raw")
+}
+
+/// A qemu `dgram` netdev whose frames go to [`dhcp_frame_server`] (leases
+/// of `lease` seconds), and what that server saw.
+fn dhcp_frame_net(lease: u32) -> (String, Arc<Mutex<Vec<DhcpSeen>>>) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let qemu_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let qemu: std::net::SocketAddr = format!("127.0.0.1:{qemu_port}").parse().unwrap();
@@ -568,8 +629,17 @@ fn dhcp_lease_is_renewed_rebound_and_dropped() {
         "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={qemu_port},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
         sock.local_addr().unwrap().port()
     );
-    let seen = dhcp_frame_server(sock, qemu, 20);
-    let mut vm = boot_with(t.path(), &netdev, &[], "vpc.watch");
+    (netdev, dhcp_frame_server(sock, qemu, lease))
+}
+
+/// Watch a booted guest whose DHCP server ([`dhcp_frame_server`], 20 s
+/// leases) answers the first renewal and then goes quiet for a while: the
+/// guest's watcher lines must show the address come, go at the end of the
+/// lease and come back; the server must have seen DISCOVER, REQUEST, then
+/// renewals (unicast), rebinding (broadcast) and a new DISCOVER, each not
+/// before its time. Returns the serial log.
+fn check_lease_cycle(mut vm: Vm, seen: &Arc<Mutex<Vec<DhcpSeen>>>) -> String {
+    use wire::*;
     let back = format!("inet {GUEST_IP}/24");
     // Wait for: the address, then gone, then back (the watcher's lines).
     let mut phases = 0;
@@ -635,6 +705,7 @@ fn dhcp_lease_is_renewed_rebound_and_dropped() {
     assert!(at(first_rebind) - at(first_renew) >= 8.75, "rebound long before T2 of the renewed lease");
     assert!(at(rediscover) - at(first_renew) >= 10.0, "dropped long before the end of the renewed lease");
     assert!(serial.contains("removed (lease expired)") || serial.contains("already gone (lease expired)"), "{serial}");
+    serial
 }
 
 /// With qemu's own DHCP (a 24 h lease): the address carries the lease as

@@ -169,6 +169,12 @@ pub struct Oem {
     /// SSH public keys for `user`, one per entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_authorized_keys: Option<Vec<String>>,
+    /// Root mode: keep renewing the DHCP leases the agent took after it
+    /// switches to the root (a small `agent-dhcp` process stays). For roots
+    /// without a DHCP client of their own; default false: the root's client
+    /// (systemd-networkd, dhclient, udhcpc) takes the leases over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_leases: Option<bool>,
 }
 
 /// A platform with an OEM layer in `oem/platforms/`.

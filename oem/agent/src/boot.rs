@@ -631,8 +631,13 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) ->
     // Cloud configuration (network; hostname and keys into the root).
     crate::cloud::run(Path::new(SYSROOT), oem);
     crate::cloud::apply_identity(Path::new(SYSROOT), oem);
-    // No renewal after the switch: say when DHCP addresses expire.
-    crate::net::lease::handover();
+    // DHCP leases: kept by a child process (`keep_leases`), or handed over
+    // to the root's own client (logs when the addresses expire).
+    if oem.config().get("keep_leases").and_then(|v| v.as_bool()) == Some(true) {
+        crate::net::lease::keep_after_switch();
+    } else {
+        crate::net::lease::handover();
+    }
     move_oem_into_root();
     log!("switching root to {SYSROOT}, exec {init}");
     for m in ["/dev", "/proc", "/sys", "/run"] {

@@ -16,9 +16,12 @@
 //!   drops it at the end of the lease even when nothing renews it.
 //! * [`held`] records the leases [`super::apply`] configured; [`start`]
 //!   keeps each in a thread once the appliance runs (the agent stays PID 1).
-//!   After a switch to a root the agent is gone: [`handover`] logs when each
-//!   address expires; the root needs its own DHCP client (systemd-networkd,
-//!   dhclient, udhcpc …) to keep it.
+//!   After a switch to a root the agent is gone. With the OEM key
+//!   `keep_leases: true`, [`keep_after_switch`] leaves a child process
+//!   (`agent-dhcp`) that goes on renewing the leases under the root's init,
+//!   for roots without a DHCP client of their own; otherwise [`handover`]
+//!   logs when each address expires, and the root's own client
+//!   (systemd-networkd, dhclient, udhcpc …) must take it over.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -467,14 +470,68 @@ pub fn start() {
     }
 }
 
-/// Root mode: the agent execs the root's init and cannot renew. Say when
-/// each leased address expires.
+/// Root mode with `keep_leases`: fork a process that keeps every held
+/// lease (one thread each, as [`start`] does in appliance mode) and lives
+/// on after PID 1 switches to the root and execs its init.
+///
+/// The child needs no file system: rtnetlink and UDP sockets only, and it
+/// logs on the console fd it inherits, so the initramfs can be freed and
+/// the root moved over it. It resets the signals PID 1 handles to their
+/// defaults, so the root's shutdown (`kill -TERM -1`) ends it. Called with
+/// no other thread running (the network step has joined its threads), so
+/// the fork copies no lock held by another thread.
+pub fn keep_after_switch() {
+    let leases: Vec<Held> = HELD.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let kept: Vec<Held> = leases.into_iter().filter(|h| Timers::from_reply(&h.reply).is_some()).collect();
+    if kept.is_empty() {
+        handover();
+        return;
+    }
+    // SAFETY: fork in a process with one thread; the child only calls
+    // async-signal-safe libc functions before it starts threads of its own.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            log!("dhcp: cannot fork the lease keeper: {}; leases end with no renewal", io::Error::last_os_error());
+            handover();
+        }
+        0 => {
+            // SAFETY: resetting dispositions and the mask of this (only)
+            // thread; prctl with a static name.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                for s in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT, libc::SIGCHLD, libc::SIGHUP] {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+                libc::prctl(libc::PR_SET_NAME, c"agent-dhcp".as_ptr() as libc::c_ulong, 0, 0, 0);
+                libc::setsid();
+            }
+            for h in kept {
+                let t = Timers::from_reply(&h.reply).expect("kept leases have timers");
+                log!("dhcp {}: agent-dhcp (pid {}) keeps the lease on {} after switch_root: renewal at T1 = {} s, rebinding at T2 = {} s", h.iface.name, std::process::id(), h.reply.yiaddr, t.t1.as_secs(), t.t2.as_secs());
+                let name = format!("dhcp-{}", h.iface.name);
+                if let Err(e) = std::thread::Builder::new().name(name).spawn(move || keep(h)) {
+                    log!("dhcp: cannot start a renewal thread: {e}");
+                }
+            }
+            loop {
+                std::thread::park();
+            }
+        }
+        child => log!("dhcp: leases kept after switch_root by agent-dhcp, pid {child}"),
+    }
+}
+
+/// Root mode without `keep_leases`: the agent execs the root's init and
+/// cannot renew. Say when each leased address expires.
 pub fn handover() {
     let now = BootClock.now();
     for h in HELD.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         match Timers::from_reply(&h.reply) {
             Some(t) => log!(
-                "dhcp {}: {} is leased until {} s after boot; the agent does not renew it after switch_root: the kernel drops the address then unless the root's DHCP client takes it over",
+                "dhcp {}: {} is leased until {} s after boot; the agent does not renew it after switch_root: the kernel drops the address then unless the root's DHCP client takes it over (OEM key keep_leases: true leaves the agent's renewal running)",
                 h.iface.name,
                 h.reply.yiaddr,
                 (h.start + t.lease).as_secs().max(now.as_secs())
