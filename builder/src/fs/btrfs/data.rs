@@ -184,8 +184,53 @@ fn compress(kind: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Pieces (each at most [`MAX_COMPRESSED_SPAN`]) read and compressed per
+/// batch: bounds memory to a few MiB of input and output.
+const COMPRESS_BATCH: usize = 64;
+
+/// One piece read and compressed (or why not).
+type Compressed = Result<Vec<u8>, BtrfsError>;
+
+/// Read and compress `pieces` on `threads` workers (worker w takes pieces
+/// w, w + threads, …); the results come back in the pieces' order, so what
+/// is allocated where does not depend on the thread count.
+fn compress_batch(
+    roots: &[FsRootPlan],
+    tree: &Tree,
+    pieces: &[Piece],
+    kind: Compression,
+    threads: usize,
+) -> Vec<Compressed> {
+    let one = |p: &Piece| -> Compressed {
+        let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
+        let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
+        let read_err = |e: std::io::Error| BtrfsError::Read { origin: content.origin(), source: e };
+        let mut buf = vec![0u8; p.len as usize];
+        content.open().map_err(read_err)?.read_exact_at(&mut buf, p.off).map_err(read_err)?;
+        compress(kind, &buf).map_err(|e| BtrfsError::Compress { origin: content.origin(), source: e })
+    };
+    let workers = threads.clamp(1, pieces.len().max(1));
+    if workers == 1 {
+        return pieces.iter().map(one).collect();
+    }
+    let one = &one;
+    let parts: Vec<Vec<(usize, Compressed)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..workers)
+            .map(|w| s.spawn(move || (w..pieces.len()).step_by(workers).map(|i| (i, one(&pieces[i]))).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("compression worker panicked")).collect()
+    });
+    let mut out: Vec<Option<Compressed>> = (0..pieces.len()).map(|_| None).collect();
+    for (i, r) in parts.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out.into_iter().map(|r| r.expect("every piece has a result")).collect()
+}
+
 /// Store every piece. Without a region (sizing only) nothing is read or
-/// written and every piece is assumed incompressible.
+/// written and every piece is assumed incompressible. With compression,
+/// pieces are read and compressed in batches on a few threads
+/// ([`compress_batch`]), then stored in order on this one.
 pub fn write_data(
     roots: &mut [FsRootPlan],
     tree: &Tree,
@@ -195,13 +240,13 @@ pub fn write_data(
     compression: Option<Compression>,
 ) -> Result<Csums, BtrfsError> {
     let mut csums = Csums::default();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut reader: Option<((usize, usize), ContentReader)> = None;
     let mut copies: Vec<Copy> = Vec::new();
-    for p in pieces {
+    let threads = crate::output::grains::threads();
+    // The compressed pieces of the current batch, from `batch_start`.
+    let mut batch: Vec<Compressed> = Vec::new();
+    let mut batch_start = 0usize;
+    for (i, p) in pieces.iter().enumerate() {
         let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
-        let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
-        let read_err = |e: std::io::Error| BtrfsError::Read { origin: content.origin(), source: e };
         let mut extents = Vec::new();
         let Some(region) = region else {
             for (logical, _, n) in space.alloc_split(p.len)? {
@@ -218,13 +263,12 @@ pub fn write_data(
             continue;
         };
         if let Some(kind) = compression {
-            if reader.as_ref().map(|r| r.0) != Some((p.root, p.inode)) {
-                reader = Some(((p.root, p.inode), content.open().map_err(read_err)?));
+            if i >= batch_start + batch.len() {
+                batch_start = i;
+                let end = pieces.len().min(i + COMPRESS_BATCH);
+                batch = compress_batch(roots, tree, &pieces[i..end], kind, threads);
             }
-            let rd = &reader.as_ref().expect("opened above").1;
-            buf.resize(p.len as usize, 0);
-            rd.read_exact_at(&mut buf, p.off).map_err(read_err)?;
-            let c = compress(kind, &buf).map_err(|e| BtrfsError::Compress { origin: content.origin(), source: e })?;
+            let c = std::mem::replace(&mut batch[i - batch_start], Ok(Vec::new()))?;
             let clen = align_up(c.len() as u64, SECTOR);
             if clen + SECTOR <= p.len {
                 let (logical, phys) = space.alloc_contig(clen)?;
