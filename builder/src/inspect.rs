@@ -212,9 +212,10 @@ fn read_cmdlines(f: &File, parts: &[InspectedPartition]) -> Option<CmdlineReport
     Some(r)
 }
 
-/// How the parameters of the UEFI and BIOS lines differ (`BOOT_IMAGE`,
-/// which GRUB adds, aside), or `None` when the kernel gets the same ones.
-fn mismatch(uefi: &str, bios: &str) -> Option<String> {
+/// The parameters only the UEFI line has and those only the BIOS line has
+/// (`BOOT_IMAGE`, which GRUB adds, aside; both empty when only the order
+/// differs), or `None` when the kernel gets the same ones.
+pub(crate) fn param_diff(uefi: &str, bios: &str) -> Option<(String, String)> {
     let params = |s: &str| -> Vec<String> {
         crate::oem::kernel_params(s)
             .into_iter()
@@ -230,7 +231,13 @@ fn mismatch(uefi: &str, bios: &str) -> Option<String> {
         return None;
     }
     let only = |a: &[String], b: &[String]| a.iter().filter(|x| !b.contains(x)).cloned().collect::<Vec<_>>().join(" ");
-    let (ou, ob) = (only(&u, &b), only(&b, &u));
+    Some((only(&u, &b), only(&b, &u)))
+}
+
+/// How the parameters of the UEFI and BIOS lines differ, or `None` when
+/// the kernel gets the same ones.
+fn mismatch(uefi: &str, bios: &str) -> Option<String> {
+    let (ou, ob) = param_diff(uefi, bios)?;
     let mut m = if ou.is_empty() && ob.is_empty() {
         "the UEFI and BIOS command lines give the kernel the same parameters in a different order".to_string()
     } else {

@@ -195,6 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 agent,
             };
             let res = build_image::pipeline::build(&recipe, &opts)?;
+            for w in &res.warnings {
+                eprintln!("warning: {w}");
+            }
             if !cli.quiet {
                 for a in &res.manifest.artifacts {
                     eprintln!("wrote {}/{} ({} bytes, sha256 {})", opts.out_dir.display(), a.file, a.size, a.sha256);

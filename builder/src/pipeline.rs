@@ -37,6 +37,9 @@ pub struct BuildOptions {
 pub struct BuildResult {
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
+    /// Things the build did but the user should know: printed by the CLI
+    /// as `warning: …` lines, even with `-q`.
+    pub warnings: Vec<String>,
 }
 
 /// Resolved trees plus the digests of the inputs they came from.
@@ -96,8 +99,26 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
         });
         let inputs = digests.join().expect("digest thread panicked");
         let (pending, plan, boot_info, artifacts) = result?;
-        finish(&loaded, opts, pending, artifacts, &plan, inputs?, boot_info)
+        let warnings = boot_info.as_ref().and_then(grub_cmdline_warning).into_iter().collect();
+        let mut res = finish(&loaded, opts, pending, artifacts, &plan, inputs?, boot_info)?;
+        res.warnings = warnings;
+        Ok(res)
     })
+}
+
+/// When the image boots by BIOS too, whether GRUB hands the kernel other
+/// parameters than the UKI does (a double quote inside a parameter cannot
+/// be carried by GRUB's config; `\` and `'` arrive backslash-escaped).
+fn grub_cmdline_warning(b: &crate::output::manifest::BootInfo) -> Option<String> {
+    let grub = b.grub.as_ref()?;
+    let bios = crate::boot::grub::linux_cmdline(&crate::boot::grub::boot_config(grub.esp_partition, &b.cmdline))?;
+    let (uefi, grub_gives) = crate::inspect::param_diff(&b.cmdline, &bios)?;
+    if uefi.is_empty() && grub_gives.is_empty() {
+        return None; // the same parameters, in another order
+    }
+    Some(format!(
+        "kernel.cmdline: GRUB (boot.firmware \"bios\") hands the kernel `{grub_gives}` where the UKI passes `{uefi}`: GRUB's config cannot carry a double quote inside a parameter, and it backslash-escapes \\ and '. Keep such values to UEFI-only images, or set them in the recipe's `oem` section (or an OEM partition's config.d) instead of `oem.*` parameters"
+    ))
 }
 
 /// Everything up to the finished (not yet renamed) outputs.
@@ -284,7 +305,7 @@ fn finish(
     if let Ok(d) = File::open(&opts.out_dir) {
         let _ = d.sync_all();
     }
-    Ok(BuildResult { manifest_path, manifest })
+    Ok(BuildResult { manifest_path, manifest, warnings: Vec::new() })
 }
 
 pub fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {

@@ -109,14 +109,19 @@ fn root_recipe() -> Value {
 /// Build `recipe` from a folder inside the project (package names resolve
 /// through kernel/packages.lock) into `out`; returns the manifest.
 fn build(recipe: &Value, out: &Path) -> Value {
+    build_said(recipe, out).0
+}
+
+/// [`build`], with what the build printed on stderr (with `-q`: warnings).
+fn build_said(recipe: &Value, out: &Path) -> (Value, String) {
     let name = recipe["name"].as_str().unwrap();
     let dir = root().join("out/test-recipes");
     fs::create_dir_all(&dir).unwrap();
     let rdir = tempfile::tempdir_in(&dir).unwrap();
     let r = rdir.path().join(format!("{name}.json"));
     fs::write(&r, serde_json::to_string_pretty(recipe).unwrap()).unwrap();
-    run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    serde_json::from_slice(&fs::read(out.join(format!("{name}.manifest.json"))).unwrap()).unwrap()
+    let said = run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    (serde_json::from_slice(&fs::read(out.join(format!("{name}.manifest.json"))).unwrap()).unwrap(), said)
 }
 
 /// Direct kernel boot of NAME's kernel+initramfs in `out` with NAME.raw as
@@ -331,7 +336,8 @@ fn inspect_applies_the_images_kernel_cmdline_as_layer_40() {
     let t = tempfile::tempdir().unwrap();
     let w = t.path();
     let with = cmdline_recipe("cmdline40", &format!("console=ttyS0,115200 {CMDLINE_OEM} quiet"), &["uefi", "bios"]);
-    build(&with, &w.join("a"));
+    let (_, said) = build_said(&with, &w.join("a"));
+    assert!(!said.contains("warning"), "GRUB carries these parameters unchanged: no warning: {said}");
     let image = w.join("a/cmdline40.raw");
     let a = inspect(&image);
     let c = &a["cmdline"];
@@ -379,14 +385,18 @@ fn inspect_applies_the_images_kernel_cmdline_as_layer_40() {
 }
 
 /// A JSON value with double quotes reaches the kernel only through the
-/// UKI: GRUB's config cannot carry them. `inspect` says so and takes layer
+/// UKI: GRUB's config cannot carry them. The build warns (naming the
+/// field, the parameter and the fix), `inspect` says so and takes layer
 /// 40 from the UEFI line.
 #[test]
 fn inspect_reports_uefi_and_bios_command_lines_that_differ() {
     let t = tempfile::tempdir().unwrap();
     let keys = r#"oem.ssh_authorized_keys=["ssh-ed25519 AAAA me"]"#;
     let r = cmdline_recipe("cmdline-differ", &format!("console=ttyS0,115200 {keys} oem.bare"), &["uefi", "bios"]);
-    build(&r, t.path());
+    let (_, said) = build_said(&r, t.path());
+    let warning = said.lines().find(|l| l.starts_with("warning: kernel.cmdline: GRUB (boot.firmware \"bios\") hands the kernel")).unwrap_or_else(|| panic!("no warning: {said}"));
+    eprintln!("{warning}");
+    assert!(warning.contains(keys) && warning.contains("`oem` section"), "{warning}");
     let insp = inspect(&t.path().join("cmdline-differ.raw"));
     let c = &insp["cmdline"];
     let (uefi, bios) = (c["uefi"]["cmdline"].as_str().unwrap(), c["bios"]["cmdline"].as_str().unwrap());
