@@ -15,6 +15,7 @@ pub mod initramfs;
 pub mod inspect;
 pub mod oem;
 pub mod output;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod qemu;

@@ -173,12 +173,12 @@ fn build_outputs(
             if opts.compress {
                 let step = progress.step("converting to compressed qcow2".into());
                 let level = opts.level.unwrap_or(6);
-                crate::output::qcow2::write_compressed(raw, plan.disk_size, out.as_file(), level, crate::output::grains::threads())
+                crate::output::qcow2::write_compressed(raw, plan.disk_size, out.as_file(), level, crate::parallel::threads())
                     .map_err(|e| Error::io("writing the compressed qcow2 image", e))?;
                 step.done();
             } else {
                 let step = progress.step("converting to qcow2".into());
-                crate::output::qcow2::write(raw, plan.disk_size, out.as_file(), true, crate::output::grains::threads()).map_err(|e| Error::io("writing the qcow2 image", e))?;
+                crate::output::qcow2::write(raw, plan.disk_size, out.as_file(), true, crate::parallel::threads()).map_err(|e| Error::io("writing the qcow2 image", e))?;
                 step.done();
             }
             pending.push(Pending { tmp: out, dest: dest("qcow2") });

@@ -911,13 +911,7 @@ fn compressed_image_does_not_depend_on_the_thread_count() {
     let mut sums = Vec::new();
     for threads in ["1", "2", "3"] {
         let out = d.path().join(format!("out{threads}"));
-        let o = Command::new(common::bin())
-            .args(["-q", "build", "r.json", "--out", out.to_str().unwrap()])
-            .current_dir(d.path())
-            .env("BUILD_IMAGE_THREADS", threads)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{threads} threads: {}", String::from_utf8_lossy(&o.stderr));
+        common::run_ok_env(d.path(), &["-q", "build", "r.json", "--out", out.to_str().unwrap()], &[("BUILD_IMAGE_THREADS", threads)]);
         sums.push(common::sha256(&out.join("zthreads.raw")));
     }
     assert!(sums.iter().all(|s| *s == sums[0]), "images differ by thread count: {sums:?}");

@@ -163,8 +163,7 @@ fn plain_qcow2_stores_exactly_the_non_zero_clusters() {
         if no_sync {
             args.push("--no-sync");
         }
-        let o = std::process::Command::new(bin()).args(&args).current_dir(w).env("BUILD_IMAGE_THREADS", threads).output().unwrap();
-        assert!(o.status.success(), "{args:?} with {threads} threads: {}", String::from_utf8_lossy(&o.stderr));
+        run_ok_env(w, &args, &[("BUILD_IMAGE_THREADS", threads)]);
         let (ok, o) = tool("qemu-img", &["check", "-f", "qcow2", q.to_str().unwrap()]);
         assert!(ok && o.contains("No errors"), "qemu-img check: {o}");
         let total = len.div_ceil(C);

@@ -116,12 +116,7 @@ fn appliance_recipe() -> serde_json::Value {
 /// and the manifest.
 fn build(recipe: &serde_json::Value, out: &Path) -> (PathBuf, serde_json::Value) {
     let name = recipe["name"].as_str().unwrap();
-    let dir = root().join("out/test-recipes");
-    fs::create_dir_all(&dir).unwrap();
-    let rdir = tempfile::tempdir_in(&dir).unwrap();
-    let r = rdir.path().join(format!("{name}.json"));
-    fs::write(&r, serde_json::to_string_pretty(recipe).unwrap()).unwrap();
-    run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    build_in_project(recipe, out);
     let m = serde_json::from_slice(&fs::read(out.join(format!("{name}.manifest.json"))).unwrap()).unwrap();
     (out.join(format!("{name}.raw")), m)
 }

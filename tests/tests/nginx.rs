@@ -35,18 +35,6 @@ fn build(out: &Path) -> (PathBuf, serde_json::Value) {
     (out.join("vpc-nginx.raw"), m)
 }
 
-fn network_data() -> String {
-    serde_json::json!({
-        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
-        "networks": [{
-            "id": "net0", "type": "ipv4", "link": "tap0",
-            "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
-            "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }]
-        }],
-        "services": [{ "type": "dns", "address": "10.0.2.3" }]
-    })
-    .to_string()
-}
 
 fn meta_data() -> String {
     serde_json::json!({
@@ -114,7 +102,7 @@ fn vpc_nginx_serves_its_page_with_the_clouds_identity_and_grows() {
     fs::copy(&raw, &disk).unwrap();
     let (ok, out) = tool("qemu-img", &["resize", "-q", "-f", "raw", disk.to_str().unwrap(), "1G"]);
     assert!(ok, "qemu-img resize: {out}");
-    let drive = config_drive(t.path(), &[("meta_data.json", meta_data().as_str()), ("network_data.json", network_data().as_str())]);
+    let drive = config_drive(t.path(), &[("meta_data.json", meta_data().as_str()), ("network_data.json", network_data_static(MAC).as_str())]);
 
     let port = free_port();
     let log = t.path().join("serial.log");

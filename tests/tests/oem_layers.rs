@@ -115,12 +115,7 @@ fn build(recipe: &Value, out: &Path) -> Value {
 /// [`build`], with what the build printed on stderr (with `-q`: warnings).
 fn build_said(recipe: &Value, out: &Path) -> (Value, String) {
     let name = recipe["name"].as_str().unwrap();
-    let dir = root().join("out/test-recipes");
-    fs::create_dir_all(&dir).unwrap();
-    let rdir = tempfile::tempdir_in(&dir).unwrap();
-    let r = rdir.path().join(format!("{name}.json"));
-    fs::write(&r, serde_json::to_string_pretty(recipe).unwrap()).unwrap();
-    let said = run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let said = build_in_project(recipe, out);
     (serde_json::from_slice(&fs::read(out.join(format!("{name}.manifest.json"))).unwrap()).unwrap(), said)
 }
 

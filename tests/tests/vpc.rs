@@ -193,18 +193,6 @@ fn network_time(serial: &str) -> Option<f64> {
     l[..i].rsplit(['(', ' ']).next()?.parse().ok()
 }
 
-fn network_data_static() -> String {
-    serde_json::json!({
-        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": MAC, "mtu": 1500 }],
-        "networks": [{
-            "id": "net0", "type": "ipv4", "link": "tap0",
-            "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
-            "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }]
-        }],
-        "services": [{ "type": "dns", "address": "10.0.2.3" }]
-    })
-    .to_string()
-}
 
 fn meta_data(host: &str) -> String {
     serde_json::json!({
@@ -222,7 +210,7 @@ fn config_drive_gives_static_address_hostname_and_keys() {
     let t = tempfile::tempdir().unwrap();
     let drive = config_drive(
         t.path(),
-        &[("meta_data.json", &meta_data("vpc-test-host")), ("network_data.json", &network_data_static()), ("user_data", "#cloud-config\n")],
+        &[("meta_data.json", &meta_data("vpc-test-host")), ("network_data.json", &network_data_static(MAC)), ("user_data", "#cloud-config\n")],
     );
     let port = free_port();
     let mut vm = boot(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
@@ -249,7 +237,7 @@ fn iso9660_config_drive_on_an_ide_cdrom() {
     let t = tempfile::tempdir().unwrap();
     let iso = iso_config_drive(
         t.path(),
-        &[("meta_data.json", &meta_data("vpc-iso-host")), ("network_data.json", &network_data_static()), ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n")],
+        &[("meta_data.json", &meta_data("vpc-iso-host")), ("network_data.json", &network_data_static(MAC)), ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n")],
     );
     let port = free_port();
     // As Nova attaches it on a `pc` machine: a read-only CD-ROM on the IDE bus.
@@ -610,12 +598,7 @@ fn lease_root(dir: &Path) -> PathBuf {
         ]},
         "outputs": ["raw"]
     });
-    // Inside the project, so `busybox-static` resolves against kernel/packages.lock.
-    let rdir = root().join("out/test-recipes").join(format!("leaseroot-{}", std::process::id()));
-    fs::create_dir_all(&rdir).unwrap();
-    let path = rdir.join("leaseroot.json");
-    fs::write(&path, serde_json::to_vec_pretty(&recipe).unwrap()).unwrap();
-    run_ok(&root(), &["-q", "build", path.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    build_in_project(&recipe, dir);
     dir.join("leaseroot.raw")
 }
 

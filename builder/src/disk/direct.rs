@@ -53,6 +53,31 @@ pub(crate) fn write_cached(out: &File, data: &[u8], at: u64) -> std::io::Result<
     Ok(())
 }
 
+/// Write `data` at `at` into `out`, whose O_DIRECT flag is on while
+/// `*direct`: with O_DIRECT when the write is 4 KiB-aligned, else through
+/// the page cache ([`write_cached`]). A file system that took the flag but
+/// refuses the write (EINVAL) gets this write and every later one through
+/// the page cache: the flag goes off and `*direct` becomes false.
+pub(crate) fn write(out: &File, data: &[u8], at: u64, direct: &mut bool) -> std::io::Result<()> {
+    if !*direct {
+        return write_cached(out, data, at);
+    }
+    if at % ALIGN as u64 != 0 || data.len() % ALIGN != 0 {
+        set_direct(out, false);
+        let r = write_cached(out, data, at);
+        set_direct(out, true);
+        return r;
+    }
+    match out.write_all_at(data, at) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            *direct = false;
+            set_direct(out, false);
+            write_cached(out, data, at)
+        }
+        r => r,
+    }
+}
+
 /// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
 pub(crate) fn set_direct(out: &File, on: bool) -> bool {
     use std::os::fd::AsRawFd;
@@ -130,26 +155,7 @@ pub(crate) fn with_writer(out: &File, chunk: usize, direct: bool, read: impl FnO
         let writer = s.spawn(move || -> std::io::Result<()> {
             let mut direct = direct;
             for (buf, n, at) in rx {
-                let data = &buf.get()[..n];
-                let aligned = at % ALIGN as u64 == 0 && n % ALIGN == 0;
-                if !direct {
-                    write_cached(out, data, at)?;
-                } else if !aligned {
-                    set_direct(out, false);
-                    write_cached(out, data, at)?;
-                    set_direct(out, true);
-                } else {
-                    match out.write_all_at(data, at) {
-                        // The file system took the flag but not the write:
-                        // go on through the page cache.
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            direct = false;
-                            set_direct(out, false);
-                            write_cached(out, data, at)?;
-                        }
-                        r => r?,
-                    }
-                }
+                write(out, &buf.get()[..n], at, &mut direct)?;
                 let _ = back_tx.send(buf);
             }
             Ok(())

@@ -49,7 +49,7 @@ pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>, sync
         .tempfile_in(&dir)
         .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))?;
     let what = format!("writing {}", dest.display());
-    let threads = super::grains::threads();
+    let threads = crate::parallel::threads();
     match to {
         Format::Qcow2 if compress => super::qcow2::write_compressed(&src, len, tmp.as_file(), 6, threads),
         Format::Qcow2 => super::qcow2::write(&src, len, tmp.as_file(), sync, threads),

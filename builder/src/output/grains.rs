@@ -48,15 +48,6 @@ pub fn is_zero(b: &[u8]) -> bool {
     blocks.remainder().iter().all(|x| *x == 0)
 }
 
-/// Number of worker threads for compression: at most 2 by default (this is
-/// a build tool sharing the machine), `BUILD_IMAGE_THREADS` overrides.
-pub fn threads() -> usize {
-    std::env::var("BUILD_IMAGE_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(2))
-}
 
 /// For every non-zero grain of `raw`, in ascending order, call
 /// `sink(index, data, transformed)` where `data` is the grain (zero-padded
@@ -93,39 +84,8 @@ where
         }
         let n = batch.len();
         let nonzero: Vec<bool> = (0..n).map(|i| !is_zero(&bufs[i * g..(i + 1) * g])).collect();
-        let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
-        let workers = threads.clamp(1, n);
-        if workers == 1 {
-            for i in 0..n {
-                if nonzero[i] {
-                    results[i] = Some(transform(&bufs[i * g..(i + 1) * g]));
-                }
-            }
-        } else {
-            // Interleaved split: worker w takes grains w, w+workers, …
-            let bufs_ref = &bufs[..];
-            let nz = &nonzero;
-            let tf = &transform;
-            let parts: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..workers)
-                    .map(|w| {
-                        s.spawn(move || {
-                            (w..n)
-                                .step_by(workers)
-                                .filter(|i| nz[*i])
-                                .map(|i| (i, tf(&bufs_ref[i * g..(i + 1) * g])))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().expect("compression worker panicked")).collect()
-            });
-            for part in parts {
-                for (i, t) in part {
-                    results[i] = Some(t);
-                }
-            }
-        }
+        let bufs_ref = &bufs[..];
+        let results = crate::parallel::map_ordered(n, threads, |i| nonzero[i].then(|| transform(&bufs_ref[i * g..(i + 1) * g])));
         for (i, r) in results.into_iter().enumerate() {
             if let Some(t) = r {
                 sink(batch[i], &bufs[i * g..(i + 1) * g], t)?;

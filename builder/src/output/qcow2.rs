@@ -106,8 +106,8 @@ pub fn write(raw: &File, len: u64, out: &File, direct: bool, threads: usize) -> 
     let turn = Mutex::new((0usize, data_start));
     let turned = Condvar::new();
     let direct = direct && crate::disk::direct::set_direct(out, true);
-    let still_direct = AtomicBool::new(direct);
-    let writing = Mutex::new(());
+    // Held while writing; whether O_DIRECT is still on.
+    let writing = Mutex::new(direct);
 
     let work = || -> std::io::Result<Vec<(u64, u64)>> {
         let mut placed = Vec::new();
@@ -159,21 +159,8 @@ pub fn write(raw: &File, len: u64, out: &File, direct: bool, threads: usize) -> 
             // file on the inode's lock, and a second writer spins on that
             // lock in the kernel (`perf`: 37% of a two-writer run's samples
             // in rwsem_spin_on_owner) where here it sleeps.
-            let _one = writing.lock().expect("a worker panicked");
-            if !still_direct.load(Ordering::Relaxed) {
-                crate::disk::direct::write_cached(out, data, at)?;
-                continue;
-            }
-            match out.write_all_at(data, at) {
-                // The file system took the flag but not the write: go on
-                // through the page cache (every worker, from now on).
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    still_direct.store(false, Ordering::Relaxed);
-                    crate::disk::direct::set_direct(out, false);
-                    crate::disk::direct::write_cached(out, data, at)?;
-                }
-                r => r?,
-            }
+            let mut direct_now = writing.lock().expect("a worker panicked");
+            crate::disk::direct::write(out, data, at, &mut direct_now)?;
         }
     };
     let results: Vec<std::io::Result<Vec<(u64, u64)>>> = std::thread::scope(|s| {
@@ -192,7 +179,7 @@ pub fn write(raw: &File, len: u64, out: &File, direct: bool, threads: usize) -> 
         all.extend(others.into_iter().map(|h| h.join().expect("qcow2 worker panicked")));
         all
     });
-    if direct {
+    if *writing.lock().expect("a worker panicked") {
         crate::disk::direct::set_direct(out, false);
     }
     let mut l2: BTreeMap<u64, Vec<u64>> = BTreeMap::new();

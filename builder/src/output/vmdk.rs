@@ -71,7 +71,7 @@ pub struct VmdkOptions {
 
 impl Default for VmdkOptions {
     fn default() -> Self {
-        VmdkOptions { adapter: Adapter::LsiLogic, level: 6, threads: grains::threads() }
+        VmdkOptions { adapter: Adapter::LsiLogic, level: 6, threads: crate::parallel::threads() }
     }
 }
 

@@ -35,10 +35,43 @@ pub fn run(cwd: &Path, args: &[&str]) -> Output {
 
 /// Run `build-image ARGS` and insist on success; returns stderr.
 pub fn run_ok(cwd: &Path, args: &[&str]) -> String {
-    let o = run(cwd, args);
+    run_ok_env(cwd, args, &[])
+}
+
+/// [`run_ok`] with extra environment variables (`BUILD_IMAGE_THREADS`, …).
+pub fn run_ok_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = Command::new(bin()).args(args).current_dir(cwd).envs(env.iter().copied()).output().expect("running build-image");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "build-image {args:?} failed:\n{err}");
+    assert!(o.status.success(), "build-image {args:?} {env:?} failed:\n{err}");
     err
+}
+
+/// Build `recipe` into `out` with `-q`, from a temp folder inside the
+/// project, so that package names resolve through kernel/packages.lock;
+/// returns what the build printed (warnings).
+pub fn build_in_project(recipe: &serde_json::Value, out: &Path) -> String {
+    let name = recipe["name"].as_str().expect("a recipe has a name");
+    let dir = root().join("out/test-recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rdir = tempfile::tempdir_in(&dir).unwrap();
+    let r = rdir.path().join(format!("{name}.json"));
+    std::fs::write(&r, serde_json::to_string_pretty(recipe).unwrap()).unwrap();
+    run_ok(&root(), &["-q", "build", r.to_str().unwrap(), "--out", out.to_str().unwrap()])
+}
+
+/// An OpenStack `network_data.json`: the link with `mac` gets 10.0.2.77/24,
+/// default route via qemu's 10.0.2.2, DNS 10.0.2.3.
+pub fn network_data_static(mac: &str) -> String {
+    serde_json::json!({
+        "links": [{ "id": "tap0", "type": "ovs", "ethernet_mac_address": mac, "mtu": 1500 }],
+        "networks": [{
+            "id": "net0", "type": "ipv4", "link": "tap0",
+            "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
+            "routes": [{ "network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2" }]
+        }],
+        "services": [{ "type": "dns", "address": "10.0.2.3" }]
+    })
+    .to_string()
 }
 
 /// Run a peer tool, returning (success, stdout+stderr).

@@ -191,40 +191,19 @@ const COMPRESS_BATCH: usize = 64;
 /// One piece read and compressed (or why not).
 type Compressed = Result<Vec<u8>, BtrfsError>;
 
-/// Read and compress `pieces` on `threads` workers (worker w takes pieces
-/// w, w + threads, …); the results come back in the pieces' order, so what
-/// is allocated where does not depend on the thread count.
-fn compress_batch(
-    roots: &[FsRootPlan],
-    tree: &Tree,
-    pieces: &[Piece],
-    kind: Compression,
-    threads: usize,
-) -> Vec<Compressed> {
-    let one = |p: &Piece| -> Compressed {
+/// Read and compress `pieces` on `threads` workers; the results come back
+/// in the pieces' order, so what is allocated where does not depend on the
+/// thread count.
+fn compress_batch(roots: &[FsRootPlan], tree: &Tree, pieces: &[Piece], kind: Compression, threads: usize) -> Vec<Compressed> {
+    crate::parallel::map_ordered(pieces.len(), threads, |i| {
+        let p = &pieces[i];
         let src = roots[p.root].inodes[p.inode].src.expect("a file has a source");
         let Kind::File(content) = &tree.inode(src).kind else { unreachable!("pieces are planned for files") };
         let read_err = |e: std::io::Error| BtrfsError::Read { origin: content.origin(), source: e };
         let mut buf = vec![0u8; p.len as usize];
         content.open().map_err(read_err)?.read_exact_at(&mut buf, p.off).map_err(read_err)?;
         compress(kind, &buf).map_err(|e| BtrfsError::Compress { origin: content.origin(), source: e })
-    };
-    let workers = threads.clamp(1, pieces.len().max(1));
-    if workers == 1 {
-        return pieces.iter().map(one).collect();
-    }
-    let one = &one;
-    let parts: Vec<Vec<(usize, Compressed)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers)
-            .map(|w| s.spawn(move || (w..pieces.len()).step_by(workers).map(|i| (i, one(&pieces[i]))).collect::<Vec<_>>()))
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("compression worker panicked")).collect()
-    });
-    let mut out: Vec<Option<Compressed>> = (0..pieces.len()).map(|_| None).collect();
-    for (i, r) in parts.into_iter().flatten() {
-        out[i] = Some(r);
-    }
-    out.into_iter().map(|r| r.expect("every piece has a result")).collect()
+    })
 }
 
 /// Store every piece. Without a region (sizing only) nothing is read or
@@ -241,7 +220,7 @@ pub fn write_data(
 ) -> Result<Csums, BtrfsError> {
     let mut csums = Csums::default();
     let mut copies: Vec<Copy> = Vec::new();
-    let threads = crate::output::grains::threads();
+    let threads = crate::parallel::threads();
     // The compressed pieces of the current batch, from `batch_start`.
     let mut batch: Vec<Compressed> = Vec::new();
     let mut batch_start = 0usize;

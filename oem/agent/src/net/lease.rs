@@ -471,8 +471,8 @@ pub fn start() {
 }
 
 /// Root mode with `keep_leases`: fork a process that keeps every held
-/// lease (one thread each, as [`start`] does in appliance mode) and lives
-/// on after PID 1 switches to the root and execs its init.
+/// lease ([`start`], as in appliance mode) and lives on after PID 1
+/// switches to the root and execs its init.
 ///
 /// The child needs no file system: rtnetlink and UDP sockets only, and it
 /// logs on the console fd it inherits, so the initramfs can be freed and
@@ -481,9 +481,7 @@ pub fn start() {
 /// no other thread running (the network step has joined its threads), so
 /// the fork copies no lock held by another thread.
 pub fn keep_after_switch() {
-    let leases: Vec<Held> = HELD.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let kept: Vec<Held> = leases.into_iter().filter(|h| Timers::from_reply(&h.reply).is_some()).collect();
-    if kept.is_empty() {
+    if !HELD.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|h| Timers::from_reply(&h.reply).is_some()) {
         handover();
         return;
     }
@@ -508,14 +506,9 @@ pub fn keep_after_switch() {
                 libc::prctl(libc::PR_SET_NAME, c"agent-dhcp".as_ptr() as libc::c_ulong, 0, 0, 0);
                 libc::setsid();
             }
-            for h in kept {
-                let t = Timers::from_reply(&h.reply).expect("kept leases have timers");
-                log!("dhcp {}: agent-dhcp (pid {}) keeps the lease on {} after switch_root: renewal at T1 = {} s, rebinding at T2 = {} s", h.iface.name, std::process::id(), h.reply.yiaddr, t.t1.as_secs(), t.t2.as_secs());
-                let name = format!("dhcp-{}", h.iface.name);
-                if let Err(e) = std::thread::Builder::new().name(name).spawn(move || keep(h)) {
-                    log!("dhcp: cannot start a renewal thread: {e}");
-                }
-            }
+            // The renewal threads block the signals above; this thread
+            // does not, so SIGTERM still ends the process.
+            start();
             loop {
                 std::thread::park();
             }
