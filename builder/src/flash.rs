@@ -190,18 +190,12 @@ fn unescape(s: &str) -> String {
 /// Refuse a device that is mounted, swapped on, held by device-mapper, or
 /// holds the running system.
 fn check_unused(target: &Path, dev: &Dev) -> Result<(), FlashError> {
-    let name_of = |mm: (u32, u32)| {
-        dev.numbers.iter().position(|n| *n == mm).map(|i| format!("/dev/{}", dev.names[i])).unwrap_or_default()
-    };
+    let name_of = |mm: (u32, u32)| dev.numbers.iter().position(|n| *n == mm).map(|i| format!("/dev/{}", dev.names[i])).unwrap_or_default();
     let rdev_of = |p: &str| std::fs::metadata(p).ok().filter(|m| m.file_type().is_block_device()).map(|m| major_minor(m.rdev()));
     let mut uses = Vec::new();
     for (mm, point, source) in mounts() {
         // btrfs and others show an anonymous 0:N: match the source too.
-        let hit = if dev.numbers.contains(&mm) {
-            Some(mm)
-        } else {
-            rdev_of(&source).filter(|s| dev.numbers.contains(s))
-        };
+        let hit = if dev.numbers.contains(&mm) { Some(mm) } else { rdev_of(&source).filter(|s| dev.numbers.contains(s)) };
         if let Some(mm) = hit {
             if point == "/" {
                 return Err(FlashError::RunningSystem { target: target.into(), why: format!("{} is mounted at /", name_of(mm)) });
@@ -314,18 +308,13 @@ pub fn flash(
         let dev = block_dev(major_minor(tmeta.as_ref().expect("exists").rdev()));
         check_unused(target, &dev)?;
         // O_EXCL on a block device: the kernel refuses it while mounted.
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
-            .open(target)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EBUSY) {
-                    FlashError::InUse { target: target.into(), why: "the kernel reports it busy (mounted or held)".into() }
-                } else {
-                    io("opening", target)(e)
-                }
-            })?;
+        let f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_EXCL | libc::O_CLOEXEC).open(target).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                FlashError::InUse { target: target.into(), why: "the kernel reports it busy (mounted or held)".into() }
+            } else {
+                io("opening", target)(e)
+            }
+        })?;
         let size = device_size(&f).map_err(io("reading the size of", target))?;
         if size < len {
             return Err(FlashError::TooSmall { target: target.into(), target_size: size, image: image.into(), image_size: len });
@@ -340,13 +329,7 @@ pub fn flash(
         }
         f
     } else {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(target)
-            .map_err(io("opening", target))?;
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(target).map_err(io("opening", target))?;
         if f.metadata().map_err(io("reading", target))?.len() < len {
             f.set_len(len).map_err(io("sizing", target))?;
         }
@@ -398,7 +381,11 @@ pub fn flash(
             zeroout &= !(zero && block);
             let w = if zero { &zeros[..n as usize] } else { &b[..] };
             // ≤ 1 MiB writes: see disk::direct::write_cached.
-            crate::disk::direct::write_cached(&out, w, off).map_err(|source| FlashError::Write { path: target.into(), offset: off, source })?;
+            crate::disk::direct::write_cached(&out, w, off).map_err(|source| FlashError::Write {
+                path: target.into(),
+                offset: off,
+                source,
+            })?;
         }
         pb.inc(n);
     }

@@ -90,12 +90,7 @@ pub enum InitramfsError {
 /// Write `tree` as an initramfs to `out`.
 ///
 /// `level`: gzip 1–9 (default 6), zstd 1–19 (default 3); ignored for `none`.
-pub fn write(
-    tree: &Tree,
-    compression: Compression,
-    level: Option<u32>,
-    out: &mut dyn Write,
-) -> Result<InitramfsReport, InitramfsError> {
+pub fn write(tree: &Tree, compression: Compression, level: Option<u32>, out: &mut dyn Write) -> Result<InitramfsReport, InitramfsError> {
     write_with_threads(tree, compression, level, pgzip::default_threads(), out)
 }
 
@@ -272,13 +267,7 @@ pub fn write_cpio(tree: &Tree, out: &mut dyn Write) -> Result<u64, InitramfsErro
 }
 
 /// Stream `size` bytes of `content` into `w`.
-fn copy_content(
-    content: &Content,
-    size: u64,
-    w: &mut dyn Write,
-    buf: &mut [u8],
-    shown: &dyn Fn() -> String,
-) -> Result<(), InitramfsError> {
+fn copy_content(content: &Content, size: u64, w: &mut dyn Write, buf: &mut [u8], shown: &dyn Fn() -> String) -> Result<(), InitramfsError> {
     if size == 0 {
         return Ok(());
     }
@@ -357,8 +346,7 @@ mod tests {
         t.hardlink(b"/usr/lib/big-link", b"/usr/lib/big").unwrap();
         t.insert(b"/usr/bin/su", file(b"su", 0o4755)).unwrap();
         t.insert(b"/tmp", Inode { meta: meta(0o1777, 0), kind: Kind::Dir(BTreeMap::new()) }).unwrap();
-        t.insert(b"/home/user/notes", Inode { meta: meta(0o600, 1000), kind: Kind::File(Content::bytes(b"hi".to_vec())) })
-            .unwrap();
+        t.insert(b"/home/user/notes", Inode { meta: meta(0o600, 1000), kind: Kind::File(Content::bytes(b"hi".to_vec())) }).unwrap();
         t.insert(b"/lib", Inode { meta: meta(0o777, 0), kind: Kind::Symlink(b"usr/lib".to_vec()) }).unwrap();
         t.insert(b"/dev/console", Inode { meta: meta(0o600, 0), kind: Kind::CharDev { major: 5, minor: 1 } }).unwrap();
         t.insert(b"/dev/sda", Inode { meta: meta(0o660, 0), kind: Kind::BlockDev { major: 8, minor: 0 } }).unwrap();
@@ -581,7 +569,11 @@ mod zstd_tests {
         let data: Vec<u8> = (0..24u32 << 20)
             .map(|i| {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                if (i >> 16) % 3 == 0 { (x >> 24) as u8 } else { (i % 61) as u8 }
+                if (i >> 16) % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    (i % 61) as u8
+                }
             })
             .collect();
         tree.insert(b"/big", Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(data)) }).unwrap();
@@ -602,8 +594,7 @@ mod zstd_tests {
         for i in 0..500u32 {
             let path = format!("/d{}/file{i}", i % 7);
             let body = format!("entry {i}: some text that repeats across entries\n").repeat(1 + i as usize % 5);
-            tree.insert(path.as_bytes(), Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(body)) })
-                .unwrap();
+            tree.insert(path.as_bytes(), Inode { meta: Meta::new(0o644, 0), kind: Kind::File(Content::bytes(body)) }).unwrap();
         }
         let mut cpio = Vec::new();
         write(&tree, Compression::None, None, &mut cpio).unwrap();

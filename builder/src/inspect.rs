@@ -140,8 +140,7 @@ pub struct OemKey {
     pub layer: String,
 }
 
-const TYPE_NAMES: [&str; 11] =
-    ["esp", "bios-boot", "linux", "root-x86-64", "usr-x86-64", "swap", "home", "srv", "var", "tmp", "xbootldr"];
+const TYPE_NAMES: [&str; 11] = ["esp", "bios-boot", "linux", "root-x86-64", "usr-x86-64", "swap", "home", "srv", "var", "tmp", "xbootldr"];
 
 fn type_name(g: &uuid::Uuid) -> Option<String> {
     TYPE_NAMES.iter().find(|n| crate::plan::partition_type_guid(n).as_ref() == Some(g)).map(|s| s.to_string())
@@ -160,10 +159,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, crate::Error> {
     }
     let cmdline = read_cmdlines(&f, &out);
     let layer40 = cmdline.as_ref().and_then(|c| c.oem.as_ref());
-    let oem = out
-        .iter()
-        .find(|p| p.filesystem.label.as_deref() == Some(crate::oem::OEM_LABEL))
-        .map(|p| read_oem(&f, p, layer40));
+    let oem = out.iter().find(|p| p.filesystem.label.as_deref() == Some(crate::oem::OEM_LABEL)).map(|p| read_oem(&f, p, layer40));
     Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, cmdline, oem })
 }
 
@@ -479,7 +475,9 @@ impl ext4_view::Ext4Read for PartReader {
 impl Ext4Oem {
     fn open(f: &File, offset: u64, len: u64) -> Result<Self, String> {
         let f = f.try_clone().map_err(|e| e.to_string())?;
-        ext4_view::Ext4::load(Box::new(PartReader { f, offset, len })).map(Ext4Oem).map_err(|e| format!("reading the OEM partition's ext4: {e}"))
+        ext4_view::Ext4::load(Box::new(PartReader { f, offset, len }))
+            .map(Ext4Oem)
+            .map_err(|e| format!("reading the OEM partition's ext4: {e}"))
     }
 }
 
@@ -551,7 +549,13 @@ pub fn probe(f: &File, offset: u64, size: u64) -> std::io::Result<Probed> {
         if sb[0x38..0x3a] == [0x53, 0xef] {
             let incompat = u32::from_le_bytes(sb[0x60..0x64].try_into().expect("4"));
             let compat = u32::from_le_bytes(sb[0x5c..0x60].try_into().expect("4"));
-            let kind = if incompat & 0x40 != 0 { "ext4" } else if compat & 0x4 != 0 { "ext3" } else { "ext2" };
+            let kind = if incompat & 0x40 != 0 {
+                "ext4"
+            } else if compat & 0x4 != 0 {
+                "ext3"
+            } else {
+                "ext2"
+            };
             let bs = 1024u64 << u32::from_le_bytes(sb[0x18..0x1c].try_into().expect("4"));
             return Ok(Probed {
                 kind: kind.into(),
@@ -599,7 +603,12 @@ pub fn probe(f: &File, offset: u64, size: u64) -> std::io::Result<Probed> {
     // Linux swap: "SWAPSPACE2" at the end of the first 4 KiB page.
     if let Some(pg) = read(f, offset, 4096, end)? {
         if &pg[4086..4096] == b"SWAPSPACE2" {
-            return Ok(Probed { kind: "swap".into(), uuid: Some(uuid_of(&pg[0x40c..0x41c])), label: text(&pg[0x41c..0x42c]), detail: None });
+            return Ok(Probed {
+                kind: "swap".into(),
+                uuid: Some(uuid_of(&pg[0x40c..0x41c])),
+                label: text(&pg[0x41c..0x42c]),
+                detail: None,
+            });
         }
     }
     // ISO 9660: primary volume descriptor at 32 KiB.

@@ -5,11 +5,10 @@
 //! recipe → trees → plan → write regions of one sparse file → derived
 //! outputs → manifest.
 
-pub mod recipe;
-pub mod tree;
-pub mod plan;
 pub mod boot;
+pub mod cloud;
 pub mod disk;
+pub mod flash;
 pub mod fs;
 pub mod initramfs;
 pub mod inspect;
@@ -17,10 +16,11 @@ pub mod oem;
 pub mod output;
 pub mod parallel;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod qemu;
-pub mod flash;
-pub mod cloud;
+pub mod recipe;
+pub mod tree;
 
 /// Errors of the whole build, each carrying its context. The CLI prints the
 /// chain of sources once.

@@ -161,7 +161,6 @@ enum ConvertTo {
     Vhd,
 }
 
-
 const VERBS: [&str; 9] = ["build", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
@@ -176,11 +175,9 @@ fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
 
 fn env_epoch() -> Result<Option<i64>, String> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("SOURCE_DATE_EPOCH=`{v}` is not a whole number of seconds: unset it or fix it")),
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map(Some).map_err(|_| format!("SOURCE_DATE_EPOCH=`{v}` is not a whole number of seconds: unset it or fix it"))
+        }
         _ => Ok(None),
     }
 }
@@ -251,9 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upload { image, cloud, name, properties, visibility, timeout } => {
             let mut props = Vec::new();
             for p in properties {
-                let (k, v) = p
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("--property `{p}`: write it as KEY=VALUE"))?;
+                let (k, v) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--property `{p}`: write it as KEY=VALUE"))?;
                 props.push((k.to_string(), v.to_string()));
             }
             let opts = build_image::cloud::UploadOptions {

@@ -37,7 +37,11 @@ mod tests {
     fn results_come_back_in_order_for_any_thread_count() {
         for threads in [1, 2, 3, 8] {
             for n in [0, 1, 5, 17] {
-                assert_eq!(super::map_ordered(n, threads, |i| i * i), (0..n).map(|i| i * i).collect::<Vec<_>>(), "{threads} threads, {n} items");
+                assert_eq!(
+                    super::map_ordered(n, threads, |i| i * i),
+                    (0..n).map(|i| i * i).collect::<Vec<_>>(),
+                    "{threads} threads, {n} items"
+                );
             }
         }
     }

@@ -84,8 +84,7 @@ struct Pending {
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Error> {
     let progress = Progress::new(opts.progress);
     let loaded = crate::recipe::load(recipe_path, opts.env_epoch)?;
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|e| Error::io(format!("creating the output folder {}", opts.out_dir.display()), e))?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(format!("creating the output folder {}", opts.out_dir.display()), e))?;
     let mut trees = resolve_trees(&loaded, &opts.out_dir, &progress)?;
     let pending_dirs = std::mem::take(&mut trees.pending_dirs);
     let mut inputs = std::mem::take(&mut trees.inputs);
@@ -178,7 +177,8 @@ fn build_outputs(
                 step.done();
             } else {
                 let step = progress.step("converting to qcow2".into());
-                crate::output::qcow2::write(raw, plan.disk_size, out.as_file(), true, crate::parallel::threads()).map_err(|e| Error::io("writing the qcow2 image", e))?;
+                crate::output::qcow2::write(raw, plan.disk_size, out.as_file(), true, crate::parallel::threads())
+                    .map_err(|e| Error::io("writing the qcow2 image", e))?;
                 step.done();
             }
             pending.push(Pending { tmp: out, dest: dest("qcow2") });
@@ -462,14 +462,21 @@ fn install_bios(
     let packages = crate::boot::packages::Packages::open(&loaded.base_dir)
         .map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
     let deb = packages.deb("grub-pc-bin").map_err(|e| Error::Other(format!("boot.firmware: \"bios\" needs GRUB: {e}")))?;
-    let files = crate::boot::grub::GrubFiles::from_deb(&deb, spool).map_err(|e| Error::Partition { name: "GRUB".into(), source: e.into() })?;
+    let files =
+        crate::boot::grub::GrubFiles::from_deb(&deb, spool).map_err(|e| Error::Partition { name: "GRUB".into(), source: e.into() })?;
     crate::boot::grub::install_for_plan(file, plan, &files, &boot.cmdline)
         .map_err(|e| Error::Partition { name: "GRUB BIOS install".into(), source: e.into() })
 }
 
 /// Write the GPT and every partition into `file`. `esp_files` are added to
 /// the ESP's tree (the UKI, the kernel and initramfs for GRUB).
-fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crate::tree::Content)], progress: &Progress) -> Result<(), Error> {
+fn write_raw(
+    file: &File,
+    plan: &Plan,
+    trees: &Trees,
+    esp_files: &[(String, crate::tree::Content)],
+    progress: &Progress,
+) -> Result<(), Error> {
     file.set_len(plan.disk_size).map_err(|e| Error::io("sizing the image", e))?;
     let whole = Region::new(file, 0, plan.disk_size, "disk");
     crate::disk::gpt::write(whole, plan)?;
@@ -482,7 +489,8 @@ fn write_raw(file: &File, plan: &Plan, trees: &Trees, esp_files: &[(String, crat
         if p.type_guid == crate::plan::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
             let mut t = tree.clone();
             for (path, content) in esp_files {
-                let inode = crate::tree::Inode { meta: crate::tree::Meta::new(0o644, plan.epoch), kind: crate::tree::Kind::File(content.clone()) };
+                let inode =
+                    crate::tree::Inode { meta: crate::tree::Meta::new(0o644, plan.epoch), kind: crate::tree::Kind::File(content.clone()) };
                 t.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("{name}: {e}")))?;
             }
             with_boot = t;

@@ -231,10 +231,7 @@ fn initramfs(dir: &Path, init: Init<'_>) -> PathBuf {
         Init::Script(body) => write_exec(&st.join("init"), body),
     }
     let out = dir.join("initrd.gz");
-    sh(
-        &format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'", out.display()),
-        &st,
-    );
+    sh(&format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'", out.display()), &st);
     out
 }
 
@@ -277,7 +274,9 @@ fn boot_with(
     let _one = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let k = kit();
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"]).args(extra).arg("-kernel")
+    c.args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+        .args(extra)
+        .arg("-kernel")
         .arg(&k.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
@@ -404,13 +403,13 @@ fn root_disk(dir: &Path) -> PathBuf {
     symlink("busybox", r.join("bin/sh")).unwrap();
     write_exec(
         &r.join("sbin/init"),
-        &format!("#!/bin/sh\necho \"init is pid $$, / is $(/bin/busybox stat -f -c %T /)\"\necho {SWITCHED}\nexec /bin/busybox poweroff -f\n"),
+        &format!(
+            "#!/bin/sh\necho \"init is pid $$, / is $(/bin/busybox stat -f -c %T /)\"\necho {SWITCHED}\nexec /bin/busybox poweroff -f\n"
+        ),
     );
     let fsimg = dir.join("fs.img");
-    let (ok, o) = tool(
-        "mke2fs",
-        &["-q", "-t", "ext4", "-U", FSUUID, "-L", "agentroot", "-d", r.to_str().unwrap(), fsimg.to_str().unwrap(), "16M"],
-    );
+    let (ok, o) =
+        tool("mke2fs", &["-q", "-t", "ext4", "-U", FSUUID, "-L", "agentroot", "-d", r.to_str().unwrap(), fsimg.to_str().unwrap(), "16M"]);
     assert!(ok, "mke2fs: {o}");
     let disk = dir.join("disk.img");
     fs::File::create(&disk).unwrap().set_len(20 << 20).unwrap();
@@ -445,7 +444,8 @@ fn switches_root_by_partuuid_uuid_partlabel_and_path() {
         let b = boot(&initrd, &append, Some(&disk), SWITCHED, Duration::from_secs(60), None);
         assert!(b.marker_at.is_some(), "no {SWITCHED} with `{append}`:\n{}", b.output);
         assert!(b.exited, "qemu did not power off with `{append}`:\n{}", b.output);
-        for line in [expect.as_str(), "switching root to /sysroot, exec /sbin/init", "freed the initramfs", "init is pid 1, / is ext2/ext3"] {
+        for line in [expect.as_str(), "switching root to /sysroot, exec /sbin/init", "freed the initramfs", "init is pid 1, / is ext2/ext3"]
+        {
             assert!(b.output.contains(line), "missing `{line}` with `{append}`:\n{}", b.output);
         }
         if append.contains("agent.debug") {

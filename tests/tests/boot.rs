@@ -51,7 +51,8 @@ fn uki_has_its_sections_and_ovmf_boots_it() {
     assert!(ok, "{out}");
     let names: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|n| n.starts_with('.')).collect();
     let want = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"];
-    let pos: Vec<usize> = want.iter().map(|s| names.iter().position(|n| n == s).unwrap_or_else(|| panic!("{s} missing: {names:?}"))).collect();
+    let pos: Vec<usize> =
+        want.iter().map(|s| names.iter().position(|n| n == s).unwrap_or_else(|| panic!("{s} missing: {names:?}"))).collect();
     assert!(pos.windows(2).all(|p| p[0] < p[1]), "ukify's section order: {names:?}");
     // The same UKI is on the ESP, and OVMF boots it.
     let m: serde_json::Value = serde_json::from_slice(&fs::read(w.join("out/uki.manifest.json")).unwrap()).unwrap();
@@ -77,7 +78,12 @@ fn bad_boot_inputs_fail_cleanly() {
     };
     let cases: Vec<(&str, String, Option<&Path>, &str)> = vec![
         ("kernel not fetched", with(&|_| {}), Some(&empty_cache), "./build.sh fetch"),
-        ("module not in the package", with(&|r| r["kernel"]["modules"] = serde_json::json!(["virtio_blk", "no_such_module"])), None, "kernel.modules[1]"),
+        (
+            "module not in the package",
+            with(&|r| r["kernel"]["modules"] = serde_json::json!(["virtio_blk", "no_such_module"])),
+            None,
+            "kernel.modules[1]",
+        ),
         ("command line too long", with(&|r| r["kernel"]["cmdline"] = "x".repeat(5000).into()), None, "kernel.cmdline"),
         ("ESP too small for the UKI", with(&|r| r["disk"]["partitions"][0]["size"] = "8MiB".into()), None, "disk.partitions[0].size"),
         ("bios without bios-boot", with(&|r| r["boot"] = serde_json::json!({"firmware": ["uefi", "bios"]})), None, "bios-boot"),

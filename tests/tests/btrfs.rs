@@ -56,9 +56,9 @@ fn check(img: &Path) {
     for mode in ["--mode=original", "--mode=lowmem"] {
         let o = Command::new("btrfs").args(["check", "--readonly", "--check-data-csum", mode]).arg(img).output().unwrap();
         let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let bad = out.lines().any(|l| {
-            l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found"))
-        });
+        let bad = out
+            .lines()
+            .any(|l| l.contains("ERROR") || l.contains("WARNING") || (l.to_lowercase().contains("error") && !l.contains("no error found")));
         assert!(o.status.success() && !bad, "btrfs check {mode} failed on {}:\n{out}", img.display());
     }
     // The first mirror superblock, where the image has room for it.
@@ -335,10 +335,8 @@ fn zlib_compressed_passes_check_and_reads_back() {
 
 fn subvol_opts() -> BtrfsOptions {
     opts_with(|o| {
-        o.subvolumes = vec![
-            SubvolumeSpec { name: "@".into(), from: "/".into() },
-            SubvolumeSpec { name: "@home".into(), from: "/home".into() },
-        ];
+        o.subvolumes =
+            vec![SubvolumeSpec { name: "@".into(), from: "/".into() }, SubvolumeSpec { name: "@home".into(), from: "/home".into() }];
         o.default_subvolume = Some("@".into());
     })
 }
@@ -440,10 +438,8 @@ fn fill_holes(img: &Path) -> u64 {
 fn junk_in_the_holes_does_not_matter() {
     let d = tempfile::tempdir().unwrap();
     let t = awkward(&d.path().join("sparse.host"));
-    for (name, opts, size) in [
-        ("dd.img", BtrfsOptions::default(), 300u64 << 20),
-        ("dd-subvol.img", subvol_opts_without_home(), 100 << 20),
-    ] {
+    for (name, opts, size) in [("dd.img", BtrfsOptions::default(), 300u64 << 20), ("dd-subvol.img", subvol_opts_without_home(), 100 << 20)]
+    {
         let img = image(d.path(), name, &t, &opts, Some(size));
         let filled = fill_holes(&img);
         assert!(filled > 0);
@@ -557,10 +553,8 @@ fn minbase_tree_if_present() {
         compare(&t, "/", m.path(), &[]);
     }
     let opts = opts_with(|o| {
-        o.subvolumes = vec![
-            SubvolumeSpec { name: "@".into(), from: "/".into() },
-            SubvolumeSpec { name: "@var".into(), from: "/var".into() },
-        ];
+        o.subvolumes =
+            vec![SubvolumeSpec { name: "@".into(), from: "/".into() }, SubvolumeSpec { name: "@var".into(), from: "/var".into() }];
         o.default_subvolume = Some("@".into());
     });
     let img = image(d.path(), "minbase-subvol.img", &t, &opts, Some(1 << 30));

@@ -37,7 +37,12 @@ fn ignition_validate(path: &Path) -> (bool, String) {
 /// Both validators accept both files, without warnings or deprecations.
 fn assert_validators_accept(yml: &Path, ign: &Path) {
     let (ok, out) = cloud_init_schema(yml);
-    assert!(ok && out.contains("Valid cloud-config"), "cloud-init schema refuses {}:\n{out}\n{}", yml.display(), fs::read_to_string(yml).unwrap());
+    assert!(
+        ok && out.contains("Valid cloud-config"),
+        "cloud-init schema refuses {}:\n{out}\n{}",
+        yml.display(),
+        fs::read_to_string(yml).unwrap()
+    );
     assert!(!out.to_lowercase().contains("deprecat"), "cloud-init schema: {out}");
     let (ok, out) = ignition_validate(ign);
     assert!(ok, "ignition-validate refuses {}:\n{out}\n{}", ign.display(), fs::read_to_string(ign).unwrap());

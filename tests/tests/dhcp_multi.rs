@@ -194,7 +194,8 @@ fn dhcp_runs_on_every_nic_at_once_and_dead_nics_are_given_up() {
     let frames = sink.frames();
     let secs = network_time(&log);
     eprintln!("three NICs (dead, user net, dead): network configured {secs:?} s after kernel start");
-    for l in log.lines().filter(|l| l.contains("dhcp") || l.contains("net:") || l.contains("network configured") || l.starts_with("DHCPM")) {
+    for l in log.lines().filter(|l| l.contains("dhcp") || l.contains("net:") || l.contains("network configured") || l.starts_with("DHCPM"))
+    {
         eprintln!("  {l}");
     }
 
@@ -234,14 +235,25 @@ fn dhcp_runs_on_every_nic_at_once_and_dead_nics_are_given_up() {
     let gave_up = |d: &str| agent_time(&log, &format!("dhcp {d}: giving up")).unwrap();
     let first_give_up = gave_up(&dead1).min(gave_up(&dead2));
     for d in [&dead1, &live, &dead2] {
-        assert!(started(d) < first_give_up, "{d}'s DHCP started at {} s, after a dead NIC gave up at {first_give_up} s: not in parallel\n{log}", started(d));
+        assert!(
+            started(d) < first_give_up,
+            "{d}'s DHCP started at {} s, after a dead NIC gave up at {first_give_up} s: not in parallel\n{log}",
+            started(d)
+        );
     }
-    assert!(agent_time(&log, &format!("dhcp {live}: leased")).unwrap() < first_give_up, "the live NIC's lease came while the dead ones still tried\n{log}");
+    assert!(
+        agent_time(&log, &format!("dhcp {live}: leased")).unwrap() < first_give_up,
+        "the live NIC's lease came while the dead ones still tried\n{log}"
+    );
 
     // The guest really asked on the dead NICs.
     let discovers: Vec<String> = frames.iter().filter_map(|f| discover_from(f)).collect();
     for mac in [DEAD1, DEAD2] {
-        assert!(discovers.iter().any(|m| m == mac), "no DHCPDISCOVER from {mac} reached the sink ({} frames, DISCOVERs from {discovers:?})", frames.len());
+        assert!(
+            discovers.iter().any(|m| m == mac),
+            "no DHCPDISCOVER from {mac} reached the sink ({} frames, DISCOVERs from {discovers:?})",
+            frames.len()
+        );
     }
     assert!(!discovers.iter().any(|m| m == LIVE), "the user-net NIC's frames do not go to the sink");
 }

@@ -12,9 +12,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use build_image::disk::Region;
 use build_image::fs::ext4::{self, Ext4Options};
 use build_image::fs::FsParams;
-use build_image::disk::Region;
 use build_image::tree::{Content, Inode, InodeId, Kind, Meta, Tree};
 use sha2::Digest;
 
@@ -326,8 +326,7 @@ fn compare(tree: &Tree, mnt: &Path) -> usize {
                 assert_eq!((libc::major(md.rdev()), libc::minor(md.rdev())), (*major, *minor), "{show}: rdev");
             }
             Kind::Dir(children) => {
-                let mut names: Vec<Vec<u8>> =
-                    std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+                let mut names: Vec<Vec<u8>> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
                 names.retain(|n| !(v.depth == 0 && n == b"lost+found"));
                 names.sort();
                 let want: Vec<Vec<u8>> = children.keys().cloned().collect();

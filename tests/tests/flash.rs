@@ -104,7 +104,18 @@ fn flashed_file_full_of_old_data_boots() {
     let o = run(
         w,
         &[
-            "boot", "-q", target.to_str().unwrap(), "--firmware", "uefi", "--accel", "tcg", "--timeout", "240", "--expect", &marker, "--log",
+            "boot",
+            "-q",
+            target.to_str().unwrap(),
+            "--firmware",
+            "uefi",
+            "--accel",
+            "tcg",
+            "--timeout",
+            "240",
+            "--expect",
+            &marker,
+            "--log",
             log.to_str().unwrap(),
         ],
     );

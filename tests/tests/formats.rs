@@ -101,7 +101,8 @@ fn convert_verb_writes_each_format() {
         f.write_all_at(&bytes(1, 1 << 20), 5 << 20).unwrap();
         f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
     }
-    for (to, fmt, extra) in [("qcow2", "qcow2", None), ("qcow2", "qcow2", Some("--compress")), ("vmdk", "vmdk", None), ("vhd", "vpc", None)] {
+    for (to, fmt, extra) in [("qcow2", "qcow2", None), ("qcow2", "qcow2", Some("--compress")), ("vmdk", "vmdk", None), ("vhd", "vpc", None)]
+    {
         let dest = w.join(format!("d-{to}-{}.img", extra.is_some()));
         let mut args = vec!["-q", "convert", "d.raw", "--to", to, "-o", dest.to_str().unwrap()];
         args.extend(extra);

@@ -175,7 +175,8 @@ fn bad_input_fails_cleanly_and_keeps_the_last_good_image() {
     let good = write_recipe(w, "good.json", &demo_recipe());
     run_ok(w, &["-q", good.to_str().unwrap(), "--out", "out"]);
     let listing = || {
-        let mut v: Vec<String> = fs::read_dir(w.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> =
+            fs::read_dir(w.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     };
@@ -200,11 +201,7 @@ fn bad_input_fails_cleanly_and_keeps_the_last_good_image() {
         ("unknown layer kind", with(&|r| r["trees"]["esp"][1] = serde_json::json!({"copy": "x"})).to_string(), "trees.esp[1]"),
         ("missing host file", with(&|r| r["trees"]["esp"][0] = serde_json::json!({"tar": "nope.tar"})).to_string(), "nope.tar"),
         ("partitions larger than the disk", with(&|r| r["disk"]["size"] = "32MiB".into()).to_string(), "disk.size"),
-        (
-            "two fill partitions",
-            with(&|r| r["disk"]["partitions"][1]["size"] = "fill".into()).to_string(),
-            "disk.partitions[2].size",
-        ),
+        ("two fill partitions", with(&|r| r["disk"]["partitions"][1]["size"] = "fill".into()).to_string(), "disk.partitions[2].size"),
         ("tar entry with ..", with(&|r| r["trees"]["esp"][0] = serde_json::json!({"tar": "dotdot.tar"})).to_string(), "escapes"),
         (
             "absolute symlink traversal",
@@ -220,7 +217,15 @@ fn bad_input_fails_cleanly_and_keeps_the_last_good_image() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{what}: the build succeeded");
         assert!(err.contains(needle), "{what}: the message does not name `{needle}`:\n{err}");
-        assert!(err.contains("bad.json") || what.contains("FAT") || what.contains("file") || what.contains("tar") || what.contains("symlink") || what.contains("disk"), "{what}: no file named:\n{err}");
+        assert!(
+            err.contains("bad.json")
+                || what.contains("FAT")
+                || what.contains("file")
+                || what.contains("tar")
+                || what.contains("symlink")
+                || what.contains("disk"),
+            "{what}: no file named:\n{err}"
+        );
         assert_eq!(listing(), before, "{what}: the output folder changed");
         assert_eq!(sha256(&w.join("out/demo.raw")), raw_sha, "{what}: the last good image changed");
     }

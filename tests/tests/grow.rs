@@ -94,7 +94,8 @@ fn data_recipe() -> serde_json::Value {
 /// (btrfs) grows before the agent starts it.
 fn appliance_recipe() -> serde_json::Value {
     // /etc/agent/init holds one argument per line: no newlines in `cmd`.
-    let cmd = format!("busybox mkdir -p /data && busybox mount -t btrfs /dev/vda2 /data; {}", report("/data").trim_end().replace('\n', "; "));
+    let cmd =
+        format!("busybox mkdir -p /data && busybox mount -t btrfs /dev/vda2 /data; {}", report("/data").trim_end().replace('\n', "; "));
     with_kernel(serde_json::json!({
         "name": "grow-appliance",
         "source_date_epoch": 1700000000,
@@ -212,7 +213,10 @@ fn grows(recipe: serde_json::Value, fs: &str, dev: &str, path: &str, mounted_by_
     let (_, _, start, size) = parts.last().unwrap().clone();
     assert_eq!((start + size) % (1 << 20), 0, "the grown partition ends on a MiB boundary");
     assert!(start + size > DISK - (2 << 20), "the partition ends at {} of {DISK}", start + size);
-    assert!(kib1 * 1024 >= size / 100 * 90 && kib1 >= 850 * 1024, "{path} is only {kib1} KiB after growing its {size}-byte partition:\n{log1}");
+    assert!(
+        kib1 * 1024 >= size / 100 * 90 && kib1 >= 850 * 1024,
+        "{path} is only {kib1} KiB after growing its {size}-byte partition:\n{log1}"
+    );
 
     // Second boot: nothing to do, nothing changes.
     let log2 = boot(&disk, t.path(), 2);
@@ -274,11 +278,16 @@ fn filesystem_grows_when_only_the_table_was_grown() {
     let (ok, out) = tool(
         "sgdisk",
         &[
-            "-d", "2",
-            "-n", &format!("2:{}:0", start / 512),
-            "-t", &format!("2:{}", p["type_guid"].as_str().unwrap()),
-            "-u", &format!("2:{}", p["part_guid"].as_str().unwrap()),
-            "-c", "2:root",
+            "-d",
+            "2",
+            "-n",
+            &format!("2:{}:0", start / 512),
+            "-t",
+            &format!("2:{}", p["type_guid"].as_str().unwrap()),
+            "-u",
+            &format!("2:{}", p["part_guid"].as_str().unwrap()),
+            "-c",
+            "2:root",
             d,
         ],
     );

@@ -442,7 +442,10 @@ fn hybrid_recipe_boots_by_bios_and_uefi() {
     }
     for firmware in ["bios", "uefi"] {
         let t0 = Instant::now();
-        let o = run(w, &["boot", "-q", "out0/bios.raw", "--firmware", firmware, "--accel", "tcg", "--expect", "BIOS-RECIPE-OK", "--timeout", "180"]);
+        let o = run(
+            w,
+            &["boot", "-q", "out0/bios.raw", "--firmware", firmware, "--accel", "tcg", "--expect", "BIOS-RECIPE-OK", "--timeout", "180"],
+        );
         assert!(o.status.success(), "{firmware} boot failed:\n{}", String::from_utf8_lossy(&o.stderr));
         eprintln!("hybrid recipe image, {firmware}: agent marker in {:.1}s", t0.elapsed().as_secs_f64());
     }

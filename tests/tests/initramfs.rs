@@ -51,8 +51,7 @@ fn sample_tree(host_dir: &Path) -> Tree {
     t.insert(b"/etc/hostname", node(Kind::File(Content::bytes(b"appliance\n".to_vec())), 0o644)).unwrap();
     t.insert(b"/usr/bin/su", node(Kind::File(Content::bytes(b"\x7fELF su".to_vec())), 0o4755)).unwrap();
     t.insert(b"/usr/bin/wall", node(Kind::File(Content::bytes(b"\x7fELF wall".to_vec())), 0o2755)).unwrap();
-    t.insert(b"/usr/bin/busybox", node(Kind::File(Content::bytes(b"\x7fELF busybox, linked thrice".to_vec())), 0o755))
-        .unwrap();
+    t.insert(b"/usr/bin/busybox", node(Kind::File(Content::bytes(b"\x7fELF busybox, linked thrice".to_vec())), 0o755)).unwrap();
     t.hardlink(b"/usr/bin/ls", b"/usr/bin/busybox").unwrap();
     t.hardlink(b"/usr/sbin/init", b"/usr/bin/busybox").unwrap();
     t.insert(b"/etc/a", node(Kind::File(Content::bytes(b"pair".to_vec())), 0o600)).unwrap();
@@ -190,12 +189,7 @@ fn unpack(tree: &Tree, compression: Compression, work: &Path) -> (tempfile::Temp
     };
     let script = format!("set -e; {cat} '{}' | cpio -idm --no-absolute-filenames --quiet", file.display());
     let out = Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{script}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     (dir, report)
 }
 

@@ -35,7 +35,6 @@ fn build(out: &Path) -> (PathBuf, serde_json::Value) {
     (out.join("vpc-nginx.raw"), m)
 }
 
-
 fn meta_data() -> String {
     serde_json::json!({
         "uuid": "5d2f0a4e-8e0f-4a43-9d39-6b1c2e3f4a5b",
@@ -102,7 +101,8 @@ fn vpc_nginx_serves_its_page_with_the_clouds_identity_and_grows() {
     fs::copy(&raw, &disk).unwrap();
     let (ok, out) = tool("qemu-img", &["resize", "-q", "-f", "raw", disk.to_str().unwrap(), "1G"]);
     assert!(ok, "qemu-img resize: {out}");
-    let drive = config_drive(t.path(), &[("meta_data.json", meta_data().as_str()), ("network_data.json", network_data_static(MAC).as_str())]);
+    let drive =
+        config_drive(t.path(), &[("meta_data.json", meta_data().as_str()), ("network_data.json", network_data_static(MAC).as_str())]);
 
     let port = free_port();
     let log = t.path().join("serial.log");
@@ -201,7 +201,19 @@ fn vpc_nginx_smoke_boot_by_bios() {
     let drive = config_drive(t.path(), &[("meta_data.json", meta.as_str()), ("network_data.json", dhcp.as_str())]);
     let o = run(
         &root(),
-        &["boot", "-q", raw.to_str().unwrap(), "--firmware", "bios", "--accel", "tcg", "--timeout", "400", "--drive", drive.to_str().unwrap()],
+        &[
+            "boot",
+            "-q",
+            raw.to_str().unwrap(),
+            "--firmware",
+            "bios",
+            "--accel",
+            "tcg",
+            "--timeout",
+            "400",
+            "--drive",
+            drive.to_str().unwrap(),
+        ],
     );
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let mut log = raw.clone().into_os_string();

@@ -137,7 +137,8 @@ fn boot(out: &Path, name: &str, cmdline: &str, extra: &[&str]) -> String {
     assert!(exited, "{name} did not power off in {took:?}:\n{text}");
     assert!(text.lines().any(|l| l.trim_end() == DONE), "{name}: no marker:\n{text}");
     eprintln!("{name}: booted and powered off in {took:?}");
-    for l in text.lines().filter(|l| l.contains("oem:") || l.contains("net:") || l.contains("network configured") || l.starts_with("OEM-")) {
+    for l in text.lines().filter(|l| l.contains("oem:") || l.contains("net:") || l.contains("network configured") || l.starts_with("OEM-"))
+    {
         eprintln!("  {l}");
     }
     text
@@ -197,7 +198,10 @@ fn appliance_merges_config_d_skips_a_broken_file_and_dhcps_every_nic() {
     );
     // Layer 30: the site file over the recipe's hostname; the broken one skipped, named, with the JSON error.
     assert_eq!(tagged(&log, "OEM-HOSTNAME"), ["site-host"], "{log}");
-    let broken = log.lines().find(|l| l.contains("60-broken.json is malformed, skipped")).unwrap_or_else(|| panic!("no log line for the broken file:\n{log}"));
+    let broken = log
+        .lines()
+        .find(|l| l.contains("60-broken.json is malformed, skipped"))
+        .unwrap_or_else(|| panic!("no log line for the broken file:\n{log}"));
     assert!(broken.contains("EOF while parsing"), "the JSON error is in the line: {broken}");
     let mut want = base.clone();
     merge(&mut want, serde_json::from_str(SITE).unwrap());
@@ -266,7 +270,9 @@ fn inspect_reads_ext4_and_btrfs_oem_partitions() {
         assert!(oem["problem"].is_null(), "{fs_kind}: {oem}");
         assert_eq!(oem["config"]["user"], "admin", "{fs_kind}: {oem}");
         assert_eq!(oem["config_d"], json!(["50-site.json"]), "{fs_kind}: {oem}");
-        let by = |k: &str| oem["keys"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap_or_else(|| panic!("{k} missing: {oem}")).clone();
+        let by = |k: &str| {
+            oem["keys"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap_or_else(|| panic!("{k} missing: {oem}")).clone()
+        };
         assert_eq!(by("hostname")["layer"], "30-config.d-50-site", "{fs_kind}");
         assert_eq!(by("hostname")["value"], "site-host", "{fs_kind}");
         assert_eq!(by("user")["layer"], "20-recipe", "{fs_kind}");
@@ -304,10 +310,14 @@ fn cmdline_recipe(name: &str, cmdline: &str, firmware: &[&str]) -> Value {
 /// `mcopy` out of the ESP, `objcopy --dump-section`.
 fn uki_section(image: &Path, esp_offset: u64, w: &Path) -> String {
     let efi = w.join("BOOTX64.EFI");
-    let (ok, out) = tool("mcopy", &["-n", "-i", &format!("{}@@{esp_offset}", image.display()), "::/EFI/BOOT/BOOTX64.EFI", efi.to_str().unwrap()]);
+    let (ok, out) =
+        tool("mcopy", &["-n", "-i", &format!("{}@@{esp_offset}", image.display()), "::/EFI/BOOT/BOOTX64.EFI", efi.to_str().unwrap()]);
     assert!(ok, "mcopy: {out}");
     let dump = w.join("cmdline.bin");
-    let (ok, out) = tool("objcopy", &["--dump-section", &format!(".cmdline={}", dump.display()), efi.to_str().unwrap(), w.join("scratch.efi").to_str().unwrap()]);
+    let (ok, out) = tool(
+        "objcopy",
+        &["--dump-section", &format!(".cmdline={}", dump.display()), efi.to_str().unwrap(), w.join("scratch.efi").to_str().unwrap()],
+    );
     assert!(ok, "objcopy: {out}");
     String::from_utf8(fs::read(dump).unwrap()).unwrap().trim_end_matches('\0').trim().to_string()
 }
@@ -389,7 +399,10 @@ fn inspect_reports_uefi_and_bios_command_lines_that_differ() {
     let keys = r#"oem.ssh_authorized_keys=["ssh-ed25519 AAAA me"]"#;
     let r = cmdline_recipe("cmdline-differ", &format!("console=ttyS0,115200 {keys} oem.bare"), &["uefi", "bios"]);
     let (_, said) = build_said(&r, t.path());
-    let warning = said.lines().find(|l| l.starts_with("warning: kernel.cmdline: GRUB (boot.firmware \"bios\") hands the kernel")).unwrap_or_else(|| panic!("no warning: {said}"));
+    let warning = said
+        .lines()
+        .find(|l| l.starts_with("warning: kernel.cmdline: GRUB (boot.firmware \"bios\") hands the kernel"))
+        .unwrap_or_else(|| panic!("no warning: {said}"));
     eprintln!("{warning}");
     assert!(warning.contains(keys) && warning.contains("`oem` section"), "{warning}");
     let insp = inspect(&t.path().join("cmdline-differ.raw"));
@@ -448,7 +461,27 @@ proptest! {
 /// Command-line pieces that exercise quoting, paths, JSON and `--`.
 fn cmdline_piece() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
-        "oem.", "oem", "a", "b", ".", "=", "\"", " ", "\t", "1", "x y", "[", "]", "{", "}", ":", ",", "--", "null", "root=/dev/vda", "é",
+        "oem.",
+        "oem",
+        "a",
+        "b",
+        ".",
+        "=",
+        "\"",
+        " ",
+        "\t",
+        "1",
+        "x y",
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
+        ",",
+        "--",
+        "null",
+        "root=/dev/vda",
+        "é",
     ])
 }
 

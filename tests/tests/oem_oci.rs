@@ -101,7 +101,9 @@ fn oem_partition_vfat_is_read_back_by_mtools_and_inspect() {
     let oem = &r["oem"];
     assert!(oem["problem"].is_null(), "{oem}");
     check_merged(&oem["config"]);
-    let by = |k: &str| oem["keys"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap_or_else(|| panic!("{k} missing: {oem}"))["layer"].clone();
+    let by = |k: &str| {
+        oem["keys"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap_or_else(|| panic!("{k} missing: {oem}"))["layer"].clone()
+    };
     // The partition tree's /config.d/10-site.json is layer 30, over the recipe's hostname.
     assert_eq!(by("hostname"), "30-config.d-10-site");
     assert_eq!(oem["effective"]["hostname"], "site");
@@ -151,7 +153,11 @@ fn oem_partition_ext4_holds_the_files() {
     let o = run(t.path(), &["inspect", "--json", image.to_str().unwrap()]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["oem"]["problem"].is_null(), "{}", r["oem"]);
-    assert_eq!(r["oem"]["config"], serde_json::from_str::<serde_json::Value>(json).unwrap(), "inspect and debugfs read the same /config.json");
+    assert_eq!(
+        r["oem"]["config"],
+        serde_json::from_str::<serde_json::Value>(json).unwrap(),
+        "inspect and debugfs read the same /config.json"
+    );
     // The tree's /config.d/10-site.json is layer 30.
     assert_eq!(r["oem"]["effective"]["hostname"], "site");
 }
@@ -213,7 +219,10 @@ fn oci_archive_with_user(dest: &Path, user: &str) {
         "layers": [desc("application/vnd.oci.image.layer.v1.tar+gzip", &l1), desc("application/vnd.oci.image.layer.v1.tar+zstd", &l2)]
     }))
     .unwrap();
-    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [desc("application/vnd.oci.image.manifest.v1+json", &manifest)]})).unwrap();
+    let index = serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "manifests": [desc("application/vnd.oci.image.manifest.v1+json", &manifest)]}),
+    )
+    .unwrap();
     let mut b = tar::Builder::new(Vec::new());
     entry(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644);
     entry(&mut b, "index.json", &index, 0o644);
@@ -319,7 +328,19 @@ fn oci_entrypoint_boots_with_env_workdir_and_user() {
     run_ok(w, &["-q", "r.json", "--out", "out"]);
     let o = run(
         w,
-        &["boot", "-q", "out/ociboot.raw", "--firmware", "uefi", "--accel", "tcg", "--expect", "APP: hello oci from /srv/www as 1000:1000", "--timeout", "240"],
+        &[
+            "boot",
+            "-q",
+            "out/ociboot.raw",
+            "--firmware",
+            "uefi",
+            "--accel",
+            "tcg",
+            "--expect",
+            "APP: hello oci from /srv/www as 1000:1000",
+            "--timeout",
+            "240",
+        ],
     );
     let log = fs::read_to_string(w.join("out/ociboot.raw.serial.log")).unwrap_or_default();
     assert!(o.status.success(), "boot failed:\n{}\n{log}", String::from_utf8_lossy(&o.stderr));

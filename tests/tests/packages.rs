@@ -16,21 +16,11 @@ use common::*;
 
 /// The packages the builder pins by default (`DEFAULT_PACKAGES`; the
 /// kernel meta package brings its versioned package too).
-const DEFAULTS: [&str; 4] = [
-    "linux-image-cloud-amd64",
-    "systemd-boot-efi",
-    "grub-pc-bin",
-    "busybox-static",
-];
+const DEFAULTS: [&str; 4] = ["linux-image-cloud-amd64", "systemd-boot-efi", "grub-pc-bin", "busybox-static"];
 
 fn lock_of(path: &Path) -> BTreeMap<String, serde_json::Value> {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
-    v["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
-        .collect()
+    v["packages"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap().to_string(), p.clone())).collect()
 }
 
 fn project_lock() -> serde_json::Value {
@@ -41,17 +31,10 @@ fn project_lock() -> serde_json::Value {
 /// project's fetched debs.
 fn project(dir: &Path, lock: &serde_json::Value) {
     fs::create_dir_all(dir.join("kernel")).unwrap();
-    fs::write(
-        dir.join("kernel/packages.lock"),
-        serde_json::to_string_pretty(lock).unwrap(),
-    )
-    .unwrap();
+    fs::write(dir.join("kernel/packages.lock"), serde_json::to_string_pretty(lock).unwrap()).unwrap();
     let debs = dir.join("out/cache/debs");
     fs::create_dir_all(&debs).unwrap();
-    for e in fs::read_dir(root().join("out/cache/debs"))
-        .unwrap()
-        .flatten()
-    {
+    for e in fs::read_dir(root().join("out/cache/debs")).unwrap().flatten() {
         if e.file_name().to_string_lossy().ends_with(".deb") {
             let to = debs.join(e.file_name());
             if fs::hard_link(e.path(), &to).is_err() {
@@ -62,14 +45,7 @@ fn project(dir: &Path, lock: &serde_json::Value) {
 }
 
 fn fetch(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(bin())
-        .arg("fetch")
-        .args(args)
-        .arg("--project")
-        .arg(dir)
-        .env_remove("BUILD_IMAGE_CACHE")
-        .output()
-        .unwrap();
+    let o = Command::new(bin()).arg("fetch").args(args).arg("--project").arg(dir).env_remove("BUILD_IMAGE_CACHE").output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "fetch {args:?} failed:\n{err}");
     err
@@ -80,14 +56,8 @@ fn closure(lock: &BTreeMap<String, serde_json::Value>, name: &str) -> Vec<String
     let mut seen = vec![name.to_string()];
     let mut i = 0;
     while i < seen.len() {
-        let p = lock
-            .get(&seen[i])
-            .unwrap_or_else(|| panic!("{} is depended on but not locked", seen[i]));
-        for d in p["depends"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+        let p = lock.get(&seen[i]).unwrap_or_else(|| panic!("{} is depended on but not locked", seen[i]));
+        for d in p["depends"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let d = d.as_str().unwrap().to_string();
             if !seen.contains(&d) {
                 seen.push(d);
@@ -109,13 +79,7 @@ fn fetch_add_pins_the_closure_and_update_lock_keeps_it() {
         .unwrap()
         .iter()
         .filter(|q| q["name"] == "linux-image-cloud-amd64")
-        .flat_map(|q| {
-            q["depends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_str().unwrap().to_string())
-        })
+        .flat_map(|q| q["depends"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()))
         .collect();
     lock["packages"].as_array_mut().unwrap().retain(|q| {
         let n = q["name"].as_str().unwrap();
@@ -129,18 +93,8 @@ fn fetch_add_pins_the_closure_and_update_lock_keeps_it() {
     assert!(log.contains("pinned nginx-light with"), "{log}");
     let after = lock_of(&lock_path);
     let c = closure(&after, "nginx-light");
-    for n in [
-        "nginx",
-        "nginx-common",
-        "libc6",
-        "libssl3",
-        "libpcre2-8-0",
-        "zlib1g",
-    ] {
-        assert!(
-            c.iter().any(|x| x == n),
-            "{n} not in nginx-light's closure {c:?}"
-        );
+    for n in ["nginx", "nginx-common", "libc6", "libssl3", "libpcre2-8-0", "zlib1g"] {
+        assert!(c.iter().any(|x| x == n), "{n} not in nginx-light's closure {c:?}");
     }
     // Nothing else was added; the defaults are untouched.
     assert_eq!(after.len(), before + c.len(), "{:?}", after.keys());
@@ -150,37 +104,20 @@ fn fetch_add_pins_the_closure_and_update_lock_keeps_it() {
     // Every added package is in the cache with the digest the lock pins.
     for n in &c {
         let q = &after[n];
-        let file = format!(
-            "{}_{}_{}.deb",
-            n,
-            q["version"].as_str().unwrap().replace(':', "%3a"),
-            q["architecture"].as_str().unwrap()
-        );
-        assert_eq!(
-            sha256(&p.join("out/cache/debs").join(&file)),
-            q["sha256"].as_str().unwrap(),
-            "{file}"
-        );
+        let file = format!("{}_{}_{}.deb", n, q["version"].as_str().unwrap().replace(':', "%3a"), q["architecture"].as_str().unwrap());
+        assert_eq!(sha256(&p.join("out/cache/debs").join(&file)), q["sha256"].as_str().unwrap(), "{file}");
     }
     // Same answer twice: the lock does not change.
     let text = fs::read(&lock_path).unwrap();
     fetch(p, &["--add", "nginx-light"]);
-    assert_eq!(
-        fs::read(&lock_path).unwrap(),
-        text,
-        "a second --add changed the lock"
-    );
+    assert_eq!(fs::read(&lock_path).unwrap(), text, "a second --add changed the lock");
 
     // --update-lock re-pins the defaults and what was added.
     let log = fetch(p, &["--update-lock"]);
     let updated = lock_of(&lock_path);
     assert!(log.contains("pinned nginx-light with"), "{log}");
     let c2 = closure(&updated, "nginx-light");
-    assert!(
-        c2.iter().any(|x| x == "libc6") && DEFAULTS.iter().all(|d| updated.contains_key(*d)),
-        "{:?}",
-        updated.keys()
-    );
+    assert!(c2.iter().any(|x| x == "libc6") && DEFAULTS.iter().all(|d| updated.contains_key(*d)), "{:?}", updated.keys());
 }
 
 #[test]
@@ -188,10 +125,7 @@ fn a_deb_layer_whose_dependency_is_not_locked_names_the_fix() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
     let mut lock = project_lock();
-    lock["packages"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|q| q["name"] != "libc6");
+    lock["packages"].as_array_mut().unwrap().retain(|q| q["name"] != "libc6");
     project(p, &lock);
     let recipe = serde_json::json!({
         "name": "unlocked",
@@ -207,18 +141,8 @@ fn a_deb_layer_whose_dependency_is_not_locked_names_the_fix() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "built with libc6 missing from the lock"
-    );
+    assert!(!o.status.success(), "built with libc6 missing from the lock");
     assert!(err.contains("trees.root[1]"), "{err}");
-    assert!(
-        err.contains("depends on `libc6`, which is not locked")
-            && err.contains("build-image fetch --add nginx-light"),
-        "{err}"
-    );
-    assert!(
-        !p.join("out/unlocked.raw").exists(),
-        "a failed build left an image"
-    );
+    assert!(err.contains("depends on `libc6`, which is not locked") && err.contains("build-image fetch --add nginx-light"), "{err}");
+    assert!(!p.join("out/unlocked.raw").exists(), "a failed build left an image");
 }

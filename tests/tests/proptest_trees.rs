@@ -39,7 +39,10 @@ struct Spec {
 #[derive(Debug, Clone)]
 enum KindSpec {
     Dir,
-    File { data: Vec<u8>, hole_before: u32 },
+    File {
+        data: Vec<u8>,
+        hole_before: u32,
+    },
     Symlink(Vec<u8>),
     Char(u32, u32),
     Block(u32, u32),
@@ -223,18 +226,26 @@ fn check_fs(tree: &Tree, fs: &str) -> Result<(), String> {
     let f = fs::File::create(&img).unwrap();
     let p = params();
     let size = match fs {
-        "ext4" => build_image::fs::ext4::min_size(tree, &p, &build_image::fs::ext4::Ext4Options::from_fs_options(&Default::default()).unwrap()),
-        _ => build_image::fs::btrfs::min_size(tree, &p, &build_image::fs::btrfs::BtrfsOptions::from_fs_options(&Default::default()).unwrap()),
+        "ext4" => {
+            build_image::fs::ext4::min_size(tree, &p, &build_image::fs::ext4::Ext4Options::from_fs_options(&Default::default()).unwrap())
+        }
+        _ => {
+            build_image::fs::btrfs::min_size(tree, &p, &build_image::fs::btrfs::BtrfsOptions::from_fs_options(&Default::default()).unwrap())
+        }
     };
     f.set_len(size).unwrap();
     let r = Region::new(&f, 0, size, "prop");
     match fs {
-        "ext4" => build_image::fs::ext4::write(tree, r, &p, &build_image::fs::ext4::Ext4Options::from_fs_options(&Default::default()).unwrap())
-            .map(|_| ())
-            .map_err(|e| format!("write: {e}"))?,
-        _ => build_image::fs::btrfs::write(tree, r, &p, &build_image::fs::btrfs::BtrfsOptions::from_fs_options(&Default::default()).unwrap())
-            .map(|_| ())
-            .map_err(|e| format!("write: {e}"))?,
+        "ext4" => {
+            build_image::fs::ext4::write(tree, r, &p, &build_image::fs::ext4::Ext4Options::from_fs_options(&Default::default()).unwrap())
+                .map(|_| ())
+                .map_err(|e| format!("write: {e}"))?
+        }
+        _ => {
+            build_image::fs::btrfs::write(tree, r, &p, &build_image::fs::btrfs::BtrfsOptions::from_fs_options(&Default::default()).unwrap())
+                .map(|_| ())
+                .map_err(|e| format!("write: {e}"))?
+        }
     }
     drop(f);
     let (ok, out) = match fs {

@@ -50,7 +50,10 @@ fn root_recipes_boot_from_the_right_partuuid() {
         // One raw file boots either way.
         for firmware in ["uefi", "bios"] {
             let log = boot(&t.path().join(recipe.replace(".json", ".raw")), firmware);
-            assert!(log.contains(&format!("root PARTUUID={guid} is {dev} ({fs}")), "{recipe} by {firmware}: agent did not mount the root:\n{log}");
+            assert!(
+                log.contains(&format!("root PARTUUID={guid} is {dev} ({fs}")),
+                "{recipe} by {firmware}: agent did not mount the root:\n{log}"
+            );
             assert!(log.contains(&format!("root: {dev} {fs}")), "{recipe} by {firmware}: / is not the root partition:\n{log}");
         }
     }
@@ -99,5 +102,10 @@ fn hello_boots_and_serves_http() {
     }
     let _ = q.kill();
     let _ = q.wait();
-    assert!(page.contains("Hello from build-image"), "no page after {:?}; serial:\n{}", start.elapsed(), fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        page.contains("Hello from build-image"),
+        "no page after {:?}; serial:\n{}",
+        start.elapsed(),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
 }

@@ -171,9 +171,8 @@ fn an_interrupted_upload_leaves_no_active_image() {
     // (The single sync worker answers no API call while it receives.)
     let t0 = Instant::now();
     loop {
-        let stored: u64 = fs::read_dir(state.join("images"))
-            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-            .unwrap_or(0);
+        let stored: u64 =
+            fs::read_dir(state.join("images")).map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
         if stored > 16 << 20 {
             break;
         }
@@ -217,13 +216,8 @@ fn keystone_password_auth_and_a_wrong_password() {
     assert_eq!(get(gport, &format!("/v2/images/{id}"))["status"], "active");
     // An application credential and a token, made with the admin's password
     // through Keystone's API, each authenticate an upload too.
-    let made = Command::new("python3")
-        .arg("-c")
-        .arg(MAKE_CREDENTIALS)
-        .arg(format!("http://127.0.0.1:{kport}/v3"))
-        .arg(password)
-        .output()
-        .unwrap();
+    let made =
+        Command::new("python3").arg("-c").arg(MAKE_CREDENTIALS).arg(format!("http://127.0.0.1:{kport}/v3")).arg(password).output().unwrap();
     assert!(made.status.success(), "making credentials: {}", String::from_utf8_lossy(&made.stderr));
     let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
     let auth_url = format!("http://127.0.0.1:{kport}/v3");

@@ -109,7 +109,24 @@ fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     let iso = dir.join("config-drive.iso");
     let (ok, out) = tool(
         "xorriso",
-        &["-as", "genisoimage", "-o", iso.to_str().unwrap(), "-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher", "build-image tests", "-quiet", "-J", "-r", "-V", "config-2", src.to_str().unwrap()],
+        &[
+            "-as",
+            "genisoimage",
+            "-o",
+            iso.to_str().unwrap(),
+            "-ldots",
+            "-allow-lowercase",
+            "-allow-multidot",
+            "-l",
+            "-publisher",
+            "build-image tests",
+            "-quiet",
+            "-J",
+            "-r",
+            "-V",
+            "config-2",
+            src.to_str().unwrap(),
+        ],
     );
     assert!(ok, "xorriso: {out}");
     iso
@@ -193,7 +210,6 @@ fn network_time(serial: &str) -> Option<f64> {
     l[..i].rsplit(['(', ' ']).next()?.parse().ok()
 }
 
-
 fn meta_data(host: &str) -> String {
     serde_json::json!({
         "uuid": "83679162-1378-4288-a2d4-70e13ec132aa",
@@ -210,7 +226,11 @@ fn config_drive_gives_static_address_hostname_and_keys() {
     let t = tempfile::tempdir().unwrap();
     let drive = config_drive(
         t.path(),
-        &[("meta_data.json", &meta_data("vpc-test-host")), ("network_data.json", &network_data_static(MAC)), ("user_data", "#cloud-config\n")],
+        &[
+            ("meta_data.json", &meta_data("vpc-test-host")),
+            ("network_data.json", &network_data_static(MAC)),
+            ("user_data", "#cloud-config\n"),
+        ],
     );
     let port = free_port();
     let mut vm = boot(t.path(), &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
@@ -224,7 +244,10 @@ fn config_drive_gives_static_address_hostname_and_keys() {
     assert!(serial.contains("network configured from config drive"), "{serial}");
     assert!(serial.contains("user_data saved"), "{serial}");
     let secs = network_time(&serial).expect("a network configured line with the time");
-    eprintln!("config drive: network configured {secs:.3} s after kernel start; page after {:.1} s of qemu", vm.start.elapsed().as_secs_f64());
+    eprintln!(
+        "config drive: network configured {secs:.3} s after kernel start; page after {:.1} s of qemu",
+        vm.start.elapsed().as_secs_f64()
+    );
     for l in serial.lines().filter(|l| l.contains("cloud:") || l.contains("net:") || l.contains("network configured")) {
         eprintln!("  {l}");
     }
@@ -237,7 +260,11 @@ fn iso9660_config_drive_on_an_ide_cdrom() {
     let t = tempfile::tempdir().unwrap();
     let iso = iso_config_drive(
         t.path(),
-        &[("meta_data.json", &meta_data("vpc-iso-host")), ("network_data.json", &network_data_static(MAC)), ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n")],
+        &[
+            ("meta_data.json", &meta_data("vpc-iso-host")),
+            ("network_data.json", &network_data_static(MAC)),
+            ("user_data", "#!/bin/sh\necho \"vpc: user_data from the iso ran\"\n"),
+        ],
     );
     let port = free_port();
     // As Nova attaches it on a `pc` machine: a read-only CD-ROM on the IDE bus.
@@ -331,7 +358,8 @@ if busybox ping -c 1 -W 5 -I fd00::77 fd00::2 >/dev/null 2>&1; then echo "vpc6: 
 echo "vpc6: http [$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 10 fd00::2 {v6port} | busybox tail -n 1)]"
 "#
     );
-    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-v6")), ("network_data.json", &net.to_string()), ("user_data", &probe)]);
+    let drive =
+        config_drive(t.path(), &[("meta_data.json", &meta_data("vpc-v6")), ("network_data.json", &net.to_string()), ("user_data", &probe)]);
     let port = free_port();
     let mut vm = boot(t.path(), &format!("user,id=n0,ipv6-net=fd00::/64,hostfwd=tcp:127.0.0.1:{port}-10.0.2.77:80"), Some(&drive));
     let page = vm.http(port, "/", Duration::from_secs(180));
@@ -350,8 +378,14 @@ echo "vpc6: http [$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 10 fd00::2 {
     assert!(flags & 0x80 != 0 && flags & 0x40 == 0, "flags {flags:#x}");
     let routes = ipv6_routes(&serial);
     let gw = "fd000000000000000000000000000002";
-    assert!(routes.contains(&("fd770001000000000000000000000000".into(), "30".into(), gw.into(), "eth0".into())), "fd77:1::/48 via fd00::2 not in {routes:?}");
-    assert!(routes.contains(&("00000000000000000000000000000000".into(), "00".into(), gw.into(), "eth0".into())), "::/0 via fd00::2 not in {routes:?}");
+    assert!(
+        routes.contains(&("fd770001000000000000000000000000".into(), "30".into(), gw.into(), "eth0".into())),
+        "fd77:1::/48 via fd00::2 not in {routes:?}"
+    );
+    assert!(
+        routes.contains(&("00000000000000000000000000000000".into(), "00".into(), gw.into(), "eth0".into())),
+        "::/0 via fd00::2 not in {routes:?}"
+    );
     assert!(serial.contains("vpc6: ping from fd00::77 to fd00::2 ok"), "{serial}");
     assert!(serial.contains(&format!("vpc6: http [{TOKEN}]")), "{serial}");
 }
@@ -570,8 +604,14 @@ fn root_mode_keeps_the_lease_after_switch_root() {
     let serial = check_lease_cycle(vm, &seen);
     assert!(serial.contains("switching root to /sysroot"), "{serial}");
     assert!(serial.contains("leases kept after switch_root by agent-dhcp"), "{serial}");
-    let l = serial.lines().find(|l| l.starts_with("vpc: root init is pid")).unwrap_or_else(|| panic!("the root's init did not start:\n{serial}"));
-    assert!(l.starts_with("vpc: root init is pid 1;") && l.contains("agent-dhcp"), "PID 1 is the root's init and agent-dhcp runs beside it: {l}");
+    let l = serial
+        .lines()
+        .find(|l| l.starts_with("vpc: root init is pid"))
+        .unwrap_or_else(|| panic!("the root's init did not start:\n{serial}"));
+    assert!(
+        l.starts_with("vpc: root init is pid 1;") && l.contains("agent-dhcp"),
+        "PID 1 is the root's init and agent-dhcp runs beside it: {l}"
+    );
 }
 
 /// A raw disk with one ext4 partition labelled `leaseroot`: busybox, and
@@ -651,7 +691,12 @@ fn check_lease_cycle(mut vm: Vm, seen: &Arc<Mutex<Vec<DhcpSeen>>>) -> String {
     assert_eq!(phases, 3, "the watcher did not see the address come, go and come back; serial:\n{serial}");
     // Before the end of the lease the address has a finite lifetime.
     let first = serial.lines().find(|l| l.starts_with("vpc: addr [") && l.contains(&back)).unwrap();
-    let lft: u32 = first.split("valid_lft ").nth(1).and_then(|r| r.split("sec").next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no valid_lft in {first}"));
+    let lft: u32 = first
+        .split("valid_lft ")
+        .nth(1)
+        .and_then(|r| r.split("sec").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no valid_lft in {first}"));
     assert!(lft <= 20, "{first}");
 
     // The protocol, as the server saw it.
@@ -672,7 +717,8 @@ fn check_lease_cycle(mut vm: Vm, seen: &Arc<Mutex<Vec<DhcpSeen>>>) -> String {
     let first_rebind = kinds.iter().position(|k| k == "rebind").unwrap_or_else(|| panic!("no rebinding: {kinds:?}"));
     assert!(first_rebind > first_renew + 1, "an unanswered renewal before rebinding: {kinds:?}");
     assert!(kinds[first_renew..first_rebind].iter().all(|k| k == "renew"), "{kinds:?}");
-    let rediscover = (first_rebind..kinds.len()).find(|&i| kinds[i] == "discover").unwrap_or_else(|| panic!("no DISCOVER after the lease: {kinds:?}"));
+    let rediscover =
+        (first_rebind..kinds.len()).find(|&i| kinds[i] == "discover").unwrap_or_else(|| panic!("no DISCOVER after the lease: {kinds:?}"));
     assert!(kinds[first_rebind..rediscover].iter().all(|k| k == "rebind"), "{kinds:?}");
     // Not before T1 (10 s), T2 (17.5 s) and the end (20 s), measured by the
     // server from the first DISCOVER and the ACKed renewal. Margins of half
@@ -725,7 +771,12 @@ fn slirp_lease_is_kept_and_poweroff_still_works() {
         .and_then(|r| r.split(" s)").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no renewal thread for the lease:\n{serial}"));
-    let lft: u32 = l.split("valid_lft ").nth(1).and_then(|r| r.split("sec").next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no finite valid_lft in {l}"));
+    let lft: u32 = l
+        .split("valid_lft ")
+        .nth(1)
+        .and_then(|r| r.split("sec").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no finite valid_lft in {l}"));
     assert!(l.contains("inet 10.0.2.15/24") && lft <= lease && lft + 120 > lease, "{l} (lease {lease} s)");
 }
 

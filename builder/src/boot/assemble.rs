@@ -97,8 +97,7 @@ pub fn load_kernel(loaded: &Loaded, spool_dir: &Path) -> Result<Kernel, Error> {
     let mut trees = Vec::new();
     for d in &debs {
         let mut t = Tree::new(loaded.recipe.epoch());
-        crate::tree::tar::apply_deb(&mut t, d, "/", spool_dir)
-            .map_err(|e| Error::Layer { at: "kernel.package".into(), source: e })?;
+        crate::tree::tar::apply_deb(&mut t, d, "/", spool_dir).map_err(|e| Error::Layer { at: "kernel.package".into(), source: e })?;
         trees.push(t);
     }
     Kernel::from_trees(name, &trees).map_err(at)
@@ -256,10 +255,8 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
     let mut uki = None;
     if wants_uki {
         let stub = stub(loaded, out_dir)?;
-        let osrel = format!(
-            "NAME=\"build-image\"\nID=build-image\nIMAGE_ID={}\nPRETTY_NAME=\"{} (build-image)\"\n",
-            recipe.name, recipe.name
-        );
+        let osrel =
+            format!("NAME=\"build-image\"\nID=build-image\nIMAGE_ID={}\nPRETTY_NAME=\"{} (build-image)\"\n", recipe.name, recipe.name);
         let uname = kernel.release.clone();
         let mut sections = vec![
             super::uki::Section { name: ".osrel", data: super::uki::SectionData::Bytes(osrel.as_bytes()) },

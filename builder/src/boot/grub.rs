@@ -164,9 +164,8 @@ impl GrubFiles {
     /// and their bytes; other names are ignored. `origin` labels errors.
     pub fn from_files(origin: &str, files: BTreeMap<String, Vec<u8>>) -> Result<GrubFiles, GrubError> {
         let mut files = files;
-        let mut take = |name: &str| {
-            files.remove(name).ok_or_else(|| GrubError::Missing { origin: origin.to_string(), file: name.to_string() })
-        };
+        let mut take =
+            |name: &str| files.remove(name).ok_or_else(|| GrubError::Missing { origin: origin.to_string(), file: name.to_string() });
         let boot_img = take("boot.img")?;
         let diskboot_img = take("diskboot.img")?;
         let lzma_decompress_img = take("lzma_decompress.img")?;
@@ -180,7 +179,10 @@ impl GrubFiles {
             return Err(bad("diskboot.img", format!("is {} bytes, expected {SECTOR}", diskboot_img.len())));
         }
         if le16(&diskboot_img, SECTOR - 2) != LOAD_SEGMENT {
-            return Err(bad("diskboot.img", format!("its blocklist does not load at segment {LOAD_SEGMENT:#x}: not an i386-pc diskboot.img")));
+            return Err(bad(
+                "diskboot.img",
+                format!("its blocklist does not load at segment {LOAD_SEGMENT:#x}: not an i386-pc diskboot.img"),
+            ));
         }
         if lzma_decompress_img.len() < 0x20 || lzma_decompress_img.len() > MAX_DECOMPRESSOR {
             return Err(bad(
@@ -203,10 +205,7 @@ impl GrubFiles {
             // A later line for the same module wins, as in grub-mkimage.
             moddep.insert(name.trim().to_string(), deps.split_whitespace().map(str::to_string).collect());
         }
-        let modules = files
-            .into_iter()
-            .filter_map(|(name, data)| name.strip_suffix(".mod").map(|m| (m.to_string(), data)))
-            .collect();
+        let modules = files.into_iter().filter_map(|(name, data)| name.strip_suffix(".mod").map(|m| (m.to_string(), data))).collect();
         Ok(GrubFiles { origin: origin.to_string(), boot_img, diskboot_img, lzma_decompress_img, kernel_img, moddep, modules })
     }
 
@@ -258,8 +257,7 @@ impl GrubFiles {
     /// data is decompressed into an unnamed spool file in `spool_dir`.
     pub fn from_deb(deb: &Path, spool_dir: &Path) -> Result<GrubFiles, GrubError> {
         let mut tree = Tree::new(0);
-        crate::tree::tar::apply_deb(&mut tree, deb, "/", spool_dir)
-            .map_err(|source| GrubError::Deb { deb: deb.to_path_buf(), source })?;
+        crate::tree::tar::apply_deb(&mut tree, deb, "/", spool_dir).map_err(|source| GrubError::Deb { deb: deb.to_path_buf(), source })?;
         let mut files = GrubFiles::from_tree(&tree, I386_PC_DIR)?;
         files.origin = format!("{} ({I386_PC_DIR})", deb.display());
         Ok(files)
@@ -430,7 +428,11 @@ fn payload(files: &GrubFiles, modules: &[&str], prefix: &str, config: &str) -> R
     // Config and prefix are C strings: the NUL is part of them.
     push_object(&mut area, OBJ_TYPE_CONFIG, config.as_bytes(), align4(config.len() + 1));
     push_object(&mut area, OBJ_TYPE_PREFIX, prefix.as_bytes(), align4(prefix.len() + 1));
-    let total = u32::try_from(area.len()).map_err(|_| GrubError::TooBig { what: "module area", size: area.len() as u64, limit: u32::MAX as u64 })?;
+    let total = u32::try_from(area.len()).map_err(|_| GrubError::TooBig {
+        what: "module area",
+        size: area.len() as u64,
+        limit: u32::MAX as u64,
+    })?;
     put32(&mut area, 0, MODULE_MAGIC);
     put32(&mut area, 4, MODULE_INFO_SIZE as u32);
     put32(&mut area, 8, total);
@@ -526,7 +528,9 @@ pub fn unpack_core(files: &GrubFiles, core: &[u8]) -> Result<Vec<u8>, GrubError>
     if plain_len > 16 << 20 {
         return Err(bad(format!("its header announces {plain_len} uncompressed bytes")));
     }
-    let data = core.get(SECTOR + dec_len..SECTOR + dec_len + csize).ok_or_else(|| bad(format!("the compressed size {csize} reaches past its end")))?;
+    let data = core
+        .get(SECTOR + dec_len..SECTOR + dec_len + csize)
+        .ok_or_else(|| bad(format!("the compressed size {csize} reaches past its end")))?;
     decode_payload(data, plain_len as usize).map_err(bad)
 }
 
@@ -607,7 +611,10 @@ pub fn read_config(disk: &std::fs::File, offset: u64, size: u64) -> Result<Optio
     let csize = le32(&body, DEC_COMPRESSED_SIZE) as usize;
     let plain_len = le32(&body, DEC_UNCOMPRESSED_SIZE) as usize;
     if plain_len > 16 << 20 || csize == 0 || csize > body.len() {
-        return Err(bad(format!("its decompressor header announces {csize} compressed and {plain_len} uncompressed bytes in {} bytes", body.len())));
+        return Err(bad(format!(
+            "its decompressor header announces {csize} compressed and {plain_len} uncompressed bytes in {} bytes",
+            body.len()
+        )));
     }
     let last = MAX_DECOMPRESSOR.min(body.len() - csize);
     let lowest_end = if le32(&body, DEC_RS_REDUNDANCY) == 0 { body.len().saturating_sub(SECTOR - 1) } else { 0 };
@@ -1018,13 +1025,8 @@ mod tests {
             at += size;
         }
         assert_eq!(at, m.len());
-        let want: Vec<(u32, &[u8])> = vec![
-            (0, b"C\0\0\0"),
-            (0, b"BBBBBBBB"),
-            (0, b"AAAAA\0\0\0"),
-            (2, b"set x=1\n\0\0\0\0"),
-            (3, b"(hd0,gpt1)/boot/grub\0\0\0\0"),
-        ];
+        let want: Vec<(u32, &[u8])> =
+            vec![(0, b"C\0\0\0"), (0, b"BBBBBBBB"), (0, b"AAAAA\0\0\0"), (2, b"set x=1\n\0\0\0\0"), (3, b"(hd0,gpt1)/boot/grub\0\0\0\0")];
         assert_eq!(objs.iter().map(|(t, d)| (*t, d.as_slice())).collect::<Vec<_>>(), want);
         // Headers: the decompressor's sizes and diskboot's sector count.
         let dec = &core[512..512 + 0x60];

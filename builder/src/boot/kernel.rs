@@ -102,13 +102,7 @@ impl Kernel {
     /// A bare kernel image from the host (no modules available).
     pub fn from_image(path: &Path) -> Result<Kernel, KernelError> {
         let image = Content::host(path).map_err(|e| KernelError::Read(format!("{}: {e}", path.display())))?;
-        Ok(Kernel {
-            origin: path.display().to_string(),
-            release: String::new(),
-            image,
-            modules: BTreeMap::new(),
-            builtin: BTreeSet::new(),
-        })
+        Ok(Kernel { origin: path.display().to_string(), release: String::new(), image, modules: BTreeMap::new(), builtin: BTreeSet::new() })
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -143,7 +137,13 @@ impl Kernel {
         Ok(order)
     }
 
-    fn visit(&self, n: &str, done: &mut BTreeSet<String>, stack: &mut BTreeSet<String>, order: &mut Vec<Module>) -> Result<(), KernelError> {
+    fn visit(
+        &self,
+        n: &str,
+        done: &mut BTreeSet<String>,
+        stack: &mut BTreeSet<String>,
+        order: &mut Vec<Module>,
+    ) -> Result<(), KernelError> {
         if done.contains(n) || self.builtin.contains(n) || !stack.insert(n.to_string()) {
             return Ok(());
         }

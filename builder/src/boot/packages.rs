@@ -133,10 +133,7 @@ impl Packages {
         let lock_path = root.join(LOCK_PATH);
         let lock = Lock::read(&lock_path)?;
         let cache = cache_dir(&root);
-        let resolved = std::fs::read_to_string(resolved_path(&cache))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let resolved = std::fs::read_to_string(resolved_path(&cache)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         Ok(Packages { lock_path, lock, cache, resolved })
     }
 
@@ -369,7 +366,9 @@ pub fn resolve_closure(name: &str) -> Result<Vec<Locked>, PackageError> {
     let mut out = Vec::new();
     for (n, v) in &set {
         let f = &fields[n];
-        let get = |k: &str| f.get(k).cloned().ok_or_else(|| PackageError::Apt { what: format!("apt-cache show {n}={v}"), msg: format!("no {k} field") });
+        let get = |k: &str| {
+            f.get(k).cloned().ok_or_else(|| PackageError::Apt { what: format!("apt-cache show {n}={v}"), msg: format!("no {k} field") })
+        };
         let mut groups = f.get("Pre-Depends").map(|d| relation_groups(d)).unwrap_or_default();
         groups.extend(f.get("Depends").map(|d| relation_groups(d)).unwrap_or_default());
         out.push(Locked {
@@ -458,7 +457,8 @@ pub fn fetch(root: &Path, update_lock: bool, add: &[String]) -> Result<Vec<Strin
             upsert(&mut pkgs, closure);
         }
         let lock = Lock { suite: "bookworm".into(), packages: pkgs };
-        std::fs::create_dir_all(lock_path.parent().expect("has parent")).map_err(|source| PackageError::Read { path: lock_path.clone(), source })?;
+        std::fs::create_dir_all(lock_path.parent().expect("has parent"))
+            .map_err(|source| PackageError::Read { path: lock_path.clone(), source })?;
         std::fs::write(&lock_path, lock.to_json()).map_err(|source| PackageError::Read { path: lock_path.clone(), source })?;
         notes.push(format!("wrote {}", lock_path.display()));
     }
@@ -473,10 +473,8 @@ pub fn fetch(root: &Path, update_lock: bool, add: &[String]) -> Result<Vec<Strin
     let names: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
     let records = apt_show_many(&names)
         .unwrap_or_else(|_| names.iter().filter_map(|n| apt_show_many(std::slice::from_ref(n)).ok()).flatten().collect());
-    let current: BTreeMap<String, String> = records
-        .into_iter()
-        .filter_map(|f| Some((f.get("Package")?.clone(), f.get("Version")?.clone())))
-        .collect();
+    let current: BTreeMap<String, String> =
+        records.into_iter().filter_map(|f| Some((f.get("Package")?.clone(), f.get("Version")?.clone()))).collect();
     for p in &lock.packages {
         let mut used = p.clone();
         let path = debs.join(p.file_name());
@@ -580,7 +578,12 @@ mod tests {
                 depends: d.iter().map(|s| s.to_string()).collect(),
             })
             .collect();
-        Packages { lock_path: "kernel/packages.lock".into(), lock: Lock { suite: "bookworm".into(), packages }, cache: "c".into(), resolved: Resolved::new() }
+        Packages {
+            lock_path: "kernel/packages.lock".into(),
+            lock: Lock { suite: "bookworm".into(), packages },
+            cache: "c".into(),
+            resolved: Resolved::new(),
+        }
     }
 
     #[test]

@@ -93,9 +93,7 @@ pub fn pe_size_of_image(c: &Content) -> Option<u32> {
 pub fn write(stub: &Content, stub_origin: &str, sections: &[Section<'_>], out: &File) -> Result<u64, UkiError> {
     let bad = |msg: &str| UkiError::BadStub { origin: stub_origin.into(), msg: msg.into() };
     let mut img = vec![0u8; stub.len() as usize];
-    stub.open()
-        .and_then(|r| r.read_exact_at(&mut img, 0))
-        .map_err(|source| UkiError::Read { what: stub_origin.into(), source })?;
+    stub.open().and_then(|r| r.read_exact_at(&mut img, 0)).map_err(|source| UkiError::Read { what: stub_origin.into(), source })?;
     if img.len() < 0x40 || &img[..2] != b"MZ" {
         return Err(bad("no MZ header"));
     }

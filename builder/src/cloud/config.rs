@@ -191,7 +191,8 @@ pub fn resolve(name: Option<&str>) -> Result<Cloud, CloudError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let name = name.map(str::to_string).or_else(|| env("OS_CLOUD"));
     if name.as_deref() == Some("envvars") {
-        return from_env(&env).ok_or_else(|| CloudError::Config("cloud `envvars` asked for, but no OS_AUTH_URL or OS_ENDPOINT is set".into()));
+        return from_env(&env)
+            .ok_or_else(|| CloudError::Config("cloud `envvars` asked for, but no OS_AUTH_URL or OS_ENDPOINT is set".into()));
     }
     if name.is_none() {
         if let Some(c) = from_env(&env) {
@@ -224,9 +225,11 @@ pub fn load(text: &str, path: &Path, name: Option<&str>) -> Result<Cloud, CloudE
             )))
         }
     };
-    let mut cloud = file.clouds.get(&pick).cloned().ok_or_else(|| {
-        CloudError::Config(format!("no cloud `{pick}` in {} (it has: {})", path.display(), names.join(", ")))
-    })?;
+    let mut cloud = file
+        .clouds
+        .get(&pick)
+        .cloned()
+        .ok_or_else(|| CloudError::Config(format!("no cloud `{pick}` in {} (it has: {})", path.display(), names.join(", "))))?;
     cloud.source = format!("cloud `{pick}` in {}", path.display());
     Ok(cloud)
 }

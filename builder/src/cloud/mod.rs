@@ -233,8 +233,7 @@ fn json_response(
     if body.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&body)
-        .map_err(|e| CloudError::Transport { method, url: shown(url), why: format!("the answer is not JSON: {e}") })
+    serde_json::from_str(&body).map_err(|e| CloudError::Transport { method, url: shown(url), why: format!("the answer is not JSON: {e}") })
 }
 
 fn domain(name: &Option<String>, id: &Option<String>, fallback_name: &Option<String>, fallback_id: &Option<String>) -> Value {
@@ -286,7 +285,8 @@ fn keystone_auth(agent: &ureq::Agent, cloud: &Cloud, kind: &str) -> Result<(Stri
             json!({"auth": {"identity": {"methods": ["password"], "password": {"user": u}}}})
         }
         "application_credential" => {
-            let secret = a.application_credential_secret.as_ref().ok_or_else(|| auth_err("no application_credential_secret given".into()))?;
+            let secret =
+                a.application_credential_secret.as_ref().ok_or_else(|| auth_err("no application_credential_secret given".into()))?;
             let mut c = serde_json::Map::new();
             if let Some(id) = &a.application_credential_id {
                 c.insert("id".into(), json!(id));
@@ -413,10 +413,8 @@ pub fn upload(image: &Path, opts: &UploadOptions) -> Result<UploadReport, CloudE
     let fmt = disk_format(image)?;
     let file = File::open(image).map_err(|source| CloudError::Io { path: image.into(), source })?;
     let size = file.metadata().map_err(|source| CloudError::Io { path: image.into(), source })?.len();
-    let name = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into()));
+    let name =
+        opts.name.clone().unwrap_or_else(|| image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into()));
 
     let mut props: BTreeMap<String, Value> = BTreeMap::new();
     let mpath = manifest_path(image);
@@ -506,7 +504,10 @@ fn put_and_check(s: &Session, id: &str, file: File, size: u64, opts: &UploadOpti
         match v["status"].as_str().unwrap_or("") {
             "active" => break v,
             "killed" | "deleted" | "pending_delete" => {
-                return Err(CloudError::Config(format!("Glance marked image {id} `{}` after the upload", v["status"].as_str().unwrap_or(""))))
+                return Err(CloudError::Config(format!(
+                    "Glance marked image {id} `{}` after the upload",
+                    v["status"].as_str().unwrap_or("")
+                )))
             }
             other if Instant::now() > deadline => {
                 return Err(CloudError::Config(format!("image {id} is still `{other}` after waiting; giving up")))
@@ -553,7 +554,10 @@ mod tests {
 
     #[test]
     fn error_bodies_shrink_to_one_line() {
-        assert_eq!(detail(r#"{"error": {"message": "The request you have made requires authentication.", "code": 401}}"#), "The request you have made requires authentication.");
+        assert_eq!(
+            detail(r#"{"error": {"message": "The request you have made requires authentication.", "code": 401}}"#),
+            "The request you have made requires authentication."
+        );
         assert_eq!(detail("<html><body><h1>403 Forbidden</h1>\n nope</body></html>"), "403 Forbidden nope");
     }
 }

@@ -144,7 +144,12 @@ impl Pipe {
 /// writes a second thread makes into `out`, with O_DIRECT where it can if
 /// `direct` (else through the page cache). Returns the writer's error
 /// first, else `read`'s. O_DIRECT is off again when this returns.
-pub(crate) fn with_writer(out: &File, chunk: usize, direct: bool, read: impl FnOnce(&mut Pipe) -> std::io::Result<()>) -> std::io::Result<()> {
+pub(crate) fn with_writer(
+    out: &File,
+    chunk: usize,
+    direct: bool,
+    read: impl FnOnce(&mut Pipe) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let direct = direct && set_direct(out, true);
     let result = std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<(Buf, usize, u64)>(BUFFERS);

@@ -263,7 +263,13 @@ impl Geometry {
         let root_dir_sectors = (root_entries * 32).div_ceil(bps);
         let data_sector = reserved + fats * fat_size + root_dir_sectors;
         let clusters = (total - data_sector) / spc;
-        let bits = if clusters < 4085 { 12 } else if clusters < 65525 { 16 } else { 32 };
+        let bits = if clusters < 4085 {
+            12
+        } else if clusters < 65525 {
+            16
+        } else {
+            32
+        };
         Ok(Geometry {
             cluster_bytes: bps * spc,
             fat_start: reserved * bps,
@@ -370,7 +376,8 @@ fn fix_dot_entries(region: Region<'_>) -> std::io::Result<()> {
 
 /// The cluster `..` must name: 0 for a parent that is the root directory.
 fn parent_of(g: &Geometry, _cluster: u32, dotdot: &[u8]) -> u32 {
-    let c = (u32::from(u16::from_le_bytes([dotdot[0x14], dotdot[0x15]])) << 16) | u32::from(u16::from_le_bytes([dotdot[0x1a], dotdot[0x1b]]));
+    let c =
+        (u32::from(u16::from_le_bytes([dotdot[0x14], dotdot[0x15]])) << 16) | u32::from(u16::from_le_bytes([dotdot[0x1a], dotdot[0x1b]]));
     if c == g.root_cluster {
         0
     } else {

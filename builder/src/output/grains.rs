@@ -48,19 +48,11 @@ pub fn is_zero(b: &[u8]) -> bool {
     blocks.remainder().iter().all(|x| *x == 0)
 }
 
-
 /// For every non-zero grain of `raw`, in ascending order, call
 /// `sink(index, data, transformed)` where `data` is the grain (zero-padded
 /// to a whole grain at the end of the image) and `transformed` is
 /// `transform(data)`. Transforms run on `threads` threads.
-pub fn for_each_grain<T, F, S, E>(
-    raw: &File,
-    len: u64,
-    grain: u64,
-    threads: usize,
-    transform: F,
-    mut sink: S,
-) -> Result<(), E>
+pub fn for_each_grain<T, F, S, E>(raw: &File, len: u64, grain: u64, threads: usize, transform: F, mut sink: S) -> Result<(), E>
 where
     T: Send,
     F: Fn(&[u8]) -> T + Sync,
@@ -134,12 +126,19 @@ mod tests {
         f.write_all_at(&[7; 10], 40 * g + 10).unwrap(); // partial last grain
         for threads in [1, 2, 3] {
             let mut seen = Vec::new();
-            for_each_grain::<usize, _, _, std::io::Error>(&f, 40 * g + 100, g, threads, |d| d.len(), |c, d, t| {
-                assert_eq!(t, g as usize);
-                assert!(d.iter().any(|b| *b != 0));
-                seen.push(c);
-                Ok(())
-            })
+            for_each_grain::<usize, _, _, std::io::Error>(
+                &f,
+                40 * g + 100,
+                g,
+                threads,
+                |d| d.len(),
+                |c, d, t| {
+                    assert_eq!(t, g as usize);
+                    assert!(d.iter().any(|b| *b != 0));
+                    seen.push(c);
+                    Ok(())
+                },
+            )
             .unwrap();
             assert_eq!(seen, vec![3, 40]);
         }

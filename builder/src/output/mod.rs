@@ -1,7 +1,7 @@
 //! Derived outputs and the manifest.
 
-pub mod coreos;
 pub mod convert;
+pub mod coreos;
 pub mod grains;
 pub mod manifest;
 pub mod qcow2;

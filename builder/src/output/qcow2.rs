@@ -15,7 +15,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
 const L2_ENTRIES: u64 = CLUSTER / 8;

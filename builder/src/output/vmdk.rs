@@ -168,8 +168,8 @@ pub fn write(raw: &File, len: u64, out: &File, file_name: &str, opts: &VmdkOptio
             content.update(data);
             let lba = index * GRAIN_SECTORS;
             let total = pad_to_sector(12 + z.len() as u64);
-            gte[index as usize] = u32::try_from(sector)
-                .map_err(|_| std::io::Error::other("VMDK sparse extent larger than 2 TiB of compressed data"))?;
+            gte[index as usize] =
+                u32::try_from(sector).map_err(|_| std::io::Error::other("VMDK sparse extent larger than 2 TiB of compressed data"))?;
             w.write_all(&lba.to_le_bytes())?;
             w.write_all(&(z.len() as u32).to_le_bytes())?;
             w.write_all(&z)?;

@@ -178,10 +178,7 @@ impl<'de> Deserialize<'de> for Layer {
         let obj = match &v {
             serde_json::Value::Object(o) => o,
             other => {
-                return Err(de::Error::custom(format_args!(
-                    "expected a layer object like {{\"dir\": \"rootfs\"}}, found {}",
-                    Kind(other)
-                )))
+                return Err(de::Error::custom(format_args!("expected a layer object like {{\"dir\": \"rootfs\"}}, found {}", Kind(other))))
             }
         };
         let kinds: Vec<&str> = KINDS.iter().copied().filter(|k| obj.contains_key(*k)).collect();

@@ -51,7 +51,9 @@ pub fn parse(s: &str) -> Result<Size, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`: use KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000)")),
+        _ => {
+            return Err(format!("`{s}`: unknown unit `{unit}`: use KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000)"))
+        }
     };
     n.checked_mul(mult).map(Size::Bytes).ok_or_else(|| format!("`{s}` is too large"))
 }
@@ -161,11 +163,7 @@ pub const DEFAULT_HEADROOM: Headroom = Headroom::Percent(20);
 impl Headroom {
     pub fn parse(s: &str) -> Result<Headroom, String> {
         if let Some(p) = s.trim().strip_suffix('%') {
-            return p
-                .trim()
-                .parse()
-                .map(Headroom::Percent)
-                .map_err(|_| format!("`{s}` is not a percentage: write it like \"20%\""));
+            return p.trim().parse().map(Headroom::Percent).map_err(|_| format!("`{s}` is not a percentage: write it like \"20%\""));
         }
         match parse(s)? {
             Size::Bytes(b) => Ok(Headroom::Bytes(b)),

@@ -53,7 +53,10 @@ pub fn validate(r: &Recipe) -> Check {
     }
     for o in [super::Output::Uki, super::Output::KernelInitramfs] {
         if r.outputs.contains(&o) && r.kernel.is_none() {
-            return fail("outputs", format!("output `{}` needs a `kernel`", if o == super::Output::Uki { "uki" } else { "kernel+initramfs" }));
+            return fail(
+                "outputs",
+                format!("output `{}` needs a `kernel`", if o == super::Output::Uki { "uki" } else { "kernel+initramfs" }),
+            );
         }
     }
     if let Some(k) = &r.kernel {
@@ -87,28 +90,43 @@ pub fn validate(r: &Recipe) -> Check {
     if let Some(oem) = &r.oem {
         if let Some(u) = &oem.user {
             if !valid_user(u) {
-                return fail("oem.user", format!("`{u}` is not a valid user name: use [a-z_][a-z0-9_-]*, at most 32 characters, e.g. \"core\""));
+                return fail(
+                    "oem.user",
+                    format!("`{u}` is not a valid user name: use [a-z_][a-z0-9_-]*, at most 32 characters, e.g. \"core\""),
+                );
             }
         }
         if let Some(h) = &oem.hostname {
             if !valid_hostname(h) {
-                return fail("oem.hostname", format!("`{h}` is not a valid host name: dot-separated labels of letters, digits and `-`, at most 253 characters"));
+                return fail(
+                    "oem.hostname",
+                    format!("`{h}` is not a valid host name: dot-separated labels of letters, digits and `-`, at most 253 characters"),
+                );
             }
         }
         for (i, k) in oem.ssh_authorized_keys.iter().flatten().enumerate() {
             if k.trim().is_empty() || k.contains('\n') {
-                return fail(format!("oem.ssh_authorized_keys[{i}]"), "one public key per entry, on one line, e.g. \"ssh-ed25519 AAAA… me@host\"");
+                return fail(
+                    format!("oem.ssh_authorized_keys[{i}]"),
+                    "one public key per entry, on one line, e.g. \"ssh-ed25519 AAAA… me@host\"",
+                );
             }
         }
     }
     if let Some(disk) = &r.disk {
         let oem: Vec<usize> = disk.partitions.iter().enumerate().filter(|(_, p)| crate::oem::is_oem_partition(p)).map(|(i, _)| i).collect();
         if oem.len() > 1 {
-            return fail(format!("disk.partitions[{}].label", oem[1]), format!("only one partition may be labelled OEM; partitions {oem:?} all are"));
+            return fail(
+                format!("disk.partitions[{}].label", oem[1]),
+                format!("only one partition may be labelled OEM; partitions {oem:?} all are"),
+            );
         }
         if let Some(&i) = oem.first() {
             if disk.partitions[i].filesystem == Filesystem::None {
-                return fail(format!("disk.partitions[{i}].filesystem"), "the OEM partition holds the OEM configuration: give it a filesystem (vfat, ext4 or btrfs)");
+                return fail(
+                    format!("disk.partitions[{i}].filesystem"),
+                    "the OEM partition holds the OEM configuration: give it a filesystem (vfat, ext4 or btrfs)",
+                );
             }
         }
         let mut fills = Vec::new();
@@ -145,7 +163,11 @@ pub fn validate(r: &Recipe) -> Check {
                 if i + 1 != disk.partitions.len() {
                     return fail(
                         format!("{at}.grow"),
-                        format!("only the last partition may grow (this is partition {} of {}): move it to the end", i + 1, disk.partitions.len()),
+                        format!(
+                            "only the last partition may grow (this is partition {} of {}): move it to the end",
+                            i + 1,
+                            disk.partitions.len()
+                        ),
                     );
                 }
                 if p.type_ == "esp" || !matches!(p.filesystem, Filesystem::Ext4 | Filesystem::Btrfs | Filesystem::None) {
@@ -181,7 +203,9 @@ pub fn validate(r: &Recipe) -> Check {
                 return fail("disk.size", "the disk size must be a number of bytes or a string like \"2GiB\"");
             }
         }
-    } else if let Some(o) = r.outputs.iter().find(|o| matches!(o, super::Output::Raw | super::Output::Qcow2 | super::Output::Vhd | super::Output::Vmdk)) {
+    } else if let Some(o) =
+        r.outputs.iter().find(|o| matches!(o, super::Output::Raw | super::Output::Qcow2 | super::Output::Vhd | super::Output::Vmdk))
+    {
         return fail("disk", format!("output `{o:?}` needs a `disk` with partitions (or drop it from `outputs`)").to_lowercase());
     }
     if let Some(l) = r.qcow2.as_ref().and_then(|q| q.level) {
@@ -204,7 +228,11 @@ pub fn valid_user(u: &str) -> bool {
 pub fn valid_hostname(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -230,7 +258,8 @@ mod grow_tests {
     #[test]
     fn only_the_last_partition_may_grow() {
         let esp = serde_json::json!({"label": "ESP", "type": "esp", "size": "64MiB"});
-        let root = |grow: bool| serde_json::json!({"label": "root", "type": "root-x86-64", "size": "fill", "filesystem": "ext4", "grow": grow});
+        let root =
+            |grow: bool| serde_json::json!({"label": "root", "type": "root-x86-64", "size": "fill", "filesystem": "ext4", "grow": grow});
         let mut esp_grows = esp.clone();
         esp_grows["grow"] = true.into();
         assert!(check(serde_json::json!([esp, root(true)]), true).is_ok());
@@ -312,7 +341,8 @@ mod tests {
     fn oem_disk(fs: &str, second: bool) -> serde_json::Value {
         let mut parts = vec![serde_json::json!({"label": "OEM", "type": "linux", "size": "8MiB", "filesystem": fs})];
         if second {
-            parts.push(serde_json::json!({"label": "other", "type": "linux", "size": "8MiB", "filesystem": "vfat", "fs": {"label": "OEM"}}));
+            parts
+                .push(serde_json::json!({"label": "other", "type": "linux", "size": "8MiB", "filesystem": "vfat", "fs": {"label": "OEM"}}));
         }
         serde_json::json!({"disk": {"partitions": parts}})
     }

@@ -89,9 +89,7 @@ impl Content {
                 let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
                 ContentReader::File { file: Arc::new(file), base: 0, len: *len }
             }
-            Content::Slice { source, offset, len, .. } => {
-                ContentReader::Shared { source: source.clone(), base: *offset, len: *len }
-            }
+            Content::Slice { source, offset, len, .. } => ContentReader::Shared { source: source.clone(), base: *offset, len: *len },
         })
     }
 
@@ -194,9 +192,7 @@ fn copy_range(src: &File, mut src_off: u64, dst: &File, mut dst_off: u64, mut le
         let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, chunk, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if first
-                && matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF))
-            {
+            if first && matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF)) {
                 return Ok(false);
             }
             if e.kind() == io::ErrorKind::Interrupted {
@@ -230,7 +226,7 @@ pub fn find_data_ranges(f: &File, len: u64) -> io::Result<Option<Arc<[Range<u64>
         if data < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::ENXIO) => break, // only a hole remains
+                Some(libc::ENXIO) => break,                                     // only a hole remains
                 Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => return Ok(None), // no hole support
                 _ => return Err(e),
             }

@@ -10,17 +10,13 @@ use crate::recipe::layer::{parse_mode, FileLayer, MkdirLayer, SymlinkLayer};
 /// Decode an RFC 2397 `data:` URL (`data:,hello%20world`,
 /// `data:text/plain;base64,aGVsbG8=`) into its bytes.
 pub fn parse_data_url(url: &str) -> Result<Vec<u8>, String> {
-    let rest = url
-        .strip_prefix("data:")
-        .ok_or_else(|| format!("`{}` is not a data URL: it must start with \"data:\"", short(url)))?;
+    let rest = url.strip_prefix("data:").ok_or_else(|| format!("`{}` is not a data URL: it must start with \"data:\"", short(url)))?;
     let comma = rest.find(',').ok_or("a data URL needs a comma before its data, e.g. \"data:,hello\"")?;
     let (meta, data) = (&rest[..comma], &rest[comma + 1..]);
     let raw: Vec<u8> = percent_encoding::percent_decode_str(data).collect();
     if meta.split(';').any(|p| p.eq_ignore_ascii_case("base64")) {
         let clean: Vec<u8> = raw.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(&clean)
-            .map_err(|e| format!("the base64 data of the data URL is invalid: {e}"))
+        base64::engine::general_purpose::STANDARD.decode(&clean).map_err(|e| format!("the base64 data of the data URL is invalid: {e}"))
     } else {
         Ok(raw)
     }

@@ -349,14 +349,7 @@ impl Tree {
     /// Walk `comps` as directories from the top of `stack`, following
     /// relative symlinks inside the tree. Returns false when a component is
     /// missing and `create` is off.
-    fn walk_dirs(
-        &mut self,
-        full: &[u8],
-        stack: &mut Vec<InodeId>,
-        comps: &[&[u8]],
-        create: bool,
-        depth: usize,
-    ) -> Result<bool, TreeError> {
+    fn walk_dirs(&mut self, full: &[u8], stack: &mut Vec<InodeId>, comps: &[&[u8]], create: bool, depth: usize) -> Result<bool, TreeError> {
         if depth > 40 {
             return Err(TreeError::SymlinkLoop { path: show(full) });
         }
@@ -394,9 +387,7 @@ impl Tree {
                         return Ok(false);
                     }
                 }
-                _ => {
-                    return Err(TreeError::NotADirectory { path: show(full), component: String::from_utf8_lossy(c).into_owned() })
-                }
+                _ => return Err(TreeError::NotADirectory { path: show(full), component: String::from_utf8_lossy(c).into_owned() }),
             }
         }
         Ok(true)

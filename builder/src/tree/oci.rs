@@ -160,10 +160,9 @@ impl Image {
 fn strings(v: &Value, what: &str, img: &Image) -> Result<Vec<String>, LayerError> {
     match v {
         Value::Null => Ok(Vec::new()),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| img.err(format!("config `{what}`: expected strings"))))
-            .collect(),
+        Value::Array(a) => {
+            a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| img.err(format!("config `{what}`: expected strings")))).collect()
+        }
         _ => Err(img.err(format!("config `{what}`: expected an array of strings"))),
     }
 }
@@ -187,8 +186,7 @@ const INDEX_TYPES: [&str; 2] = ["application/vnd.oci.image.index.v1+json", "appl
 fn oci_manifest(img: &Image) -> Result<Value, LayerError> {
     let mut doc = img.json("index.json")?;
     for _ in 0..4 {
-        let is_index = doc.get("manifests").is_some()
-            || doc["mediaType"].as_str().is_some_and(|m| INDEX_TYPES.contains(&m));
+        let is_index = doc.get("manifests").is_some() || doc["mediaType"].as_str().is_some_and(|m| INDEX_TYPES.contains(&m));
         if !is_index {
             return Ok(doc);
         }
@@ -196,19 +194,12 @@ fn oci_manifest(img: &Image) -> Result<Value, LayerError> {
         let chosen: Vec<&Value> = if list.len() == 1 {
             list.iter().collect()
         } else {
-            list.iter()
-                .filter(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")
-                .collect()
+            list.iter().filter(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64").collect()
         };
         let m = match chosen.as_slice() {
             [m] => *m,
             [] => return Err(img.err(format!("the index lists {} manifests and none for linux/amd64", list.len()))),
-            many => {
-                return Err(img.err(format!(
-                    "the index lists {} linux/amd64 manifests: export exactly one image",
-                    many.len()
-                )))
-            }
+            many => return Err(img.err(format!("the index lists {} linux/amd64 manifests: export exactly one image", many.len()))),
         };
         let digest = m["digest"].as_str().ok_or_else(|| img.err("an index entry has no `digest`"))?;
         let b = img.blob(digest)?;
@@ -324,20 +315,8 @@ pub(crate) mod tests {
     /// deletes /etc/b by whiteout, makes /opt/app opaque (keeping its own
     /// /opt/app/z) and adds /bin/hello.
     pub fn sample_layers() -> (Vec<u8>, Vec<u8>) {
-        let l1 = layer(&[
-            ("etc/", b""),
-            ("etc/a", b"A"),
-            ("etc/b", b"B"),
-            ("opt/app/", b""),
-            ("opt/app/x", b"X"),
-            ("opt/app/y", b"Y"),
-        ]);
-        let l2 = layer(&[
-            ("etc/.wh.b", b""),
-            ("opt/app/z", b"Z"),
-            ("opt/app/.wh..wh..opq", b""),
-            ("bin/hello", b"#!/bin/sh\necho hi\n"),
-        ]);
+        let l1 = layer(&[("etc/", b""), ("etc/a", b"A"), ("etc/b", b"B"), ("opt/app/", b""), ("opt/app/x", b"X"), ("opt/app/y", b"Y")]);
+        let l2 = layer(&[("etc/.wh.b", b""), ("opt/app/z", b"Z"), ("opt/app/.wh..wh..opq", b""), ("bin/hello", b"#!/bin/sh\necho hi\n")]);
         (l1, l2)
     }
 

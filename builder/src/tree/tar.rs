@@ -473,7 +473,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.deb");
         let mut ar = ar::Builder::new(std::fs::File::create(&p).unwrap());
-        for (name, data) in [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", sample(Compressed::Xz)), ("data.tar.xz", sample(Compressed::Xz))] {
+        for (name, data) in
+            [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", sample(Compressed::Xz)), ("data.tar.xz", sample(Compressed::Xz))]
+        {
             ar.append(&ar::Header::new(name.as_bytes().to_vec(), data.len() as u64), &data[..]).unwrap();
         }
         drop(ar);

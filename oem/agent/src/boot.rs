@@ -317,9 +317,7 @@ fn disk_gpt(b: &Block) -> Option<Vec<gpt::Entry>> {
 /// The partition `n` of disk `disk`, if the kernel has registered it.
 fn partition_of<'a>(blocks: &'a [Block], disk: &Block, n: u32) -> Option<&'a Block> {
     blocks.iter().find(|p| {
-        p.ue.is_partition()
-            && p.ue.partn == Some(n)
-            && Path::new("/sys/class/block").join(&disk.sys_name).join(&p.sys_name).exists()
+        p.ue.is_partition() && p.ue.partn == Some(n) && Path::new("/sys/class/block").join(&disk.sys_name).join(&p.sys_name).exists()
     })
 }
 
@@ -348,9 +346,8 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
         }
         RootSpec::PartUuid(u) | RootSpec::PartLabel(u) => {
             let by_uuid = matches!(spec, RootSpec::PartUuid(_));
-            let uevent_hit = blocks.iter().find(|b| {
-                if by_uuid { b.ue.partuuid.as_deref() == Some(u) } else { b.ue.partname.as_deref() == Some(u) }
-            });
+            let uevent_hit =
+                blocks.iter().find(|b| if by_uuid { b.ue.partuuid.as_deref() == Some(u) } else { b.ue.partname.as_deref() == Some(u) });
             if let Some(b) = uevent_hit {
                 debug!("{spec} found in the uevent of {}", b.sys_name);
             }
@@ -358,9 +355,9 @@ fn find_root_once(spec: &RootSpec) -> Result<Option<(PathBuf, Option<probe::FsIn
                 // Only disks the kernel found partitions on: no reads from
                 // empty drives, loop or ram devices.
                 let partitioned = |disk: &Block| {
-                    blocks.iter().any(|p| {
-                        p.ue.is_partition() && Path::new("/sys/class/block").join(&disk.sys_name).join(&p.sys_name).exists()
-                    })
+                    blocks
+                        .iter()
+                        .any(|p| p.ue.is_partition() && Path::new("/sys/class/block").join(&disk.sys_name).join(&p.sys_name).exists())
                 };
                 blocks.iter().filter(|b| !b.ue.is_partition() && partitioned(b)).find_map(|disk| {
                     let e = disk_gpt(disk)?;
@@ -643,8 +640,7 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) ->
     for m in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{SYSROOT}{m}");
         if Path::new(&target).is_dir() {
-            rustix::mount::mount_move(m, target.as_str())
-                .map_err(|e| fail(format_args!("moving {m} to {target}"), errno(e)))?;
+            rustix::mount::mount_move(m, target.as_str()).map_err(|e| fail(format_args!("moving {m} to {target}"), errno(e)))?;
         } else {
             log!("{target} missing on the root: unmounting {m} instead of moving it");
             let _ = rustix::mount::unmount(m, UnmountFlags::DETACH);

@@ -237,7 +237,8 @@ fn block_node(name: &str) -> Option<PathBuf> {
 }
 
 fn find_config_drive() -> Option<(PathBuf, &'static str)> {
-    let mut names: Vec<String> = fs::read_dir("/sys/class/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir("/sys/class/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     for n in names {
         let size: u64 = fs::read_to_string(format!("/sys/class/block/{n}/size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
@@ -268,7 +269,14 @@ fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
             break;
         }
     }
-    r.map_err(|e| format!("mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})", dev.display(), io::Error::from(e), if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }))?;
+    r.map_err(|e| {
+        format!(
+            "mounting {} ({fstype}) on {DRIVE_MOUNT}: {} (the recipe's kernel.modules need {})",
+            dev.display(),
+            io::Error::from(e),
+            if fstype == "vfat" { "vfat, nls_cp437 and nls_utf8" } else { "isofs" }
+        )
+    })?;
     let dir = Path::new(DRIVE_MOUNT).join("openstack/latest");
     let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
     let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
@@ -293,7 +301,8 @@ fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>),
     let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
     let host = addr.split(':').next().unwrap_or(addr);
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n").map_err(|e| format!("sending to {addr}: {e}"))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n")
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
     // Read until the body is complete (Content-Length) or the server closes.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -368,13 +377,16 @@ fn set_hostname(root: &Path, name: &str) {
 
 fn install_keys(root: &Path, user: &str, keys: &[String]) {
     let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    let (uid, gid, home) = passwd_lookup(&passwd, user).unwrap_or_else(|| {
-        if user == "root" {
-            (0, 0, "/root".into())
-        } else {
-            (0, 0, format!("/home/{user}"))
-        }
-    });
+    let (uid, gid, home) =
+        passwd_lookup(&passwd, user).unwrap_or_else(
+            || {
+                if user == "root" {
+                    (0, 0, "/root".into())
+                } else {
+                    (0, 0, format!("/home/{user}"))
+                }
+            },
+        );
     let dir = root.join(home.trim_start_matches('/')).join(".ssh");
     let file = dir.join("authorized_keys");
     let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
@@ -465,7 +477,12 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
                 Ok(s) => {
                     match s.meta_data.as_deref().map(parse_meta_data) {
                         Some(Ok(m)) => {
-                            log!("cloud: config drive meta_data: uuid {}, hostname {:?}, {} key(s)", m.uuid.as_deref().unwrap_or("-"), m.hostname.as_deref().unwrap_or("-"), m.keys.len());
+                            log!(
+                                "cloud: config drive meta_data: uuid {}, hostname {:?}, {} key(s)",
+                                m.uuid.as_deref().unwrap_or("-"),
+                                m.hostname.as_deref().unwrap_or("-"),
+                                m.keys.len()
+                            );
                             meta = Some(m);
                         }
                         Some(Err(e)) => log!("cloud: config drive: bad meta_data.json, ignored: {e}"),
@@ -504,7 +521,12 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
                     match metadata_get(&format!("{base}/meta_data.json")) {
                         Ok(Some(j)) => match parse_meta_data(&j) {
                             Ok(m) => {
-                                log!("cloud: metadata service meta_data: uuid {}, hostname {:?}, {} key(s)", m.uuid.as_deref().unwrap_or("-"), m.hostname.as_deref().unwrap_or("-"), m.keys.len());
+                                log!(
+                                    "cloud: metadata service meta_data: uuid {}, hostname {:?}, {} key(s)",
+                                    m.uuid.as_deref().unwrap_or("-"),
+                                    m.hostname.as_deref().unwrap_or("-"),
+                                    m.keys.len()
+                                );
                                 meta = Some(m);
                             }
                             Err(e) => log!("cloud: metadata service: bad meta_data.json, ignored: {e}"),
@@ -643,10 +665,13 @@ mod tests {
 
     #[test]
     fn platform_sources_and_dhcp_everywhere() {
-        let o = parse_oem(r#"{"metadata":{"sources":[]},"network":{"links":[],"networks":[{"id":"d","type":"ipv4_dhcp","link":"*"}]}}"#).unwrap();
+        let o = parse_oem(r#"{"metadata":{"sources":[]},"network":{"links":[],"networks":[{"id":"d","type":"ipv4_dhcp","link":"*"}]}}"#)
+            .unwrap();
         assert!(!o.uses("config-drive") && !o.uses("metadata-service"));
         assert!(o.oem_network().is_some(), "DHCP on every link is the OEM network");
-        let o = parse_oem(r#"{"network":{"links":[{"id":"a"}],"networks":[{"id":"n","type":"ipv4","link":"a","ip_address":"10.0.0.2/8"}]}}"#).unwrap();
+        let o =
+            parse_oem(r#"{"network":{"links":[{"id":"a"}],"networks":[{"id":"n","type":"ipv4","link":"a","ip_address":"10.0.0.2/8"}]}}"#)
+                .unwrap();
         assert!(o.uses("config-drive") && o.oem_network().is_some());
         // The built-in defaults' empty network leaves the first-link DHCP.
         assert!(parse_oem(r#"{"network":{"links":[],"networks":[],"services":[]}}"#).unwrap().oem_network().is_none());

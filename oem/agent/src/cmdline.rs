@@ -234,10 +234,7 @@ mod tests {
     #[test]
     fn quotes_and_dashes() {
         let (p, rest) = tokenize(r#"a="x y" "b=1 2" c   -- single -v x=y"#);
-        assert_eq!(
-            p,
-            vec![("a".into(), Some("x y".into())), ("b".into(), Some("1 2".into())), ("c".into(), None)]
-        );
+        assert_eq!(p, vec![("a".into(), Some("x y".into())), ("b".into(), Some("1 2".into())), ("c".into(), None)]);
         assert_eq!(rest, vec!["single", "-v", "x=y"]);
         let c = Cmdline::parse("root=LABEL=\"my root\" -- emergency");
         assert_eq!(c.root, Some(RootSpec::Label("my root".into())));

@@ -150,11 +150,7 @@ pub fn parse_entries(hdr: &Header, bytes: &[u8]) -> Result<Vec<Entry>, GptError>
         if e[..16].iter().all(|&b| b == 0) {
             continue;
         }
-        let units: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
+        let units: Vec<u16> = e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
         out.push(Entry {
             number: i as u32 + 1,
             type_guid: guid_to_string(&e[..16]),

@@ -303,8 +303,7 @@ fn node(ue: &uevent::BlockUevent) -> Option<PathBuf> {
     let p = PathBuf::from("/dev").join(&ue.devname);
     if !p.exists() {
         let dev = rustix::fs::makedev(ue.major, ue.minor);
-        rustix::fs::mknodat(rustix::fs::CWD, &p, rustix::fs::FileType::BlockDevice, rustix::fs::Mode::from_raw_mode(0o600), dev)
-            .ok()?;
+        rustix::fs::mknodat(rustix::fs::CWD, &p, rustix::fs::FileType::BlockDevice, rustix::fs::Mode::from_raw_mode(0o600), dev).ok()?;
     }
     Some(p)
 }
@@ -539,8 +538,7 @@ fn grow_mounted(mnt: &Path, fstype: &str, len: u64) -> Result<(), GrowError> {
     let ro = rustix::fs::statvfs(mnt).map(|s| s.f_flag.contains(StatVfsMountFlags::RDONLY)).unwrap_or(false);
     if ro {
         log!("grow: {} is mounted read-only: remounting it read-write for the resize", mnt.display());
-        rustix::mount::mount_remount(mnt, MountFlags::empty(), "")
-            .map_err(|e| GrowError::Io("remounting read-write", e.into()))?;
+        rustix::mount::mount_remount(mnt, MountFlags::empty(), "").map_err(|e| GrowError::Io("remounting read-write", e.into()))?;
     }
     let r = grow_fs(mnt, fstype, len);
     if ro {
@@ -596,7 +594,23 @@ mod tests {
         let p = dir.join("disk.raw");
         File::create(&p).unwrap().set_len(mib << 20).unwrap();
         let s = p.to_str().unwrap();
-        match sgdisk(&["-n", "1:2048:+8M", "-t", "1:ef00", "-n", "2:0:+1M", "-t", "2:ef02", "-n", "3:0:0", "-t", "3:8304", "-u", "3:6a9b1f2e-0000-4000-8000-00000000abcd", s]) {
+        match sgdisk(&[
+            "-n",
+            "1:2048:+8M",
+            "-t",
+            "1:ef00",
+            "-n",
+            "2:0:+1M",
+            "-t",
+            "2:ef02",
+            "-n",
+            "3:0:0",
+            "-t",
+            "3:8304",
+            "-u",
+            "3:6a9b1f2e-0000-4000-8000-00000000abcd",
+            s,
+        ]) {
             Some(_) => Some(p),
             None => {
                 eprintln!("sgdisk not installed: skipping");
@@ -636,7 +650,14 @@ mod tests {
         let new_end = (lbas - 33) / 2048 * 2048 - 1;
         assert_eq!(
             out,
-            Outcome::Grown { number: 3, first_lba: first, old_last_lba: old_end, new_last_lba: new_end, old_backup_lba: (100 << 11) - 1, new_backup_lba: lbas - 1 }
+            Outcome::Grown {
+                number: 3,
+                first_lba: first,
+                old_last_lba: old_end,
+                new_last_lba: new_end,
+                old_backup_lba: (100 << 11) - 1,
+                new_backup_lba: lbas - 1
+            }
         );
         verify(&p);
         assert_eq!(part_end(&p, 3), (first, new_end));
@@ -721,11 +742,13 @@ mod tests {
         assert!(matches!(grow_gpt(&f, 512, 32 << 20, GUID), Err(GrowError::Refused(_))));
         f.set_len(128 << 20).unwrap();
         // Not the last partition (the ESP), and an unknown PARTUUID.
-        let esp = guid_to_string(&{
-            let mut e = [0u8; 128];
-            f.read_exact_at(&mut e, 1024).unwrap();
-            e
-        }[16..32]);
+        let esp = guid_to_string(
+            &{
+                let mut e = [0u8; 128];
+                f.read_exact_at(&mut e, 1024).unwrap();
+                e
+            }[16..32],
+        );
         let e = grow_gpt(&f, 512, 128 << 20, &esp).unwrap_err().to_string();
         assert!(e.contains("not the last one"), "{e}");
         let e = grow_gpt(&f, 512, 128 << 20, "00000000-0000-0000-0000-000000000001").unwrap_err().to_string();

@@ -51,10 +51,7 @@ pub fn resolve(root: &Path, release: &str, path: &str) -> PathBuf {
 /// (or `.ko.xz`/`.ko.zst`/`.ko.gz`), with `-` turned into `_`.
 pub fn module_name(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"]
-        .iter()
-        .find_map(|s| base.strip_suffix(s))
-        .unwrap_or(base);
+    let stem = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
     stem.replace('-', "_")
 }
 

@@ -364,7 +364,11 @@ pub fn base_layers(dir: &Path, fallback: &Path) -> Layers {
         if l.merged == base {
             return l;
         }
-        log!("oem: {} differs from the merge of {}/*.json (edited after the build?): using it as one layer", path.display(), ldir.display());
+        log!(
+            "oem: {} differs from the merge of {}/*.json (edited after the build?): using it as one layer",
+            path.display(),
+            ldir.display()
+        );
     }
     out.push("config.json", base);
     out

@@ -37,11 +37,7 @@ pub fn probe(b: &[u8]) -> Option<FsInfo> {
     // btrfs: superblock at 64 KiB, magic at +0x40, fsid at +0x20, label at +0x12b.
     const B: usize = 0x10000;
     if b.len() >= B + 0x12b + 256 && &b[B + 0x40..B + 0x48] == b"_BHRfS_M" {
-        return Some(FsInfo {
-            fstype: "btrfs",
-            uuid: uuid_text(&b[B + 0x20..B + 0x30]),
-            label: cstr_text(&b[B + 0x12b..B + 0x12b + 256]),
-        });
+        return Some(FsInfo { fstype: "btrfs", uuid: uuid_text(&b[B + 0x20..B + 0x30]), label: cstr_text(&b[B + 0x12b..B + 0x12b + 256]) });
     }
     // FAT: boot signature, then the FAT32 or FAT12/16 extended BPB.
     if b.len() >= 512 && b[510..512] == [0x55, 0xAA] {

@@ -21,9 +21,7 @@ pub struct RunSpec {
 
 /// `KEY=VALUE` lines; blank lines and lines without `=` are skipped.
 pub fn parse_env(s: &str) -> Vec<(String, String)> {
-    s.lines()
-        .filter_map(|l| l.split_once('=').filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+    s.lines().filter_map(|l| l.split_once('=').filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_string(), v.to_string()))).collect()
 }
 
 fn lookup(db: &str, name: &str, field: usize) -> Option<u32> {

@@ -156,13 +156,7 @@ pub fn minbase() -> PathBuf {
 /// no display, no reboot) with `extra` arguments; waits up to 400 s for the
 /// guest to power off. Returns whether it did, how long it ran, and the
 /// serial log.
-pub fn boot_to_poweroff(
-    kernel: &Path,
-    initrd: &Path,
-    cmdline: &str,
-    extra: &[String],
-    log: &Path,
-) -> (bool, std::time::Duration, String) {
+pub fn boot_to_poweroff(kernel: &Path, initrd: &Path, cmdline: &str, extra: &[String], log: &Path) -> (bool, std::time::Duration, String) {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
     let mut q = Command::new("qemu-system-x86_64")

@@ -5,8 +5,7 @@ use std::ops::Range;
 
 use super::crc::crc32c;
 use super::disk::{
-    Item, Key, GENERATION, HEADER_FLAG_WRITTEN, HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE, LEAF_DATA, MAX_PTRS,
-    MIXED_BACKREF_REV, NODESIZE,
+    Item, Key, GENERATION, HEADER_FLAG_WRITTEN, HEADER_SIZE, ITEM_SIZE, KEY_PTR_SIZE, LEAF_DATA, MAX_PTRS, MIXED_BACKREF_REV, NODESIZE,
 };
 
 /// Largest item body that fits in a leaf on its own.

@@ -272,13 +272,7 @@ pub fn write_data(
         let mut done = 0u64;
         for (logical, phys, n) in space.alloc_split(p.len)? {
             copies.push(Copy { src, off: p.off + done, len: n, logical, phys });
-            extents.push(FileExtent {
-                file_off: p.off + done,
-                num_bytes: n,
-                disk_bytenr: logical,
-                disk_num_bytes: n,
-                compression: 0,
-            });
+            extents.push(FileExtent { file_off: p.off + done, num_bytes: n, disk_bytenr: logical, disk_num_bytes: n, compression: 0 });
             done += n;
         }
         push_extents(&mut roots[p.root].inodes[p.inode].data, extents);
@@ -379,7 +373,9 @@ fn store_plain(tree: &Tree, copies: &[Copy], region: &Region<'_>) -> Result<Csum
     if let Some(e) = failed {
         return Err(e);
     }
-    written.map_err(|source| BtrfsError::Region(crate::disk::RegionError::Io { what: format!("writing data to {}", region.name()), offset: 0, source }))?;
+    written.map_err(|source| {
+        BtrfsError::Region(crate::disk::RegionError::Io { what: format!("writing data to {}", region.name()), offset: 0, source })
+    })?;
     Ok(csums)
 }
 

@@ -93,13 +93,7 @@ pub fn rdev(major: u32, minor: u32) -> u64 {
 impl FsRootPlan {
     /// Walk the tree from `start` (None: a synthetic empty root), numbering
     /// inodes; directories in `stops` are written empty.
-    pub fn walk(
-        id: u64,
-        tree: &Tree,
-        start: Option<InodeId>,
-        stops: &[InodeId],
-        ninodes: usize,
-    ) -> Result<FsRootPlan, BtrfsError> {
+    pub fn walk(id: u64, tree: &Tree, start: Option<InodeId>, stops: &[InodeId], ninodes: usize) -> Result<FsRootPlan, BtrfsError> {
         let mut inodes = vec![InodePlan { src: start, ..Default::default() }];
         let Some(start) = start else { return Ok(FsRootPlan { id, inodes }) };
         let mut map = vec![0u64; ninodes];

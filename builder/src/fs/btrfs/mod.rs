@@ -239,10 +239,7 @@ fn plan_roots(tree: &Tree, opts: &BtrfsOptions) -> Result<(Vec<FsRootPlan>, Vec<
         let id = FIRST_FREE_OBJECTID + i as u64;
         roots.push(FsRootPlan::walk(id, tree, Some(froms[i]), &froms, n)?);
         if roots[0].inodes[0].entries.iter().any(|e| e.name == s.name.as_bytes()) {
-            return Err(BtrfsError::BadSubvolume {
-                name: s.name.clone(),
-                why: "the top level already has an entry of this name".into(),
-            });
+            return Err(BtrfsError::BadSubvolume { name: s.name.clone(), why: "the top level already has an entry of this name".into() });
         }
         let index = roots[0].add_subvol_entry(s.name.as_bytes(), id);
         refs.push(SubvolRef { id, name: s.name.as_bytes().to_vec(), index });
@@ -270,10 +267,7 @@ pub fn write(tree: &Tree, region: Region<'_>, params: &FsParams, opts: &BtrfsOpt
     Ok(FsReport {
         kind: "btrfs".into(),
         used_bytes: r.bytes_used,
-        notes: vec![
-            format!("{} bytes allocated to chunks", r.allocated),
-            format!("{} metadata blocks", r.meta_blocks),
-        ],
+        notes: vec![format!("{} bytes allocated to chunks", r.allocated), format!("{} metadata blocks", r.meta_blocks)],
     })
 }
 
@@ -409,7 +403,12 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let (n_ext, n_fst) = loop {
         meta.length = meta_chunk_size(m, 0);
         let blocks = placeholder_blocks(&sys, n_chunk, &meta, m);
-        let ext = block_count(sizes(&extent_items(&chunks_of(&meta), &data_used_of(&chunks_of(&meta), n_chunk, m, &data_used), &data_refs, &blocks)));
+        let ext = block_count(sizes(&extent_items(
+            &chunks_of(&meta),
+            &data_used_of(&chunks_of(&meta), n_chunk, m, &data_used),
+            &data_refs,
+            &blocks,
+        )));
         let fst = block_count(sizes(&free_space_items(&chunks_of(&meta), &used_ranges(&sys, n_chunk, &meta, m, &data_refs))));
         let total = fixed + ext + fst;
         if total == m {
@@ -489,8 +488,7 @@ fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Re
     let b_uuid = build_tree(&uuid_items, UUID_TREE, &a_uuid)?;
     let b_fst = build_tree(&fst_items, FREE_SPACE_TREE, &a_fst)?;
     let b_chunk = build_tree(&chunk_items(&chunks, dev_allocated, &dev_uuid, &fsid, dev_size), CHUNK_TREE, &a_chunk)?;
-    let b_fs: Vec<btree::Built> =
-        fs_trees.iter().zip(&a_fs).map(|(t, a)| build_tree(&t.items, t.owner, a)).collect::<Result<_, _>>()?;
+    let b_fs: Vec<btree::Built> = fs_trees.iter().zip(&a_fs).map(|(t, a)| build_tree(&t.items, t.owner, a)).collect::<Result<_, _>>()?;
     let mut addrs = RootAddrs {
         extent: (b_ext.root, b_ext.level, n_ext),
         dev: (b_dev.root, b_dev.level, n_dev),
@@ -724,8 +722,7 @@ struct RootAddrs {
 
 fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params: &FsParams, epoch: i64) -> Vec<Item> {
     let plain = |(bytenr, level, n): (u64, u8, usize)| {
-        RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: 0, uuid: [0; 16], time: 0, otransid: 0 }
-            .encode()
+        RootItem { bytenr, level, bytes_used: n as u64 * NODESIZE as u64, root_dirid: 0, uuid: [0; 16], time: 0, otransid: 0 }.encode()
     };
     let fs = |id: u64| {
         let (bytenr, level, n) = a.fs.get(&id).copied().unwrap_or_default();
@@ -744,12 +741,8 @@ fn root_items(a: &RootAddrs, subvols: &[SubvolRef], opts: &BtrfsOptions, params:
         Item::new(Key::new(DATA_RELOC_TREE, ROOT_ITEM, 0), fs(DATA_RELOC_TREE)),
     ];
     // The root tree directory and its "default" entry.
-    let default_id = opts
-        .default_subvolume
-        .as_ref()
-        .and_then(|d| subvols.iter().find(|s| s.name == d.as_bytes()))
-        .map(|s| s.id)
-        .unwrap_or(FS_TREE);
+    let default_id =
+        opts.default_subvolume.as_ref().and_then(|d| subvols.iter().find(|s| s.name == d.as_bytes())).map(|s| s.id).unwrap_or(FS_TREE);
     let dir = InodeItem { nbytes: NODESIZE as u64, nlink: 1, mode: libc::S_IFDIR | 0o755, sec: epoch, ..Default::default() };
     v.push(Item::new(Key::new(ROOT_TREE_DIR, INODE_ITEM, 0), dir.encode()));
     let mut b = Buf::default();

@@ -153,7 +153,8 @@ impl<'a> Reader<'a> {
                         continue;
                     }
                     let (off, size) = (u32_at(&b, o + 17) as usize, u32_at(&b, o + 21) as usize);
-                    let data = b.get(HEADER + off..HEADER + off + size).ok_or_else(|| format!("leaf at {at}: item {i} data past the block"))?;
+                    let data =
+                        b.get(HEADER + off..HEADER + off + size).ok_or_else(|| format!("leaf at {at}: item {i} data past the block"))?;
                     out.push((k, data.to_vec()));
                 }
             } else {
@@ -291,7 +292,11 @@ mod tests {
     #[test]
     fn reads_back_what_the_writer_wrote() {
         let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let (t, f) = write_tree(&[("/config.json", b"{\"a\": 1}\n".to_vec()), ("/config.d/50-site.json", b"{}".to_vec()), ("/big.bin", big.clone())]);
+        let (t, f) = write_tree(&[
+            ("/config.json", b"{\"a\": 1}\n".to_vec()),
+            ("/config.d/50-site.json", b"{}".to_vec()),
+            ("/big.bin", big.clone()),
+        ]);
         let _keep = t;
         let len = f.metadata().unwrap().len();
         let r = Reader::open(&f, 0, len).unwrap();

@@ -143,7 +143,11 @@ enum PlanErr {
     /// More blocks are needed (a guess of how many in all).
     Need(u64),
     /// The content did not fit by `missing` blocks, with this journal.
-    Shortage { missing: u64, journal: Option<u64>, need: u64 },
+    Shortage {
+        missing: u64,
+        journal: Option<u64>,
+        need: u64,
+    },
     Fatal(Ext4Error),
 }
 
@@ -251,9 +255,7 @@ pub fn min_blocks(tree: &Tree, params: &FsParams, opts: &Ext4Options) -> u64 {
                 // Cheap bisection on geometry alone: the smallest size
                 // whose free blocks hold the demand and the smallest journal.
                 let fits_geo = |b: u64| match Geometry::new(b, opts, need) {
-                    Ok((g, _)) if g.inodes_count() >= need => {
-                        g.free_blocks() >= demand + jmin + (g.rsv_gdt > 0) as u64
-                    }
+                    Ok((g, _)) if g.inodes_count() >= need => g.free_blocks() >= demand + jmin + (g.rsv_gdt > 0) as u64,
                     _ => false,
                 };
                 let (mut bad, mut good) = ((demand + jmin).max(floor) - 1, blocks);
@@ -538,11 +540,7 @@ impl Plan {
         if p.cursor > geo.blocks {
             // Estimate: the missing blocks plus their share of metadata.
             let missing = p.cursor - geo.blocks;
-            return Err(PlanErr::Shortage {
-                missing,
-                journal: p.journal.map(|j| j.1),
-                need: geo.blocks + missing + missing / 32 + 256,
-            });
+            return Err(PlanErr::Shortage { missing, journal: p.journal.map(|j| j.1), need: geo.blocks + missing + missing / 32 + 256 });
         }
         Ok(p)
     }
@@ -566,8 +564,7 @@ impl Plan {
             return (lin.finish(seed), false);
         }
         // htree: leaves sorted by hash.
-        let mut hashed: Vec<(u32, &[u8], u32, u8)> =
-            ents.iter().map(|&(n, i, t)| (dx_hash(n, &self.hash_seed), n, i, t)).collect();
+        let mut hashed: Vec<(u32, &[u8], u32, u8)> = ents.iter().map(|&(n, i, t)| (dx_hash(n, &self.hash_seed), n, i, t)).collect();
         hashed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
         let mut leaves: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut cur = DirBlock::new();
@@ -1350,7 +1347,9 @@ fn xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> XattrLayout {
             let (_, n, _) = &blk[0];
             return Err((
                 String::from_utf8_lossy(n).into_owned(),
-                format!("the attributes need {total} bytes outside the inode; one 4096-byte block is the limit (ea_inode is not supported)"),
+                format!(
+                    "the attributes need {total} bytes outside the inode; one 4096-byte block is the limit (ea_inode is not supported)"
+                ),
             ));
         }
         let mut b = vec![0u8; BS as usize];

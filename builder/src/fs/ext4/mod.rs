@@ -44,8 +44,8 @@ mod csum;
 mod image;
 mod layout;
 
-use crate::disk::RegionError;
 use crate::disk::Region;
+use crate::disk::RegionError;
 use crate::fs::{FsParams, FsReport};
 use crate::recipe::FsOptions;
 use crate::tree::Tree;
@@ -128,16 +128,42 @@ impl Default for Ext4Options {
 }
 
 /// Features always on; they may be named with `+` (no change).
-const FIXED: &[&str] = &[
-    "ext_attr", "filetype", "extent", "extents", "64bit", "flex_bg", "sparse_super", "large_file", "extra_isize",
-    "metadata_csum",
-];
+const FIXED: &[&str] =
+    &["ext_attr", "filetype", "extent", "extents", "64bit", "flex_bg", "sparse_super", "large_file", "extra_isize", "metadata_csum"];
 /// Features e2fsprogs knows that this writer does not write.
 const NOT_WRITTEN: &[&str] = &[
-    "metadata_csum_seed", "orphan_file", "orphan_present", "quota", "project", "encrypt", "casefold", "fname_encoding",
-    "inline_data", "bigalloc", "meta_bg", "mmp", "ea_inode", "large_dir", "sparse_super2", "stable_inodes", "verity",
-    "fast_commit", "journal_dev", "uninit_bg", "uninit_groups", "gdt_csum", "lazy_bg", "compression", "snapshot_bitmap",
-    "exclude_bitmap", "dirdata", "imagic_inodes", "needs_recovery", "shared_blocks", "read-only", "replica",
+    "metadata_csum_seed",
+    "orphan_file",
+    "orphan_present",
+    "quota",
+    "project",
+    "encrypt",
+    "casefold",
+    "fname_encoding",
+    "inline_data",
+    "bigalloc",
+    "meta_bg",
+    "mmp",
+    "ea_inode",
+    "large_dir",
+    "sparse_super2",
+    "stable_inodes",
+    "verity",
+    "fast_commit",
+    "journal_dev",
+    "uninit_bg",
+    "uninit_groups",
+    "gdt_csum",
+    "lazy_bg",
+    "compression",
+    "snapshot_bitmap",
+    "exclude_bitmap",
+    "dirdata",
+    "imagic_inodes",
+    "needs_recovery",
+    "shared_blocks",
+    "read-only",
+    "replica",
 ];
 
 impl Ext4Options {

@@ -8,12 +8,7 @@ use super::*;
 use crate::tree::{Content, Inode, Kind, Meta, Tree};
 
 pub(crate) fn params() -> FsParams {
-    FsParams {
-        label: "root".into(),
-        uuid: uuid::Uuid::from_bytes([0x11; 16]),
-        seed: [0x5a; 32],
-        epoch: 1_700_000_000,
-    }
+    FsParams { label: "root".into(), uuid: uuid::Uuid::from_bytes([0x11; 16]), seed: [0x5a; 32], epoch: 1_700_000_000 }
 }
 
 fn have(tool: &str) -> bool {
@@ -68,8 +63,7 @@ fn small_tree_is_clean() {
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("s.img");
     let mut tree = Tree::new(1_700_000_000);
-    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) })
-        .unwrap();
+    tree.insert(b"etc/hostname", Inode { meta: Meta::new(0o644, 1), kind: Kind::File(Content::bytes(b"box\n".to_vec())) }).unwrap();
     tree.insert(b"bin", Inode { meta: Meta::new(0o777, 1), kind: Kind::Symlink(b"usr/bin".to_vec()) }).unwrap();
     build(&tree, &img, 32 << 20, &Ext4Options::default()).unwrap();
     fsck(&img);
@@ -77,10 +71,8 @@ fn small_tree_is_clean() {
 
 #[test]
 fn features_are_checked() {
-    let mut o = FsOptions {
-        features: vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()],
-        ..FsOptions::default()
-    };
+    let mut o =
+        FsOptions { features: vec!["-resize_inode".into(), "^has_journal".into(), "+metadata_csum".into()], ..FsOptions::default() };
     let r = Ext4Options::from_fs_options(&o).unwrap();
     assert!(!r.resize_inode && !r.journal);
     o.features = vec!["+frobnicate".into()];
@@ -339,8 +331,7 @@ fn region_at_an_offset() {
 fn many_subdirectories() {
     let mut tree = Tree::new(1_700_000_000);
     for i in 0..65010 {
-        tree.insert(format!("many/{i}").as_bytes(), Inode { meta: Meta::new(0o755, 1), kind: Kind::Dir(Default::default()) })
-            .unwrap();
+        tree.insert(format!("many/{i}").as_bytes(), Inode { meta: Meta::new(0o755, 1), kind: Kind::Dir(Default::default()) }).unwrap();
     }
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("n.img");

@@ -98,7 +98,8 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut b
 fn take_lease(nl: &mut Rtnl, i: &Iface, o: Outcome, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
     let reply = o.result?;
     let now = lease::BootClock.now();
-    let secs = lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs((o.start + t.lease).saturating_sub(now)).max(1)).unwrap_or(u32::MAX);
+    let secs =
+        lease::Timers::from_reply(&reply).map(|t| lease::lifetime_secs((o.start + t.lease).saturating_sub(now)).max(1)).unwrap_or(u32::MAX);
     let had_default = *default_route;
     let (mut line, prefix) = configure_lease(nl, i, &reply, mtu, secs, default_route)?;
     line.push_str(&format!(" ({} ms)", o.took.as_millis()));
@@ -112,7 +113,14 @@ fn take_lease(nl: &mut Rtnl, i: &Iface, o: Outcome, mtu: Option<u32>, default_ro
 /// forever), the lease's MTU unless `mtu` is set, the default route via the
 /// first router unless `default_route` says there is one (set when this
 /// adds it). Returns the summary line and the prefix length.
-pub fn configure_lease(nl: &mut Rtnl, i: &Iface, lease: &dhcp::Reply, mtu: Option<u32>, secs: u32, default_route: &mut bool) -> Result<(String, u8), String> {
+pub fn configure_lease(
+    nl: &mut Rtnl,
+    i: &Iface,
+    lease: &dhcp::Reply,
+    mtu: Option<u32>,
+    secs: u32,
+    default_route: &mut bool,
+) -> Result<(String, u8), String> {
     let prefix = lease.mask.and_then(v4_prefix).unwrap_or(24);
     nl.add_address_for(i.index, IpAddr::V4(lease.yiaddr), prefix, secs)
         .map_err(|e| format!("adding {}/{prefix} to {}: {e}", lease.yiaddr, i.name))?;
@@ -169,7 +177,8 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
     for l in &cfg.links {
         let i = match l.mac {
             Some(mac) => ifaces.iter().find(|i| i.mac == Some(mac)).ok_or_else(|| {
-                let seen: Vec<String> = ifaces.iter().map(|i| format!("{} {}", i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default())).collect();
+                let seen: Vec<String> =
+                    ifaces.iter().map(|i| format!("{} {}", i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default())).collect();
                 format!("link {}: no NIC has MAC {} (NICs: {})", l.id, mac_text(&mac), seen.join(", "))
             })?,
             None if cfg.links.len() == 1 => ifaces.first().ok_or_else(|| format!("link {}: no Ethernet interface", l.id))?,
@@ -182,7 +191,13 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
     let mut default_route = !leased.is_empty();
     for (l, i) in cfg.links.iter().zip(&matched) {
         nl.link_up(i.index, l.mtu).map_err(|e| format!("bringing {} up (mtu {:?}): {e}", i.name, l.mtu))?;
-        log!("net: link {} is {} ({}), up{}", l.id, i.name, i.mac.map(|m| mac_text(&m)).unwrap_or_default(), l.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default());
+        log!(
+            "net: link {} is {} ({}), up{}",
+            l.id,
+            i.name,
+            i.mac.map(|m| mac_text(&m)).unwrap_or_default(),
+            l.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default()
+        );
     }
     // One discovery per interface that needs a lease, all started now.
     let mut asked: Vec<&str> = Vec::new();

@@ -44,7 +44,14 @@ pub fn build_bound_request(xid: u32, mac: &[u8; 6], ciaddr: Ipv4Addr) -> Vec<u8>
     build_with(REQUEST, xid, mac, Some(ciaddr), None, None)
 }
 
-fn build_with(msg_type: u8, xid: u32, mac: &[u8; 6], ciaddr: Option<Ipv4Addr>, requested: Option<Ipv4Addr>, server: Option<Ipv4Addr>) -> Vec<u8> {
+fn build_with(
+    msg_type: u8,
+    xid: u32,
+    mac: &[u8; 6],
+    ciaddr: Option<Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+    server: Option<Ipv4Addr>,
+) -> Vec<u8> {
     let mut p = vec![0u8; 236];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // Ethernet
@@ -168,15 +175,28 @@ pub fn socket_on(ifname: &str) -> io::Result<UdpSocket> {
     // SAFETY: setsockopt with pointer/length pairs into `one` and `name`,
     // which outlive the calls.
     let rc = unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
-            | libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) | libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t)
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let sa = libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 68u16.to_be(), sin_addr: libc::in_addr { s_addr: 0 }, sin_zero: [0; 8] };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 68u16.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
     // SAFETY: bind with a pointer to a sockaddr_in and its size.
-    if unsafe { libc::bind(s.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t) } != 0 {
+    if unsafe {
+        libc::bind(s.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     s.set_broadcast(true)?;

@@ -86,7 +86,11 @@ mod tests {
     use super::*;
 
     fn nics() -> Vec<Nic> {
-        vec![("eth0".into(), [0x52, 0x54, 0, 0, 0, 1]), ("eth1".into(), [0x52, 0x54, 0, 0, 0, 2]), ("eth2".into(), [0x52, 0x54, 0, 0, 0, 3])]
+        vec![
+            ("eth0".into(), [0x52, 0x54, 0, 0, 0, 1]),
+            ("eth1".into(), [0x52, 0x54, 0, 0, 0, 2]),
+            ("eth2".into(), [0x52, 0x54, 0, 0, 0, 3]),
+        ]
     }
 
     #[test]
@@ -119,7 +123,8 @@ mod tests {
             ]
         });
         let e = expand(&v, &nics());
-        let nets: Vec<(&str, &str)> = e["networks"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n["link"].as_str().unwrap())).collect();
+        let nets: Vec<(&str, &str)> =
+            e["networks"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n["link"].as_str().unwrap())).collect();
         // eth1 (lan) has a static network; mgmt (eth2) is declared but has no
         // network of its own, so it gets `*` on its existing link.
         assert_eq!(nets, [("static", "lan"), ("d-eth0", "eth0"), ("s-eth0", "eth0"), ("d-eth2", "mgmt"), ("s-eth2", "mgmt")]);

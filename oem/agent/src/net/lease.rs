@@ -262,7 +262,15 @@ fn recv_reply(ep: &Endpoints, clock: &mut impl Clock, xid: u32, deadline: Durati
 
 /// Keep the lease `lease` (granted at clock time `start`) until it is lost.
 /// `ifname` is for the log.
-pub fn maintain(ifname: &str, ep: &Endpoints, mut lease: Reply, start: Duration, min_retry: Duration, clock: &mut impl Clock, host: &mut impl Host) -> Ended {
+pub fn maintain(
+    ifname: &str,
+    ep: &Endpoints,
+    mut lease: Reply,
+    start: Duration,
+    min_retry: Duration,
+    clock: &mut impl Clock,
+    host: &mut impl Host,
+) -> Ended {
     let Some(timers) = Timers::from_reply(&lease) else {
         return Ended::Forever;
     };
@@ -290,7 +298,9 @@ pub fn maintain(ifname: &str, ep: &Endpoints, mut lease: Reply, start: Duration,
                 };
                 let what = if a == Action::Renew { "renewing" } else { "rebinding" };
                 match ep.sock.send_to(&msg, dest) {
-                    Ok(_) => log!("dhcp {ifname}: {what} {} with {dest} ({} s of the lease left)", lease.yiaddr, r.remaining(now).as_secs()),
+                    Ok(_) => {
+                        log!("dhcp {ifname}: {what} {} with {dest} ({} s of the lease left)", lease.yiaddr, r.remaining(now).as_secs())
+                    }
                     Err(e) => log!("dhcp {ifname}: {what}: sending to {dest} failed: {e}"),
                 }
                 r.sent(now);
@@ -463,7 +473,14 @@ pub fn start() {
             log!("dhcp {}: {} is leased without an end: no renewal needed", h.iface.name, h.reply.yiaddr);
             continue;
         };
-        log!("dhcp {}: keeping the lease on {} ({} s): renewal at T1 = {} s, rebinding at T2 = {} s", h.iface.name, h.reply.yiaddr, t.lease.as_secs(), t.t1.as_secs(), t.t2.as_secs());
+        log!(
+            "dhcp {}: keeping the lease on {} ({} s): renewal at T1 = {} s, rebinding at T2 = {} s",
+            h.iface.name,
+            h.reply.yiaddr,
+            t.lease.as_secs(),
+            t.t1.as_secs(),
+            t.t2.as_secs()
+        );
         if let Err(e) = super::spawn_quiet(format!("dhcp-{}", h.iface.name), move || keep(h)) {
             log!("dhcp: cannot start the renewal thread: {e}");
         }
@@ -720,12 +737,7 @@ mod tests {
                         options.push(p[i]);
                         i += 2 + p[i + 1] as usize;
                     }
-                    let s = Seen {
-                        to,
-                        ciaddr: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-                        broadcast_flag: p[10] & 0x80 != 0,
-                        options,
-                    };
+                    let s = Seen { to, ciaddr: Ipv4Addr::new(p[12], p[13], p[14], p[15]), broadcast_flag: p[10] & 0x80 != 0, options };
                     let k = {
                         let mut v = seen.lock().unwrap();
                         v.push(s);

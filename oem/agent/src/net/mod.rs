@@ -64,7 +64,11 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetKind {
     /// A static IPv4 or IPv6 address with its prefix length, and routes.
-    Static { addr: IpAddr, prefix: u8, routes: Vec<Route> },
+    Static {
+        addr: IpAddr,
+        prefix: u8,
+        routes: Vec<Route>,
+    },
     Dhcp4,
     Slaac,
     /// DHCPv6 (not supported yet: SLAAC is used instead).
@@ -150,8 +154,25 @@ struct RawService {
 /// Nova writes for the various virtual interface drivers). `bond` and
 /// `vlan` need devices the agent does not create (yet) and are refused.
 const PHYSICAL_LINK_TYPES: &[&str] = &[
-    "phy", "ethernet", "bridge", "ovs", "tap", "vif", "vhostuser", "hw_veb", "hyperv", "dvs", "vrouter", "vdpa", "macvtap",
-    "802.1qbg", "802.1qbh", "hostdev_physical", "infiniband", "midonet", "iovisor",
+    "phy",
+    "ethernet",
+    "bridge",
+    "ovs",
+    "tap",
+    "vif",
+    "vhostuser",
+    "hw_veb",
+    "hyperv",
+    "dvs",
+    "vrouter",
+    "vdpa",
+    "macvtap",
+    "802.1qbg",
+    "802.1qbh",
+    "hostdev_physical",
+    "infiniband",
+    "midonet",
+    "iovisor",
 ];
 
 /// `aa:bb:cc:dd:ee:ff` (case-insensitive, `-` allowed).
@@ -240,11 +261,7 @@ pub fn parse(json: &str) -> Result<NetConfig, String> {
     };
     for (i, n) in raw.networks.iter().enumerate() {
         let at = format!("networks[{i}]");
-        let link = cfg
-            .links
-            .iter()
-            .position(|l| l.id == n.link)
-            .ok_or_else(|| format!("{at}.link {:?} names no link", n.link))?;
+        let link = cfg.links.iter().position(|l| l.id == n.link).ok_or_else(|| format!("{at}.link {:?} names no link", n.link))?;
         let kind = match n.kind.as_str() {
             "ipv4" | "ipv6" => {
                 let ip = n.ip_address.as_deref().ok_or_else(|| format!("{at}: type {} without ip_address", n.kind))?;
