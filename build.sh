@@ -2,7 +2,9 @@
 # build-image's one entry point.
 #   ./build.sh [RECIPE]     build the default recipe (recipes/hello.json) into out/
 #   ./build.sh test         install what the tests need, then run them all
-#   ./build.sh deps         only install the test dependencies (Debian packages)
+#   ./build.sh deps         only install the test dependencies (Debian packages), then check the commands
+#   ./build.sh check        only check that every command the tests call is present
+#   ./build.sh lint         cargo fmt --check and clippy -D warnings over the workspace
 #   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
 #                           (--add: pin NAME and its dependencies into the lock first)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
@@ -19,18 +21,65 @@ cd "$(dirname "$0")"
 TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml
     python3 python3-venv python3-pip cloud-init ignition xorriso)
 
+# The commands the tests and the build call, each with the package that has it.
+# `deps` checks every one after installing, so a machine that lost one
+# (qemu-system-x86 from Debian removes a newer qemu-utils, and qemu-img with
+# it) fails here, loudly, instead of in the middle of the tests.
+REQUIRED_COMMANDS=(
+    curl:curl qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86 objcopy:binutils modinfo:kmod
+    sgdisk:gdisk sfdisk:fdisk losetup:util-linux mount:mount mkfs.vfat:dosfstools fsck.fat:dosfstools
+    mcopy:mtools mmd:mtools cpio:cpio e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs
+    mkfs.btrfs:btrfs-progs btrfs:btrfs-progs debootstrap:debootstrap xz:xz-utils zstd:zstd gzip:gzip file:file
+    /usr/bin/time:time python3:python3 cloud-init:cloud-init ignition-validate:ignition xorriso:xorriso
+    dpkg-deb:dpkg apt-get:apt
+)
+OVMF_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd)
+
+# What is missing: packages not installed, commands not found, firmware files absent.
+missing_tools() {
+    local c
+    for c in "${REQUIRED_COMMANDS[@]}"; do
+        command -v "${c%%:*}" >/dev/null 2>&1 || echo "command ${c%%:*} (package ${c##*:})"
+    done
+    for c in "${OVMF_FILES[@]}"; do [ -e "$c" ] || echo "file $c (package ovmf)"; done
+}
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
 deps() {
-    local missing=()
+    local missing=() p
     for p in "${TEST_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
-    if ((${#missing[@]})); then
-        echo "installing: ${missing[*]}" >&2
-        local sudo=()
-        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-        "${sudo[@]}" apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ((${#missing[@]})) || [ -n "$(missing_tools)" ]; then
+        echo "deps: installing ${missing[*]:-(reinstalling for missing commands)}" >&2
+        # Always refresh the lists first: a new machine's lists are older
+        # than the archive, and apt would ask for files that are gone.
+        sudo_ apt-get update -qq
+        # One consistent transaction. qemu-utils goes with qemu-system-x86
+        # at the same version: a machine that came with a newer qemu-utils
+        # (a backport) would otherwise lose it, and qemu-img with it, when
+        # qemu-system-x86 pulls in qemu-system-common.
+        local qv pkgs=()
+        qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        for p in "${TEST_PACKAGES[@]}"; do
+            if [ "$p" = qemu-utils ] && [ -n "$qv" ] && [ "$qv" != "(none)" ]; then pkgs+=("qemu-utils=$qv"); else pkgs+=("$p"); fi
+        done
+        DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq --allow-downgrades "${pkgs[@]}" >/dev/null
     fi
+    check_tools
+}
+
+# Fail loudly when a command the tests run is missing.
+check_tools() {
+    local gone
+    gone=$(missing_tools)
+    if [ -n "$gone" ]; then
+        echo "deps: missing after install (run ./build.sh deps; see TEST_PACKAGES in build.sh):" >&2
+        echo "$gone" | sed 's/^/  /' >&2
+        return 1
+    fi
+    echo "deps: all ${#REQUIRED_COMMANDS[@]} commands and ${#OVMF_FILES[@]} firmware files present" >&2
 }
 
 # `./build.sh RECIPE.json` is short for `./build.sh build RECIPE.json`.
@@ -61,6 +110,14 @@ deps)
     deps
     tests/glance/venv.sh
     ;;
+check)
+    # Only check that every command the tests call is present.
+    check_tools
+    ;;
+lint)
+    cargo fmt --all --check
+    cargo clippy -q --workspace --all-targets -- -D warnings
+    ;;
 fetch)
     shift
     cargo build -q -p build-image
@@ -83,7 +140,7 @@ bench)
     done
     ;;
 *)
-    echo "usage: ./build.sh [build [RECIPE] | test | deps | fetch [--update-lock] [--add NAME] | agent | schema | bench]" >&2
+    echo "usage: ./build.sh [build [RECIPE] | test | deps | check | lint | fetch [--update-lock] [--add NAME] | agent | schema | bench]" >&2
     exit 2
     ;;
 esac
