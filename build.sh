@@ -82,6 +82,33 @@ check_tools() {
     echo "deps: all ${#REQUIRED_COMMANDS[@]} commands and ${#OVMF_FILES[@]} firmware files present" >&2
 }
 
+# This repository's builds and tests keep their downloaded packages in out/cache.
+export BUILD_IMAGE_CACHE=${BUILD_IMAGE_CACHE:-$PWD/out/cache}
+
+# The pinned packages, for this repository's own builds and tests.
+# `build-image fetch` is strict: it uses exactly the versions that
+# kernel/packages.lock names, or fails. Debian's archive drops a version when
+# a point release or security update replaces it, and the repository's lock
+# must not break the tests on that day. So: when every pinned version is
+# still to be had, the lock is used as it is; otherwise a copy of it,
+# out/test-lock/packages.lock, is re-pinned to the archive's current versions
+# (`fetch --update-lock`) and used through $BUILD_IMAGE_LOCK, saying so. The
+# lock in the repository is never changed by this; `./build.sh fetch
+# --update-lock` changes it on purpose.
+use_lock() {
+    local bin=$1 copy=out/test-lock/packages.lock
+    if "$bin" -q fetch --lock kernel/packages.lock; then
+        export BUILD_IMAGE_LOCK=$PWD/kernel/packages.lock
+        return
+    fi
+    echo "build.sh: kernel/packages.lock names versions that Debian's archive no longer has (above);" >&2
+    echo "build.sh: building against a copy re-pinned to the archive's current versions: $copy" >&2
+    mkdir -p "$(dirname "$copy")"
+    cp kernel/packages.lock "$copy"
+    "$bin" -q fetch --lock "$copy" --update-lock
+    export BUILD_IMAGE_LOCK=$PWD/$copy
+}
+
 # `./build.sh RECIPE.json` is short for `./build.sh build RECIPE.json`.
 case "${1:-}" in *.json) set -- build "$@" ;; esac
 
@@ -89,14 +116,14 @@ case "${1:-build}" in
 build)
     shift || true
     cargo build --release -q -p build-image
-    ./target/release/build-image fetch --project .
+    use_lock ./target/release/build-image
     "$0" agent
     ./target/release/build-image build "${1:-recipes/hello.json}" --out out
     ;;
 test)
     deps
     cargo build -q -p build-image
-    ./target/debug/build-image fetch --project .
+    use_lock ./target/debug/build-image
     "$0" agent
     # A real Debian root for the filesystem tests (debootstrap, cached).
     export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$PWD/out/cache/minbase}

@@ -16,6 +16,15 @@ struct Cli {
     /// Quiet: no progress on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// The package lock to use (default: packages.lock next to the recipe or
+    /// in a folder above it, or kernel/packages.lock there). Same as
+    /// $BUILD_IMAGE_LOCK.
+    #[arg(long, global = true, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// The folder of downloaded packages (default: $XDG_CACHE_HOME/build-image,
+    /// shared by all projects). Same as $BUILD_IMAGE_CACHE.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,7 +86,13 @@ enum Command {
     },
     /// Print the JSON Schema of recipe.json.
     Schema,
-    /// Download the pinned Debian packages (kernel/packages.lock) into the cache and verify them.
+    /// Download the pinned Debian packages of the lock into the cache, each
+    /// with exactly its locked sha256; creates the lock when there is none.
+    ///
+    /// Each pinned version is looked for in the cache, then in apt's archive
+    /// (refreshing apt's lists once when it lacks the version), then in the
+    /// snapshot archive. A version that none has is an error: pinned means
+    /// pinned; `--update-lock` re-pins to what the archive has now.
     Fetch {
         /// Re-pin the lock to Debian's current versions first (the default
         /// packages, and those added with --add with their dependencies).
@@ -88,9 +103,16 @@ enum Command {
         /// A `{"deb": "NAME"}` layer then unpacks the whole set.
         #[arg(long, value_name = "NAME")]
         add: Vec<String>,
-        /// Project folder holding kernel/packages.lock.
-        #[arg(long, default_value = ".")]
+        /// Folder to look for the lock from (it and the folders above it);
+        /// without one there, the lock is created as DIR/packages.lock.
+        #[arg(long, default_value = ".", value_name = "DIR")]
         project: PathBuf,
+        /// Root of a Debian snapshot archive (with its pool/) to fetch pinned
+        /// versions that apt's archive no longer has, e.g.
+        /// https://snapshot.debian.org/archive/debian/20261101T000000Z/.
+        /// Same as $BUILD_IMAGE_SNAPSHOT.
+        #[arg(long, value_name = "URL")]
+        snapshot: Option<String>,
     },
     /// Convert a raw disk image to qcow2, VMDK (streamOptimized) or VHD.
     Convert {
@@ -228,9 +250,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("\nbuild-image: `{}` after {:.1} s ({:?}; log {})", r.marker, r.seconds, r.accel, r.log.display());
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
-        Command::Fetch { update_lock, add, project } => {
-            for line in build_image::boot::packages::fetch(&project, update_lock, &add)? {
-                eprintln!("{line}");
+        Command::Fetch { update_lock, add, project, snapshot } => {
+            use build_image::boot::packages;
+            let lock = packages::find_lock(&project).unwrap_or_else(|| project.join(packages::LOCK_NAMES[0]));
+            let opts = packages::FetchOptions { update_lock, add, snapshot };
+            for line in packages::fetch(&lock, &packages::cache_dir(), &opts)? {
+                if !cli.quiet || !line.starts_with("ok ") {
+                    eprintln!("{line}");
+                }
             }
         }
         Command::Flash { image, target, yes } => {
@@ -282,6 +309,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(with_default_verb(std::env::args().collect()));
+    // --lock and --cache reach every place that opens the lock through the
+    // environment, as the variables they stand for. Set here, before any
+    // thread starts.
+    for (var, value) in [(build_image::boot::packages::LOCK_ENV, &cli.lock), (build_image::boot::packages::CACHE_ENV, &cli.cache)] {
+        if let Some(v) = value {
+            let abs = std::path::absolute(v).unwrap_or_else(|_| v.clone());
+            std::env::set_var(var, abs);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

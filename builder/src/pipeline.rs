@@ -135,7 +135,8 @@ fn build_outputs(
     let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
     let boot = match &recipe.kernel {
         Some(_) => {
-            let project = crate::boot::packages::project_root(&loaded.base_dir);
+            let project =
+                loaded.base_dir.canonicalize().ok().and_then(|d| d.ancestors().find(|a| a.join("target").is_dir()).map(Path::to_path_buf));
             let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
             let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;

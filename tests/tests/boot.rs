@@ -87,11 +87,11 @@ fn bad_boot_inputs_fail_cleanly() {
         ("command line too long", with(&|r| r["kernel"]["cmdline"] = "x".repeat(5000).into()), None, "kernel.cmdline"),
         ("ESP too small for the UKI", with(&|r| r["disk"]["partitions"][0]["size"] = "8MiB".into()), None, "disk.partitions[0].size"),
         ("bios without bios-boot", with(&|r| r["boot"] = serde_json::json!({"firmware": ["uefi", "bios"]})), None, "bios-boot"),
-        ("missing kernel package", with(&|r| r["kernel"]["package"] = "linux-image-nope".into()), None, "kernel/packages.lock"),
+        ("missing kernel package", with(&|r| r["kernel"]["package"] = "linux-image-nope".into()), None, "packages.lock"),
     ];
     for (what, text, cache, needle) in cases {
         fs::write(w.join("bad.json"), &text).unwrap();
-        let mut cmd = std::process::Command::new(bin());
+        let mut cmd = common::cmd();
         cmd.args(["-q", "bad.json", "--out", "out", "--agent", agent.to_str().unwrap()]).current_dir(w);
         if let Some(c) = cache {
             cmd.env("BUILD_IMAGE_CACHE", c);

@@ -82,7 +82,7 @@ fn vpc_nginx_serves_its_page_with_the_clouds_identity_and_grows() {
 
     // Every package of nginx-light's closure is an input, with the digest
     // the lock pins for it.
-    let lock: serde_json::Value = serde_json::from_slice(&fs::read(root().join("kernel/packages.lock")).unwrap()).unwrap();
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(lock_path()).unwrap()).unwrap();
     let pinned = |name: &str| lock["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["sha256"].clone());
     let debs: Vec<&serde_json::Value> = m["inputs"].as_array().unwrap().iter().filter(|i| i["kind"] == "deb").collect();
     for i in &debs {

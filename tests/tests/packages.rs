@@ -24,7 +24,7 @@ fn lock_of(path: &Path) -> BTreeMap<String, serde_json::Value> {
 }
 
 fn project_lock() -> serde_json::Value {
-    serde_json::from_slice(&fs::read(root().join("kernel/packages.lock")).unwrap()).unwrap()
+    serde_json::from_slice(&fs::read(lock_path()).unwrap()).unwrap()
 }
 
 /// A project folder with `lock` and a package cache holding links to the
@@ -34,7 +34,7 @@ fn project(dir: &Path, lock: &serde_json::Value) {
     fs::write(dir.join("kernel/packages.lock"), serde_json::to_string_pretty(lock).unwrap()).unwrap();
     let debs = dir.join("out/cache/debs");
     fs::create_dir_all(&debs).unwrap();
-    for e in fs::read_dir(root().join("out/cache/debs")).unwrap().flatten() {
+    for e in fs::read_dir(cache().join("debs")).unwrap().flatten() {
         if e.file_name().to_string_lossy().ends_with(".deb") {
             let to = debs.join(e.file_name());
             if fs::hard_link(e.path(), &to).is_err() {
@@ -45,7 +45,16 @@ fn project(dir: &Path, lock: &serde_json::Value) {
 }
 
 fn fetch(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(bin()).arg("fetch").args(args).arg("--project").arg(dir).env_remove("BUILD_IMAGE_CACHE").output().unwrap();
+    let o = Command::new(bin())
+        .arg("fetch")
+        .args(args)
+        .arg("--project")
+        .arg(dir)
+        .arg("--cache")
+        .arg(dir.join("out/cache"))
+        .env_remove("BUILD_IMAGE_LOCK")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "fetch {args:?} failed:\n{err}");
     err
@@ -135,9 +144,9 @@ fn a_deb_layer_whose_dependency_is_not_locked_names_the_fix() {
     });
     fs::write(p.join("r.json"), recipe.to_string()).unwrap();
     let o = Command::new(bin())
-        .args(["-q", "build", "r.json", "--out", "out"])
+        .args(["-q", "build", "r.json", "--out", "out", "--cache", "out/cache"])
         .current_dir(p)
-        .env_remove("BUILD_IMAGE_CACHE")
+        .env_remove("BUILD_IMAGE_LOCK")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -1,13 +1,33 @@
-//! Pinned Debian packages: `kernel/packages.lock`, `build-image fetch`, and
+//! Pinned Debian packages: the package lock, `build-image fetch`, and
 //! resolving a package *name* in a recipe (`{"deb": "busybox-static"}`,
 //! `"kernel": {"package": "linux-image-cloud-amd64"}`) to the cached `.deb`.
 //!
-//! The lock pins name, version, architecture and sha256. `fetch` downloads
-//! with `apt-get download NAME=VERSION` into `CACHE/debs/` and checks the
-//! digest. When Debian's archive has moved on (the pinned version is gone),
-//! it falls back to the current candidate with a warning and records what it
-//! used in `CACHE/debs/resolved.json`; the lock itself changes only with
-//! `--update-lock`. No binaries are committed.
+//! **The lock** pins name, version, architecture, sha256 and the archive
+//! path (`filename`) of every package. It belongs to the user's project, as
+//! `Cargo.lock` does: `packages.lock` next to the recipe or in a folder above
+//! it (`kernel/packages.lock` there is found too: this repository's own
+//! layout), or the file that `--lock` / `$BUILD_IMAGE_LOCK` names.
+//!
+//! **The cache** is per user and shared between projects:
+//! `$XDG_CACHE_HOME/build-image` (or `~/.cache/build-image`), unless `--cache`
+//! / `$BUILD_IMAGE_CACHE` names another folder. A package is stored under the
+//! file name `apt-get download` gives it and is used only when its content
+//! matches the sha256 that the lock pins, so two projects that pin the same
+//! bytes share one file, and a project never uses bytes that its lock does not
+//! name.
+//!
+//! **Pinned means pinned.** A build uses exactly the bytes the lock names or
+//! fails; `fetch` never swaps in another version. It looks for each pinned
+//! version in this order: the cache; the configured archive (`apt-get
+//! download NAME=VERSION`; when apt does not know that version, the package
+//! lists are refreshed once, as root, and it tries again); a snapshot
+//! archive (`--snapshot URL` / `$BUILD_IMAGE_SNAPSHOT`: the root of a Debian
+//! archive with its `pool/`, such as
+//! `https://snapshot.debian.org/archive/debian/20261101T000000Z/`). When none
+//! has it, `fetch` fails naming each package, the locked version, the one the
+//! archive has now, and `build-image fetch --update-lock`. Every download goes
+//! to a temp file in the cache and is renamed into place only after its
+//! sha256 matched.
 //!
 //! A locked package may list the locked packages it depends on
 //! (`depends`). `fetch --add NAME` pins NAME with everything apt would
@@ -18,7 +38,8 @@
 //! unpacks its whole closure, dependencies first ([`Packages::closure`]).
 //! The resolver is apt's rather than our own because Debian's dependency
 //! language (alternatives, virtual packages, version ranges) is apt's to
-//! interpret, and the lock only records its answer.
+//! interpret, and the lock only records its answer. `fetch` (or `fetch
+//! --add`) without a lock creates one, pinning the default packages.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,8 +47,18 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-/// Where the lock lives, relative to the project root.
-pub const LOCK_PATH: &str = "kernel/packages.lock";
+/// The lock's file names, looked for in the recipe's folder and each folder
+/// above it: a project's `packages.lock`, or this repository's own layout.
+pub const LOCK_NAMES: [&str; 2] = ["packages.lock", "kernel/packages.lock"];
+
+/// The lock file to use instead of searching (`--lock` sets it).
+pub const LOCK_ENV: &str = "BUILD_IMAGE_LOCK";
+/// The package cache folder (`--cache` sets it).
+pub const CACHE_ENV: &str = "BUILD_IMAGE_CACHE";
+/// The snapshot archive to fetch from when apt's archive has moved on.
+pub const SNAPSHOT_ENV: &str = "BUILD_IMAGE_SNAPSHOT";
+/// `1`: `fetch` never runs `apt-get update` by itself.
+pub const NO_APT_UPDATE_ENV: &str = "BUILD_IMAGE_NO_APT_UPDATE";
 
 /// The packages images use, by default.
 pub const DEFAULT_PACKAGES: [&str; 4] = ["linux-image-cloud-amd64", "systemd-boot-efi", "grub-pc-bin", "busybox-static"];
@@ -44,10 +75,20 @@ pub enum PackageError {
     BadLock { path: PathBuf, msg: String },
     #[error("package `{name}` is not in {lock} (locked: {known}): use one of those, or give a path ending in .deb")]
     NotLocked { name: String, lock: PathBuf, known: String },
-    #[error("package `{name}` {version} is not fetched ({path} is missing or does not match its sha256): run `./build.sh fetch`")]
-    NotFetched { name: String, version: String, path: PathBuf },
-    #[error("no kernel/packages.lock found above {start}: package names need the project's lock; give a path ending in .deb instead")]
+    #[error(
+        "package `{name}` {version} is not fetched ({path} is missing or does not match the sha256 in {lock}): run `build-image fetch`"
+    )]
+    NotFetched { name: String, version: String, path: PathBuf, lock: PathBuf },
+    #[error("no packages.lock in {start} or a folder above it: package names need a package lock. Run `build-image fetch` there to create one (or `build-image fetch --add NAME`), name one with --lock or ${LOCK_ENV}, or give a path ending in .deb instead")]
     NoProject { start: PathBuf },
+    #[error("{lock}: {} pinned package(s) could not be fetched with the locked sha256:\n{}\nTo pin what the archive has now: build-image fetch --update-lock{}", missing.len(), missing.join("\n"), lock_arg(lock))]
+    Unavailable { lock: PathBuf, missing: Vec<String> },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: {msg}")]
     Apt { what: String, msg: String },
     #[error("{lock}: package `{name}` depends on `{dep}`, which is not locked: run `build-image fetch --add {root}` to pin it with its dependencies")]
@@ -66,6 +107,10 @@ pub struct Locked {
     /// Depends and Pre-Depends as apt resolved them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends: Vec<String>,
+    /// The file's path in a Debian archive (`pool/main/…`, the `Filename`
+    /// field of apt's record): where a snapshot archive has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
 }
 
 impl Locked {
@@ -98,23 +143,39 @@ impl Lock {
     }
 }
 
-/// The project root: the first folder at or above `start` holding the lock.
-pub fn project_root(start: &Path) -> Option<PathBuf> {
+/// ` --lock FILE` for a hint, when the lock is not the one found by searching.
+fn lock_arg(lock: &Path) -> String {
+    if std::env::var_os(LOCK_ENV).is_some() {
+        format!(" --lock {}", lock.display())
+    } else {
+        String::new()
+    }
+}
+
+/// The lock to use for a recipe in `start`: `$BUILD_IMAGE_LOCK` (`--lock`),
+/// else the first of [`LOCK_NAMES`] in `start` or a folder above it.
+pub fn find_lock(start: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(LOCK_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
     let start = start.canonicalize().ok()?;
-    start.ancestors().find(|d| d.join(LOCK_PATH).is_file()).map(Path::to_path_buf)
+    start.ancestors().find_map(|d| LOCK_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()))
 }
 
-/// The package cache: `$BUILD_IMAGE_CACHE`, else `ROOT/out/cache`.
-pub fn cache_dir(root: &Path) -> PathBuf {
-    std::env::var_os("BUILD_IMAGE_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join("out/cache"))
-}
-
-/// What `fetch` actually used for each locked name (the locked version, or a
-/// fallback when the archive moved on).
-pub type Resolved = BTreeMap<String, Locked>;
-
-fn resolved_path(cache: &Path) -> PathBuf {
-    cache.join("debs/resolved.json")
+/// The package cache: `$BUILD_IMAGE_CACHE` (`--cache`), else
+/// `$XDG_CACHE_HOME/build-image`, else `~/.cache/build-image`.
+pub fn cache_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(c) = var(CACHE_ENV) {
+        return c;
+    }
+    if let Some(x) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
+        return x.join("build-image");
+    }
+    match var("HOME") {
+        Some(h) => h.join(".cache/build-image"),
+        None => std::env::temp_dir().join("build-image-cache"),
+    }
 }
 
 /// Resolves package names to cached `.deb` files.
@@ -123,28 +184,23 @@ pub struct Packages {
     pub lock_path: PathBuf,
     pub lock: Lock,
     pub cache: PathBuf,
-    resolved: Resolved,
 }
 
 impl Packages {
-    /// Open the lock of the project that contains `start` (the recipe's folder).
+    /// Open the lock for a recipe in `start` ([`find_lock`]) and the cache.
     pub fn open(start: &Path) -> Result<Packages, PackageError> {
-        let root = project_root(start).ok_or_else(|| PackageError::NoProject { start: start.into() })?;
-        let lock_path = root.join(LOCK_PATH);
+        let lock_path = find_lock(start).ok_or_else(|| PackageError::NoProject { start: start.into() })?;
         let lock = Lock::read(&lock_path)?;
-        let cache = cache_dir(&root);
-        let resolved = std::fs::read_to_string(resolved_path(&cache)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        Ok(Packages { lock_path, lock, cache, resolved })
+        Ok(Packages { lock_path, lock, cache: cache_dir() })
     }
 
-    /// The package actually in use for `name`.
+    /// The locked entry of `name`.
     pub fn entry(&self, name: &str) -> Result<&Locked, PackageError> {
-        let locked = self.lock.get(name).ok_or_else(|| PackageError::NotLocked {
+        self.lock.get(name).ok_or_else(|| PackageError::NotLocked {
             name: name.into(),
             lock: self.lock_path.clone(),
             known: self.lock.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
-        Ok(self.resolved.get(name).unwrap_or(locked))
+        })
     }
 
     /// `name` and every locked package it depends on, transitively:
@@ -186,7 +242,7 @@ impl Packages {
         let p = self.entry(name)?;
         let path = self.cache.join("debs").join(p.file_name());
         if !verify(&path, &p.sha256) {
-            return Err(PackageError::NotFetched { name: name.into(), version: p.version.clone(), path });
+            return Err(PackageError::NotFetched { name: name.into(), version: p.version.clone(), path, lock: self.lock_path.clone() });
         }
         Ok(path)
     }
@@ -267,7 +323,14 @@ fn candidate(name: &str) -> Result<Locked, PackageError> {
     } else {
         Vec::new()
     };
-    Ok(Locked { name: name.into(), version: get("Version")?, architecture: get("Architecture")?, sha256: get("SHA256")?, depends })
+    Ok(Locked {
+        name: name.into(),
+        version: get("Version")?,
+        architecture: get("Architecture")?,
+        sha256: get("SHA256")?,
+        depends,
+        filename: f.get("Filename").cloned(),
+    })
 }
 
 /// What apt would install for `name` on an empty system, in apt's order:
@@ -377,6 +440,7 @@ pub fn resolve_closure(name: &str) -> Result<Vec<Locked>, PackageError> {
             architecture: get("Architecture")?,
             sha256: get("SHA256")?,
             depends: resolve_edges(&groups, &versions, &provides, n),
+            filename: f.get("Filename").cloned(),
         });
     }
     Ok(out)
@@ -405,118 +469,232 @@ fn added_roots(lock: &Lock) -> Vec<String> {
         .collect()
 }
 
-fn download(p: &Locked, debs: &Path) -> Result<(), PackageError> {
-    let spec = format!("{}={}", p.name, p.version);
-    let out = Command::new("apt-get")
-        .args(["download", "-q", &spec])
-        .current_dir(debs)
-        .output()
-        .map_err(|e| PackageError::Apt { what: format!("apt-get download {spec}"), msg: e.to_string() })?;
-    if !out.status.success() {
-        return Err(PackageError::Apt {
-            what: format!("apt-get download {spec}"),
-            msg: String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string(),
-        });
-    }
-    Ok(())
+/// What `fetch` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Re-pin the lock to Debian's current candidates first.
+    pub update_lock: bool,
+    /// Names to pin, with everything apt installs with them, before fetching.
+    pub add: Vec<String>,
+    /// Root of a snapshot archive to try when apt's archive lacks a pinned
+    /// version (default: `$BUILD_IMAGE_SNAPSHOT`).
+    pub snapshot: Option<String>,
 }
 
-/// Fetch every locked package into `CACHE/debs`. With `update_lock`, first
-/// re-pin the lock to Debian's current candidates: the defaults, and each
-/// package an earlier `--add` pinned, with its dependencies resolved anew. `add`:
-/// names to pin (with everything apt installs with them) before fetching.
-/// Returns lines to print.
-pub fn fetch(root: &Path, update_lock: bool, add: &[String]) -> Result<Vec<String>, PackageError> {
-    let lock_path = root.join(LOCK_PATH);
+/// apt, with its package lists refreshed at most once per `fetch`.
+struct Apt {
+    refreshed: bool,
+}
+
+impl Apt {
+    /// Refresh apt's package lists once (`apt-get update`), saying why; as
+    /// another user than root, say which command would. Returns whether the
+    /// lists are now newer than before.
+    fn refresh_once(&mut self, why: &str, notes: &mut Vec<String>) -> bool {
+        if self.refreshed {
+            return false;
+        }
+        self.refreshed = true;
+        if std::env::var_os(NO_APT_UPDATE_ENV).is_some_and(|v| v == "1") {
+            notes.push(format!("note: {why}; not refreshing apt's package lists (${NO_APT_UPDATE_ENV}=1)"));
+            return false;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            notes.push(format!("note: {why}; apt's package lists may be old: `sudo apt-get update` refreshes them"));
+            return false;
+        }
+        eprintln!("fetch: {why}: refreshing apt's package lists (apt-get update) once");
+        match Command::new("apt-get").args(["update", "-qq"]).status() {
+            Ok(st) if st.success() => {
+                notes.push(format!("refreshed apt's package lists (apt-get update): {why}"));
+                true
+            }
+            Ok(st) => {
+                notes.push(format!("warning: apt-get update failed ({st}); {why}"));
+                false
+            }
+            Err(e) => {
+                notes.push(format!("warning: running apt-get update: {e}; {why}"));
+                false
+            }
+        }
+    }
+
+    /// `apt-get download NAME=VERSION` into `dir`; a missing version
+    /// refreshes the lists once and tries again.
+    fn download(&mut self, p: &Locked, dir: &Path, notes: &mut Vec<String>) -> Result<(), String> {
+        let run = || -> Result<(), String> {
+            let spec = format!("{}={}", p.name, p.version);
+            let out = Command::new("apt-get")
+                .args(["download", "-q", &spec])
+                .current_dir(dir)
+                .env("LC_ALL", "C")
+                .output()
+                .map_err(|e| format!("running apt-get download {spec}: {e}"))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(err.lines().rfind(|l| l.starts_with("E:")).or(err.lines().last()).unwrap_or("failed").trim().to_string())
+        };
+        match run() {
+            Ok(()) => Ok(()),
+            Err(e) if self.refresh_once(&format!("{} {} is not in apt's lists", p.name, p.version), notes) => run().map_err(|_| e),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where a snapshot archive keeps `p`: the lock's `filename`, else the
+/// folder apt's current record of the package names, else Debian's pool
+/// rule (`lib` packages under four letters) with the package as its source.
+fn pool_path(p: &Locked) -> String {
+    if let Some(f) = &p.filename {
+        return f.clone();
+    }
+    if let Some(dir) =
+        apt_show(&p.name, None).ok().and_then(|f| f.get("Filename").and_then(|f| f.rsplit_once('/')).map(|(d, _)| d.to_string()))
+    {
+        return format!("{dir}/{}", p.file_name());
+    }
+    let prefix = if p.name.starts_with("lib") && p.name.len() > 3 { &p.name[..4] } else { &p.name[..1] };
+    format!("pool/main/{prefix}/{}/{}", p.name, p.file_name())
+}
+
+/// GET `url` into `dest` (a fresh file).
+fn http_get(url: &str, dest: &Path) -> Result<(), String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(600))).http_status_as_error(true).build().into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::create(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    std::io::copy(&mut resp.body_mut().as_reader(), &mut f).map_err(|e| format!("reading {url}: {e}"))?;
+    f.sync_all().map_err(|e| format!("writing {}: {e}", dest.display()))
+}
+
+/// Fetch every package of the lock at `lock_path` into `cache/debs`, each
+/// with exactly its locked sha256, or fail naming what is missing. With
+/// `update_lock`, first re-pin the lock to Debian's current candidates: the
+/// defaults, and each package an earlier `--add` pinned, with its
+/// dependencies resolved anew; `add` pins more names first. Without a lock
+/// file, one is created with the default packages. Returns lines to print.
+pub fn fetch(lock_path: &Path, cache: &Path, opts: &FetchOptions) -> Result<Vec<String>, PackageError> {
     let mut notes = Vec::new();
-    if update_lock || !add.is_empty() || !lock_path.exists() {
-        let old = if lock_path.exists() { Some(Lock::read(&lock_path)?) } else { None };
-        let mut pkgs = Vec::new();
-        let mut roots: Vec<String> = Vec::new();
-        if update_lock || old.is_none() {
-            for name in DEFAULT_PACKAGES {
-                let c = candidate(name)?;
-                let deps = c.depends.clone();
-                pkgs.push(c);
-                for d in deps {
-                    pkgs.push(candidate(&d)?);
-                }
-            }
-            roots.extend(old.as_ref().map(added_roots).unwrap_or_default());
-        } else if let Some(old) = &old {
-            pkgs = old.packages.clone();
-        }
-        for a in add {
-            if !roots.contains(a) {
-                roots.push(a.clone());
-            }
-        }
-        for r in &roots {
-            let closure = resolve_closure(r)?;
-            notes.push(format!("pinned {r} with {} package(s)", closure.len()));
-            upsert(&mut pkgs, closure);
-        }
-        let lock = Lock { suite: "bookworm".into(), packages: pkgs };
-        std::fs::create_dir_all(lock_path.parent().expect("has parent"))
-            .map_err(|source| PackageError::Read { path: lock_path.clone(), source })?;
-        std::fs::write(&lock_path, lock.to_json()).map_err(|source| PackageError::Read { path: lock_path.clone(), source })?;
-        notes.push(format!("wrote {}", lock_path.display()));
+    let mut apt = Apt { refreshed: false };
+    if opts.update_lock || !opts.add.is_empty() || !lock_path.exists() {
+        write_lock(lock_path, opts, &mut apt, &mut notes)?;
     }
-    let lock = Lock::read(&lock_path)?;
-    let cache = cache_dir(root);
+    let lock = Lock::read(lock_path)?;
     let debs = cache.join("debs");
-    std::fs::create_dir_all(&debs).map_err(|source| PackageError::Read { path: debs.clone(), source })?;
-    let mut resolved = Resolved::new();
-    // Debian's current versions, for the "newer than locked" notes (none
-    // when apt does not know a name).
-    // One apt run for all; if apt does not know one of them, one run each.
-    let names: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
-    let records = apt_show_many(&names)
-        .unwrap_or_else(|_| names.iter().filter_map(|n| apt_show_many(std::slice::from_ref(n)).ok()).flatten().collect());
-    let current: BTreeMap<String, String> =
-        records.into_iter().filter_map(|f| Some((f.get("Package")?.clone(), f.get("Version")?.clone()))).collect();
+    std::fs::create_dir_all(&debs).map_err(|source| PackageError::Write { path: debs.clone(), source })?;
+    let snapshot = opts.snapshot.clone().or_else(|| std::env::var(SNAPSHOT_ENV).ok()).filter(|s| !s.is_empty());
+    let mut missing = Vec::new();
     for p in &lock.packages {
-        let mut used = p.clone();
         let path = debs.join(p.file_name());
-        if !verify(&path, &p.sha256) {
-            match download(p, &debs) {
-                Ok(()) => {}
-                Err(e) => {
-                    // The archive moved on: use the current candidate, say so, record it.
-                    let c = candidate(&p.name)?;
-                    notes.push(format!(
-                        "warning: {} {} is no longer in the archive ({e}); using {} instead. Run `./build.sh fetch --update-lock` to pin it.",
-                        p.name, p.version, c.version
-                    ));
-                    download(&c, &debs)?;
-                    used = Locked { depends: p.depends.clone(), ..c };
-                }
-            }
-            let path = debs.join(used.file_name());
-            if !verify(&path, &used.sha256) {
-                return Err(PackageError::Apt {
-                    what: format!("verifying {}", path.display()),
-                    msg: format!("sha256 does not match the expected {}", used.sha256),
-                });
-            }
+        if verify(&path, &p.sha256) {
+            notes.push(format!("ok {} {} (cached)", p.name, p.version));
+            continue;
         }
-        if let Some(v) = current.get(&p.name) {
-            if *v != p.version && used.version == p.version {
-                notes.push(format!(
-                    "note: Debian has {} {v}, newer than the locked {}; `./build.sh fetch --update-lock` pins it",
-                    p.name, p.version
-                ));
-            }
-        }
-        notes.push(format!("ok {} {} ({})", used.name, used.version, used.file_name()));
-        if used != *p {
-            resolved.insert(p.name.clone(), used);
+        match fetch_one(p, &debs, snapshot.as_deref(), &mut apt, &mut notes) {
+            Ok(from) => notes.push(format!("ok {} {} ({from})", p.name, p.version)),
+            Err(why) => missing.push(format!("  {} {}: {why}", p.name, p.version)),
         }
     }
-    let rp = resolved_path(&cache);
-    std::fs::write(&rp, serde_json::to_string_pretty(&resolved).expect("serializes") + "\n")
-        .map_err(|source| PackageError::Read { path: rp, source })?;
+    if !missing.is_empty() {
+        return Err(PackageError::Unavailable { lock: lock_path.to_path_buf(), missing });
+    }
     Ok(notes)
+}
+
+/// One package into `debs`, from apt's archive or the snapshot archive:
+/// downloaded into a temp folder there, checked against the locked
+/// sha256, then renamed into place. Returns where it came from, or why no
+/// source had it.
+fn fetch_one(p: &Locked, debs: &Path, snapshot: Option<&str>, apt: &mut Apt, notes: &mut Vec<String>) -> Result<String, String> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(debs)
+        .map_err(|e| format!("creating a temp folder in {}: {e}", debs.display()))?;
+    let got = tmp.path().join(p.file_name());
+    let place = |from: &str| -> Result<String, String> {
+        if !verify(&got, &p.sha256) {
+            let actual = std::fs::File::open(&got).and_then(|f| crate::pipeline::sha256_file(&f)).unwrap_or_default();
+            return Err(format!("{from} has a file with sha256 {actual}, not the locked {}", p.sha256));
+        }
+        let dest = debs.join(p.file_name());
+        std::fs::rename(&got, &dest).map_err(|e| format!("renaming into {}: {e}", dest.display()))?;
+        Ok(from.to_string())
+    };
+    let apt_err = match apt.download(p, tmp.path(), notes) {
+        Ok(()) => match place("apt's archive") {
+            Ok(from) => return Ok(from),
+            Err(e) => e,
+        },
+        Err(e) => {
+            let now = apt_show(&p.name, None).ok().and_then(|f| f.get("Version").cloned());
+            match now {
+                Some(v) => format!("not in apt's archive, which has {v} now ({e})"),
+                None => format!("apt does not know the package ({e})"),
+            }
+        }
+    };
+    let Some(base) = snapshot else {
+        return Err(format!("not in the cache; {apt_err}; no snapshot archive configured (--snapshot URL or ${SNAPSHOT_ENV})"));
+    };
+    let url = format!("{}/{}", base.trim_end_matches('/'), pool_path(p));
+    match http_get(&url, &got).and_then(|()| place(&url)) {
+        Ok(from) => Ok(from),
+        Err(e) => Err(format!("not in the cache; {apt_err}; snapshot: {url}: {e}")),
+    }
+}
+
+/// Write (or create) the lock: re-pinned with `update_lock`, with `add`
+/// pinned in.
+fn write_lock(lock_path: &Path, opts: &FetchOptions, apt: &mut Apt, notes: &mut Vec<String>) -> Result<(), PackageError> {
+    let old = if lock_path.exists() { Some(Lock::read(lock_path)?) } else { None };
+    // apt must know the names: on a machine whose lists were never
+    // refreshed, it may not.
+    let probe = DEFAULT_PACKAGES.iter().map(|s| s.to_string()).chain(opts.add.iter().cloned()).collect::<Vec<_>>();
+    if apt_show_many(&probe).is_err() {
+        apt.refresh_once("apt does not know every package to pin", notes);
+    }
+    let mut pkgs = Vec::new();
+    let mut roots: Vec<String> = Vec::new();
+    if opts.update_lock || old.is_none() {
+        for name in DEFAULT_PACKAGES {
+            let c = candidate(name)?;
+            let deps = c.depends.clone();
+            pkgs.push(c);
+            for d in deps {
+                pkgs.push(candidate(&d)?);
+            }
+        }
+        roots.extend(old.as_ref().map(added_roots).unwrap_or_default());
+    } else if let Some(old) = &old {
+        pkgs = old.packages.clone();
+    }
+    for a in &opts.add {
+        if !roots.contains(a) {
+            roots.push(a.clone());
+        }
+    }
+    for r in &roots {
+        let closure = resolve_closure(r)?;
+        notes.push(format!("pinned {r} with {} package(s)", closure.len()));
+        upsert(&mut pkgs, closure);
+    }
+    let lock = Lock { suite: old.map(|o| o.suite).unwrap_or_else(|| "bookworm".into()), packages: pkgs };
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| PackageError::Write { path: dir.into(), source })?;
+    }
+    // Atomically: a temp file beside the lock, then rename.
+    let dir = lock_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| PackageError::Write { path: lock_path.into(), source })?;
+    std::io::Write::write_all(&mut tmp, lock.to_json().as_bytes())
+        .map_err(|source| PackageError::Write { path: lock_path.into(), source })?;
+    tmp.persist(lock_path).map_err(|e| PackageError::Write { path: lock_path.into(), source: e.error })?;
+    notes.push(format!("wrote {}", lock_path.display()));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -531,6 +709,7 @@ mod tests {
             architecture: "amd64".into(),
             sha256: String::new(),
             depends: vec![],
+            filename: None,
         };
         assert_eq!(p.file_name(), "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb");
         assert!(is_package_name("busybox-static"));
@@ -576,6 +755,7 @@ mod tests {
                 architecture: "amd64".into(),
                 sha256: String::new(),
                 depends: d.iter().map(|s| s.to_string()).collect(),
+                filename: None,
             })
             .collect();
         Packages {

@@ -28,9 +28,29 @@ pub fn bin() -> PathBuf {
     .clone()
 }
 
+/// The package lock the tests build against: `$BUILD_IMAGE_LOCK` (which
+/// `./build.sh test` sets: the project's lock, or a copy of it re-pinned
+/// when Debian has moved on since it was written), else the project's own.
+pub fn lock_path() -> PathBuf {
+    std::env::var_os("BUILD_IMAGE_LOCK").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("kernel/packages.lock"))
+}
+
+/// The package cache the tests use: `$BUILD_IMAGE_CACHE`, else the
+/// project's `out/cache` (where `./build.sh` keeps it).
+pub fn cache() -> PathBuf {
+    std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("out/cache"))
+}
+
+/// A `build-image` command with the tests' package cache ([`cache`]).
+pub fn cmd() -> Command {
+    let mut c = Command::new(bin());
+    c.env("BUILD_IMAGE_CACHE", cache());
+    c
+}
+
 /// Run `build-image ARGS` in `cwd`.
 pub fn run(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).args(args).current_dir(cwd).output().expect("running build-image")
+    cmd().args(args).current_dir(cwd).output().expect("running build-image")
 }
 
 /// Run `build-image ARGS` and insist on success; returns stderr.
@@ -40,14 +60,14 @@ pub fn run_ok(cwd: &Path, args: &[&str]) -> String {
 
 /// [`run_ok`] with extra environment variables (`BUILD_IMAGE_THREADS`, …).
 pub fn run_ok_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let o = Command::new(bin()).args(args).current_dir(cwd).envs(env.iter().copied()).output().expect("running build-image");
+    let o = cmd().args(args).current_dir(cwd).envs(env.iter().copied()).output().expect("running build-image");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "build-image {args:?} {env:?} failed:\n{err}");
     err
 }
 
 /// Build `recipe` into `out` with `-q`, from a temp folder inside the
-/// project, so that package names resolve through kernel/packages.lock;
+/// project, so that package names resolve through the project's lock;
 /// returns what the build printed (warnings).
 pub fn build_in_project(recipe: &serde_json::Value, out: &Path) -> String {
     let name = recipe["name"].as_str().expect("a recipe has a name");
