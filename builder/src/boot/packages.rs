@@ -758,12 +758,7 @@ mod tests {
                 filename: None,
             })
             .collect();
-        Packages {
-            lock_path: "kernel/packages.lock".into(),
-            lock: Lock { suite: "bookworm".into(), packages },
-            cache: "c".into(),
-            resolved: Resolved::new(),
-        }
+        Packages { lock_path: "kernel/packages.lock".into(), lock: Lock { suite: "bookworm".into(), packages }, cache: "c".into() }
     }
 
     #[test]
