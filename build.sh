@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # build-image's one entry point.
-#   ./build.sh [RECIPE]     build the default recipe (recipes/hello.json) into out/
+#   ./build.sh [RECIPE]     build the default recipe (recipes/hello.json) into out/ (see use_lock below for the lock)
 #   ./build.sh test         install what the tests need, then run them all
 #   ./build.sh deps         only install the test dependencies (Debian packages), then check the commands
 #   ./build.sh check        only check that every command the tests call is present
 #   ./build.sh lint         cargo fmt --check and clippy -D warnings over the workspace
-#   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs
+#   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs (strict)
 #                           (--add: pin NAME and its dependencies into the lock first)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
