@@ -518,22 +518,10 @@ fn load_merged(path: &Path, stack: &mut Vec<PathBuf>) -> Result<serde_json::Valu
     Ok(merged)
 }
 
-/// Objects merge key by key (later wins); anything else replaces.
-pub fn merge(into: &mut serde_json::Value, over: serde_json::Value) {
-    match (into, over) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        a.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
+/// `extends` merges as the OEM layers do: objects key by key (later
+/// wins), anything else replaces. One rule, in the crate the builder shares
+/// with the agent.
+pub use oem_rules::merge;
 
 fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
