@@ -42,6 +42,10 @@ pub fn merge(into: &mut Value, over: Value) {
 fn record(into: &Value, over: &Value, prefix: &str, who: &str, prov: &mut Provenance) {
     match (into, over) {
         (Value::Object(a), Value::Object(b)) => {
+            // An empty object (a leaf) that gains keys is a leaf no more.
+            if a.is_empty() && !b.is_empty() {
+                prov.remove(prefix);
+            }
             for (k, v) in b {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 match a.get(k) {
@@ -139,6 +143,7 @@ pub fn leaves(v: &Value) -> Vec<(String, Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -175,6 +180,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_object_that_gains_keys_loses_its_own_provenance() {
+        let (m, p) = merge_layers(&[("a".into(), json!({"y": {}, "z": {}})), ("b".into(), json!({"y": {"x": null}, "z": {}}))]);
+        assert_eq!(m, json!({"y": {"x": null}, "z": {}}));
+        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(p, [("y.x", "b"), ("z", "a")], "`y` is no leaf any more; an empty object over one changes nothing");
+    }
+
+    #[test]
     fn set_by_names_every_layer_below_a_key_once() {
         let mut l = Layers::default();
         l.push("00-defaults", json!({"user": "core", "network": {"links": [], "networks": []}}));
@@ -191,5 +204,69 @@ mod tests {
         let v = json!({"a": {"b": [1], "c": {}}, "d": null});
         let keys: Vec<String> = leaves(&v).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a.b", "a.c", "d"]);
+    }
+
+    // ------------------------------------------------------------ properties
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0i64..5).prop_map(Value::from),
+            "[ab]{0,2}".prop_map(Value::from)
+        ]
+    }
+
+    /// JSON values over a 3-key alphabet, so layers collide on the same paths.
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(3, 24, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[xyz]", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn layer() -> impl Strategy<Value = Value> {
+        prop::collection::btree_map("[xyz]", json_value(), 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    /// The value at a dotted key path, following objects only.
+    fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+        path.split('.').try_fold(v, |v, k| v.as_object()?.get(k))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// The merge is the plain fold of [`merge`]; provenance has exactly
+        /// the merge's leaves, each named after the last layer that wrote a
+        /// leaf there: a scalar or an array, or an empty object where there
+        /// was no object before (an empty object over an object changes
+        /// nothing, so it takes nothing over).
+        #[test]
+        fn provenance_names_the_last_layer_that_wrote_each_leaf(layers in prop::collection::vec(layer(), 1..5)) {
+            let named: Vec<(String, Value)> = layers.into_iter().enumerate().map(|(i, v)| (format!("{i:02}-l.json"), v)).collect();
+            let (merged, prov) = merge_layers(&named);
+            // before[i]: the merge of the layers before layer i.
+            let mut before = vec![Value::Object(Map::new())];
+            for (_, v) in &named {
+                let mut next = before.last().unwrap().clone();
+                merge(&mut next, v.clone());
+                before.push(next);
+            }
+            prop_assert_eq!(&merged, before.last().unwrap());
+            let mut keys: Vec<String> = leaves(&merged).into_iter().map(|(k, _)| k).filter(|k| !k.is_empty()).collect();
+            keys.sort();
+            prop_assert_eq!(&keys, &prov.keys().cloned().collect::<Vec<_>>());
+            for k in &keys {
+                let wrote = |i: usize| match at(&named[i].1, k) {
+                    Some(Value::Object(m)) if m.is_empty() => !matches!(at(&before[i], k), Some(Value::Object(_))),
+                    Some(Value::Object(_)) | None => false,
+                    Some(_) => true,
+                };
+                let last = (0..named.len()).rev().find(|i| wrote(*i)).map(|i| named[i].0.trim_end_matches(".json"));
+                prop_assert_eq!(Some(prov[k].as_str()), last, "key {}", k);
+            }
+        }
     }
 }
