@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod cloud;
 pub mod disk;
+pub mod files;
 pub mod flash;
 pub mod fs;
 pub mod initramfs;

@@ -8,9 +8,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::disk::Region;
+use crate::files::temp_in;
 use crate::fs::FsParams;
 use crate::output::manifest::{Artifact, Input, Manifest};
 use crate::plan::Plan;
@@ -308,14 +307,6 @@ fn finish(
     Ok(BuildResult { manifest_path, manifest, warnings: Vec::new() })
 }
 
-pub fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))
-}
-
 /// Outputs are world-readable regardless of the umask (0644), like a
 /// build tool's artifacts should be.
 fn set_output_mode(f: &File) {
@@ -535,45 +526,4 @@ fn write_raw(
         step.done();
     }
     Ok(())
-}
-
-/// sha256 of a whole file, streamed.
-pub fn sha256_file(f: &File) -> std::io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    let len = f.metadata()?.len();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    // Holes hash as zeros without reading them (a sparse image is mostly
-    // holes); `None` = no hole information, read it all.
-    let data = crate::tree::content::find_data_ranges(f, len)?;
-    let whole = [0..len];
-    let ranges: &[std::ops::Range<u64>] = match &data {
-        Some(r) => r,
-        None => &whole,
-    };
-    let zeros = vec![0u8; 1 << 20];
-    let hash_zeros = |h: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
-    let mut off = 0u64;
-    for r in ranges {
-        let (start, end) = (r.start.max(off).min(len), r.end.min(len));
-        if start >= end {
-            continue;
-        }
-        hash_zeros(&mut h, start - off);
-        off = start;
-        while off < end {
-            let n = buf.len().min((end - off) as usize);
-            f.read_exact_at(&mut buf[..n], off)?;
-            h.update(&buf[..n]);
-            off += n as u64;
-        }
-    }
-    hash_zeros(&mut h, len - off);
-    Ok(hex::encode(h.finalize()))
 }

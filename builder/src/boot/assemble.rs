@@ -241,7 +241,7 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         ins(&mut tree, "/etc/agent/oem.json", file_inode(0o644, epoch, Content::bytes(merged)))?;
     }
     let (compression, level) = recipe.initramfs.as_ref().map(|i| (i.compression, i.level)).unwrap_or_default();
-    let mut initramfs = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+    let mut initramfs = crate::files::temp_in(out_dir, &recipe.name)?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, initramfs.as_file_mut());
         crate::initramfs::write(&tree, compression, level, &mut w)?;
@@ -267,7 +267,7 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         }
         sections.push(super::uki::Section { name: ".initrd", data: super::uki::SectionData::Content(&initrd_content) });
         sections.push(super::uki::Section { name: ".linux", data: super::uki::SectionData::Content(&kernel.image) });
-        let f = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+        let f = crate::files::temp_in(out_dir, &recipe.name)?;
         super::uki::write(&stub.0, &stub.1, &sections, f.as_file()).map_err(|e| Error::Other(e.to_string()))?;
         if firmware.contains(&Firmware::Uefi) {
             esp_files.push(("/EFI/BOOT/BOOTX64.EFI".to_string(), shared(&f, "UKI")?));
