@@ -137,7 +137,8 @@ fn build_outputs(
             let project = crate::boot::packages::project_root(&loaded.base_dir);
             let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
-            let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
+            let parts =
+                crate::boot::assemble::assemble(loaded, &trees.trees, &trees.oci, trees.oem.as_ref(), &plan, &agent, &opts.out_dir)?;
             step.done();
             Some(parts)
         }
