@@ -143,7 +143,7 @@ pub struct OemKey {
 const TYPE_NAMES: [&str; 11] = ["esp", "bios-boot", "linux", "root-x86-64", "usr-x86-64", "swap", "home", "srv", "var", "tmp", "xbootldr"];
 
 fn type_name(g: &uuid::Uuid) -> Option<String> {
-    TYPE_NAMES.iter().find(|n| crate::plan::partition_type_guid(n).as_ref() == Some(g)).map(|s| s.to_string())
+    TYPE_NAMES.iter().find(|n| crate::recipe::partition_type_guid(n).as_ref() == Some(g)).map(|s| s.to_string())
 }
 
 /// Inspect an image file.

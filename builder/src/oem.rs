@@ -50,15 +50,9 @@ pub fn platform_layer(p: Platform) -> &'static str {
     }
 }
 
-/// Whether this partition is the OEM partition: its filesystem label
-/// (`fs.label`, else the partition label) is `OEM`.
-pub fn is_oem_partition(p: &Partition) -> bool {
-    p.fs.label.as_deref().unwrap_or(&p.label) == oem_rules::OEM_LABEL
-}
-
 /// The index of the recipe's OEM partition, if any.
 pub fn oem_partition(r: &Recipe) -> Option<usize> {
-    r.disk.as_ref()?.partitions.iter().position(is_oem_partition)
+    r.disk.as_ref()?.partitions.iter().position(Partition::is_oem)
 }
 
 /// Layers 00–20, rendered.

@@ -478,7 +478,7 @@ fn write_raw(
         let region = Region::new(file, p.offset, p.size, &name);
         let mut tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
         let with_boot;
-        if p.type_guid == crate::plan::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
+        if p.type_guid == crate::recipe::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
             let mut t = tree.clone();
             for (path, content) in esp_files {
                 let inode =
