@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::tree::content::find_data_ranges;
+use crate::tree::content::data_ranges_or_whole;
 use crate::Error;
 
 /// A new temp file `.NAME.XXXX.tmp` in `dir` (the output folder), removed
@@ -29,13 +29,8 @@ pub fn sha256_file(f: &File) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
     // Holes hash as zeros without reading them (a sparse image is mostly
-    // holes); `None` = no hole information, read it all.
-    let data = find_data_ranges(f, len)?;
-    let whole = [0..len];
-    let ranges: &[std::ops::Range<u64>] = match &data {
-        Some(r) => r,
-        None => &whole,
-    };
+    // holes); without hole information, read it all.
+    let ranges = data_ranges_or_whole(f, len)?;
     let zeros = vec![0u8; 1 << 20];
     let hash_zeros = |h: &mut Sha256, mut n: u64| {
         while n > 0 {
@@ -45,7 +40,7 @@ pub fn sha256_file(f: &File) -> std::io::Result<String> {
         }
     };
     let mut off = 0u64;
-    for r in ranges {
+    for r in &ranges {
         let (start, end) = (r.start.max(off).min(len), r.end.min(len));
         if start >= end {
             continue;

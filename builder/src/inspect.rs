@@ -630,8 +630,8 @@ impl Inspection {
         let _ = writeln!(s, "{}: {} bytes, GPT disk GUID {}", self.image, self.size, self.disk_guid);
         let _ = writeln!(
             s,
-            "{:>3}  {:<14} {:<12} {:>12} {:>12}  {:<8} {:<38} {}",
-            "#", "name", "type", "offset", "size", "fs", "fs uuid", "fs label"
+            "{:>3}  {:<14} {:<12} {:>12} {:>12}  {:<8} {:<38} fs label",
+            "#", "name", "type", "offset", "size", "fs", "fs uuid"
         );
         for p in &self.partitions {
             let fs = &p.filesystem;

@@ -156,10 +156,10 @@ fn build_outputs(
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd | Output::Vmdk));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
+        write_raw(tmp.as_file(), &plan, trees, esp_files, &progress)?;
         if let Some(b) = boot.as_ref().filter(|_| recipe.firmware().contains(&crate::recipe::Firmware::Bios)) {
             let step = progress.step("installing GRUB for BIOS boot".into());
-            let installed = install_bios(tmp.as_file(), &loaded, &plan, b, &opts.out_dir)?;
+            let installed = install_bios(tmp.as_file(), loaded, &plan, b, &opts.out_dir)?;
             step.done();
             if let Some(info) = boot_info.as_mut() {
                 info.grub = Some(installed);
