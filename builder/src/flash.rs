@@ -337,11 +337,7 @@ pub fn flash(
     };
 
     // Data ranges of the image; the rest reads as zeros.
-    let ranges = match crate::tree::content::find_data_ranges(&src, len).map_err(io("reading", image))? {
-        Some(r) => r.to_vec(),
-        None if len == 0 => Vec::new(),
-        None => vec![0..len],
-    };
+    let ranges = crate::tree::content::data_ranges_or_whole(&src, len).map_err(io("reading", image))?;
     let is_data = |off: u64, n: u64| ranges.iter().any(|r| r.start < off + n && off < r.end);
 
     let pb = bar(opts.progress, len, "writing  ");

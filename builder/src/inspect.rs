@@ -15,7 +15,7 @@
 //! `linux` line of the config embedded in GRUB's core image in the
 //! bios-boot partition, as GRUB's loader hands it to the kernel (BIOS; see
 //! [`crate::boot::grub::read_config`]). Its `oem.*` keys are parsed as the
-//! agent parses `/proc/cmdline` ([`crate::oem::cmdline_layer`]) and merged
+//! agent parses `/proc/cmdline` ([`oem_rules::cmdline_layer`]) and merged
 //! as `40-cmdline`. When the image has both, layer 40 is the UEFI line's
 //! and any difference between the parameters the two hand the kernel is
 //! reported. Layer 50 (cloud metadata) exists only at boot.
@@ -143,7 +143,7 @@ pub struct OemKey {
 const TYPE_NAMES: [&str; 11] = ["esp", "bios-boot", "linux", "root-x86-64", "usr-x86-64", "swap", "home", "srv", "var", "tmp", "xbootldr"];
 
 fn type_name(g: &uuid::Uuid) -> Option<String> {
-    TYPE_NAMES.iter().find(|n| crate::plan::partition_type_guid(n).as_ref() == Some(g)).map(|s| s.to_string())
+    TYPE_NAMES.iter().find(|n| crate::recipe::partition_type_guid(n).as_ref() == Some(g)).map(|s| s.to_string())
 }
 
 /// Inspect an image file.
@@ -159,7 +159,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, crate::Error> {
     }
     let cmdline = read_cmdlines(&f, &out);
     let layer40 = cmdline.as_ref().and_then(|c| c.oem.as_ref());
-    let oem = out.iter().find(|p| p.filesystem.label.as_deref() == Some(crate::oem::OEM_LABEL)).map(|p| read_oem(&f, p, layer40));
+    let oem = out.iter().find(|p| p.filesystem.label.as_deref() == Some(oem_rules::OEM_LABEL)).map(|p| read_oem(&f, p, layer40));
     Ok(Inspection { image: shown, size, disk_guid: guid.to_string(), partitions: out, cmdline, oem })
 }
 
@@ -201,7 +201,7 @@ fn read_cmdlines(f: &File, parts: &[InspectedPartition]) -> Option<CmdlineReport
         (None, None) => return Some(r),
     };
     r.oem_from = Some(from.into());
-    (r.oem, r.skipped) = crate::oem::cmdline_layer(&line);
+    (r.oem, r.skipped) = oem_rules::cmdline_layer(&line);
     if let (Some(u), Some(b)) = (&r.uefi, &r.bios) {
         r.mismatch = mismatch(&u.cmdline, &b.cmdline);
     }
@@ -213,7 +213,7 @@ fn read_cmdlines(f: &File, parts: &[InspectedPartition]) -> Option<CmdlineReport
 /// differs), or `None` when the kernel gets the same ones.
 pub(crate) fn param_diff(uefi: &str, bios: &str) -> Option<(String, String)> {
     let params = |s: &str| -> Vec<String> {
-        crate::oem::kernel_params(s)
+        oem_rules::kernel_params(s)
             .into_iter()
             .filter(|(k, _)| k != "BOOT_IMAGE")
             .map(|(k, v)| match v {
@@ -239,7 +239,7 @@ fn mismatch(uefi: &str, bios: &str) -> Option<String> {
     } else {
         format!("the kernel gets `{ou}` under UEFI but `{ob}` under BIOS (a double quote inside a parameter does not survive GRUB's config, and GRUB backslash-escapes \\ and ')")
     };
-    if crate::oem::cmdline_layer(uefi).0 != crate::oem::cmdline_layer(bios).0 {
+    if oem_rules::cmdline_layer(uefi).0 != oem_rules::cmdline_layer(bios).0 {
         m.push_str("; their oem.* keys differ: layer 40 here is the UEFI one");
     }
     Some(m)
@@ -305,7 +305,7 @@ fn read_oem(f: &File, p: &InspectedPartition, layer40: Option<&serde_json::Value
         }
     }
     r.layers = files.layers.iter().map(|(n, _)| n.clone()).collect();
-    let (merged, _) = crate::oem::merge_layers(&parsed);
+    let (merged, _) = oem_rules::merge_layers(&parsed);
     match files.config.as_deref().map(|b| parse("/config.json", b)) {
         Some(Ok(c)) => {
             if c != merged {
@@ -334,8 +334,8 @@ fn read_oem(f: &File, p: &InspectedPartition, layer40: Option<&serde_json::Value
         all.push(("40-cmdline".into(), v.clone()));
         r.cmdline = Some(v.clone());
     }
-    let (effective, prov) = crate::oem::merge_layers(&all);
-    for (key, value) in crate::oem::leaves(&effective) {
+    let (effective, prov) = oem_rules::merge_layers(&all);
+    for (key, value) in oem_rules::leaves(&effective) {
         let layer = prov.get(&key).cloned().unwrap_or_else(|| "config.json".into());
         r.keys.push(OemKey { key, value, layer });
     }
@@ -630,8 +630,8 @@ impl Inspection {
         let _ = writeln!(s, "{}: {} bytes, GPT disk GUID {}", self.image, self.size, self.disk_guid);
         let _ = writeln!(
             s,
-            "{:>3}  {:<14} {:<12} {:>12} {:>12}  {:<8} {:<38} {}",
-            "#", "name", "type", "offset", "size", "fs", "fs uuid", "fs label"
+            "{:>3}  {:<14} {:<12} {:>12} {:>12}  {:<8} {:<38} fs label",
+            "#", "name", "type", "offset", "size", "fs", "fs uuid"
         );
         for p in &self.partitions {
             let fs = &p.filesystem;

@@ -1,13 +1,15 @@
 //! build-image: a pure-Rust builder of bootable, reproducible appliance disk
 //! images from one `recipe.json`, without root, loop devices or host mkfs tools.
 //!
-//! The data flow runs one way (see `docs/architecture.md`):
+//! The data flow runs one way (see `docs/architecture.md`, "Layering"; no
+//! top-level module uses one that uses it, `tests/tests/layering.rs`):
 //! recipe → trees → plan → write regions of one sparse file → derived
 //! outputs → manifest.
 
 pub mod boot;
 pub mod cloud;
 pub mod disk;
+pub mod files;
 pub mod flash;
 pub mod fs;
 pub mod initramfs;

@@ -8,9 +8,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::disk::Region;
+use crate::files::temp_in;
 use crate::fs::FsParams;
 use crate::output::manifest::{Artifact, Input, Manifest};
 use crate::plan::Plan;
@@ -139,7 +138,8 @@ fn build_outputs(
                 loaded.base_dir.canonicalize().ok().and_then(|d| d.ancestors().find(|a| a.join("target").is_dir()).map(Path::to_path_buf));
             let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
-            let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
+            let parts =
+                crate::boot::assemble::assemble(loaded, &trees.trees, &trees.oci, trees.oem.as_ref(), &plan, &agent, &opts.out_dir)?;
             step.done();
             Some(parts)
         }
@@ -157,10 +157,10 @@ fn build_outputs(
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd | Output::Vmdk));
     if wants_disk {
         let tmp = temp_in(&opts.out_dir, &recipe.name)?;
-        write_raw(tmp.as_file(), &plan, &trees, esp_files, &progress)?;
+        write_raw(tmp.as_file(), &plan, trees, esp_files, &progress)?;
         if let Some(b) = boot.as_ref().filter(|_| recipe.firmware().contains(&crate::recipe::Firmware::Bios)) {
             let step = progress.step("installing GRUB for BIOS boot".into());
-            let installed = install_bios(tmp.as_file(), &loaded, &plan, b, &opts.out_dir)?;
+            let installed = install_bios(tmp.as_file(), loaded, &plan, b, &opts.out_dir)?;
             step.done();
             if let Some(info) = boot_info.as_mut() {
                 info.grub = Some(installed);
@@ -307,14 +307,6 @@ fn finish(
         let _ = d.sync_all();
     }
     Ok(BuildResult { manifest_path, manifest, warnings: Vec::new() })
-}
-
-pub fn temp_in(dir: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))
 }
 
 /// Outputs are world-readable regardless of the umask (0644), like a
@@ -487,7 +479,7 @@ fn write_raw(
         let region = Region::new(file, p.offset, p.size, &name);
         let mut tree = p.tree.as_ref().map(|t| &trees.trees[t]).unwrap_or(&empty);
         let with_boot;
-        if p.type_guid == crate::plan::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
+        if p.type_guid == crate::recipe::partition_type_guid("esp").expect("known") && !esp_files.is_empty() {
             let mut t = tree.clone();
             for (path, content) in esp_files {
                 let inode =
@@ -536,45 +528,4 @@ fn write_raw(
         step.done();
     }
     Ok(())
-}
-
-/// sha256 of a whole file, streamed.
-pub fn sha256_file(f: &File) -> std::io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    let len = f.metadata()?.len();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    // Holes hash as zeros without reading them (a sparse image is mostly
-    // holes); `None` = no hole information, read it all.
-    let data = crate::tree::content::find_data_ranges(f, len)?;
-    let whole = [0..len];
-    let ranges: &[std::ops::Range<u64>] = match &data {
-        Some(r) => r,
-        None => &whole,
-    };
-    let zeros = vec![0u8; 1 << 20];
-    let hash_zeros = |h: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
-    let mut off = 0u64;
-    for r in ranges {
-        let (start, end) = (r.start.max(off).min(len), r.end.min(len));
-        if start >= end {
-            continue;
-        }
-        hash_zeros(&mut h, start - off);
-        off = start;
-        while off < end {
-            let n = buf.len().min((end - off) as usize);
-            f.read_exact_at(&mut buf[..n], off)?;
-            h.update(&buf[..n]);
-            off += n as u64;
-        }
-    }
-    hash_zeros(&mut h, len - off);
-    Ok(hex::encode(h.finalize()))
 }

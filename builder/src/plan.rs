@@ -13,7 +13,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::recipe::size::human;
-use crate::recipe::{Filesystem, Recipe, Size};
+use crate::recipe::{partition_type_guid, Filesystem, Recipe, Size};
 
 /// Logical sector size of the images we write.
 pub const SECTOR: u64 = 512;
@@ -51,26 +51,6 @@ fn b16(b: &[u8; 32]) -> [u8; 16] {
     let mut o = [0u8; 16];
     o.copy_from_slice(&b[..16]);
     o
-}
-
-/// Map a recipe partition `type` to its GPT type GUID: a Discoverable
-/// Partitions Specification name, or a literal GUID.
-pub fn partition_type_guid(t: &str) -> Option<Uuid> {
-    let g = match t {
-        "esp" => "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
-        "bios-boot" => "21686148-6449-6e6f-744e-656564454649",
-        "linux" => "0fc63daf-8483-4772-8e79-3d69d8477de4",
-        "root-x86-64" => "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
-        "usr-x86-64" => "8484680c-9521-48c6-9c11-b0720656f69e",
-        "swap" => "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f",
-        "home" => "933ac7e1-2eb4-4f13-b844-0e14e2aef915",
-        "srv" => "3b8f8425-20e0-4f3b-907f-1a25a76f98e8",
-        "var" => "4d21b016-b534-45c2-a9fb-5c16e091fd2d",
-        "tmp" => "7ec6f557-3bc5-4aca-b293-16ef5df639d1",
-        "xbootldr" => "bc13c2ff-59e6-4262-a352-b275fd6f7172",
-        other => other,
-    };
-    Uuid::parse_str(g).ok()
 }
 
 /// One planned partition.
@@ -222,6 +202,5 @@ mod tests {
         assert_eq!(a, derive_uuid(&seed, "disk-guid"));
         assert_ne!(a, derive_uuid(&seed, "partition-guid:1:ESP"));
         assert_eq!(a.get_version_num(), 4);
-        assert_eq!(partition_type_guid("esp"), partition_type_guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
     }
 }

@@ -13,12 +13,13 @@
 //!   booted with `oem.hostname=…` added to the kernel command line: layer
 //!   40 wins over layer 30, the OEM partition is mounted at
 //!   `/usr/share/oem` in the real root, `/run/agent/oem.json` is there too;
-//! * no boot: the agent's and the builder's merges give the same result and
-//!   provenance for random layers (proptest), and so do their parsers of
-//!   `oem.*` on random command lines; `inspect` reads the OEM files from
-//!   ext4 and btrfs partitions; `inspect` applies the `oem.*` keys of the
-//!   image's own kernel command line (the UKI's `.cmdline`, GRUB's embedded
-//!   config) as layer 40, and says when the UEFI and BIOS lines differ.
+//! * no boot: `inspect` reads the OEM files from ext4 and btrfs
+//!   partitions; `inspect` applies the `oem.*` keys of the image's own
+//!   kernel command line (the UKI's `.cmdline`, GRUB's embedded config) as
+//!   layer 40, and says when the UEFI and BIOS lines differ.
+//!
+//! The merge and the `oem.*` parser themselves are the `oem-rules` crate's,
+//! shared by the builder and the agent, and property-tested there.
 //!
 //! Needs the static agent (`./build.sh agent`) and the pinned packages
 //! (`./build.sh fetch`).
@@ -29,7 +30,6 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use proptest::prelude::*;
 use serde_json::{json, Value};
 
 const DONE: &str = "OEM-TEST: DONE";
@@ -166,7 +166,7 @@ fn inspect(image: &Path) -> Value {
 }
 
 fn merge(into: &mut Value, over: Value) {
-    build_image::recipe::merge(into, over);
+    oem_rules::merge(into, over);
 }
 
 #[test]
@@ -354,8 +354,8 @@ fn inspect_applies_the_images_kernel_cmdline_as_layer_40() {
     assert!(c["bios"]["cmdline"].as_str().unwrap().contains(CMDLINE_OEM), "{c}");
     assert!(c["mismatch"].is_null(), "the same parameters both ways: {c}");
     assert_eq!(c["oem_from"], "uefi");
-    // Layer 40 is what the agent's own parser makes of that line.
-    let agent40 = guest_agent::oem::cmdline_layer(&section).0.expect("oem.* keys");
+    // Layer 40 is what the agent's parser (the shared one) makes of that line.
+    let agent40 = oem_rules::cmdline_layer(&section).0.expect("oem.* keys");
     assert_eq!(c["oem"], agent40);
     assert_eq!(a["oem"]["cmdline"], agent40);
 
@@ -408,7 +408,7 @@ fn inspect_reports_uefi_and_bios_command_lines_that_differ() {
     let insp = inspect(&t.path().join("cmdline-differ.raw"));
     let c = &insp["cmdline"];
     let (uefi, bios) = (c["uefi"]["cmdline"].as_str().unwrap(), c["bios"]["cmdline"].as_str().unwrap());
-    let (u40, b40) = (guest_agent::oem::cmdline_layer(uefi).0.unwrap(), guest_agent::oem::cmdline_layer(bios).0.unwrap());
+    let (u40, b40) = (oem_rules::cmdline_layer(uefi).0.unwrap(), oem_rules::cmdline_layer(bios).0.unwrap());
     assert_ne!(u40, b40, "the agent sees different keys: {uefi} / {bios}");
     assert!(u40["ssh_authorized_keys"].is_array(), "{u40}");
     let m = c["mismatch"].as_str().unwrap_or_else(|| panic!("no mismatch: {c}"));
@@ -418,79 +418,4 @@ fn inspect_reports_uefi_and_bios_command_lines_that_differ() {
     assert_eq!(keys_of(&insp)["ssh_authorized_keys"], (json!(["ssh-ed25519 AAAA me"]), "40-cmdline".to_string()));
     let skipped = c["skipped"].as_array().unwrap();
     assert!(skipped.len() == 1 && skipped[0].as_str().unwrap().contains("oem.bare"), "{c}");
-}
-
-// --------------------------------------------- agent merge == builder merge
-
-fn json_leaf() -> impl Strategy<Value = Value> {
-    prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), (0i64..5).prop_map(Value::from), "[ab]{0,2}".prop_map(Value::from)]
-}
-
-/// JSON values over a 3-key alphabet, so layers collide on the same paths.
-fn json_value() -> impl Strategy<Value = Value> {
-    json_leaf().prop_recursive(3, 24, 3, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-            prop::collection::btree_map("[xyz]", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-fn layer() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map("[xyz]", json_value(), 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-    #[test]
-    fn agent_and_builder_merge_layers_the_same_way(layers in prop::collection::vec(layer(), 1..5)) {
-        let named: Vec<(String, Value)> = layers.into_iter().enumerate().map(|(i, v)| (format!("{i:02}-l.json"), v)).collect();
-        let (bm, bp) = build_image::oem::merge_layers(&named);
-        let (am, ap) = guest_agent::oem::merge_layers(&named);
-        prop_assert_eq!(&am, &bm);
-        prop_assert_eq!(&ap, &bp);
-        // And the plain merge is the builder's recipe merge.
-        let mut m = Value::Object(Default::default());
-        for (_, v) in &named {
-            guest_agent::oem::merge(&mut m, v.clone());
-        }
-        prop_assert_eq!(m, bm);
-    }
-}
-
-/// Command-line pieces that exercise quoting, paths, JSON and `--`.
-fn cmdline_piece() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![
-        "oem.",
-        "oem",
-        "a",
-        "b",
-        ".",
-        "=",
-        "\"",
-        " ",
-        "\t",
-        "1",
-        "x y",
-        "[",
-        "]",
-        "{",
-        "}",
-        ":",
-        ",",
-        "--",
-        "null",
-        "root=/dev/vda",
-        "é",
-    ])
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
-    #[test]
-    fn agent_and_builder_parse_oem_cmdline_keys_the_same_way(pieces in prop::collection::vec(cmdline_piece(), 0..24)) {
-        let line: String = pieces.concat();
-        prop_assert_eq!(build_image::oem::kernel_params(&line), guest_agent::oem::kernel_params(&line));
-        prop_assert_eq!(build_image::oem::cmdline_layer(&line), guest_agent::oem::cmdline_layer(&line));
-    }
 }

@@ -3,6 +3,7 @@
 //! kernel modules in dependency order), the command line, the UKI for UEFI
 //! and the files GRUB reads for BIOS.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::packages::{is_package_name, Packages};
 use crate::plan::Plan;
 use crate::recipe::{Filesystem, Firmware, Loaded};
 use crate::tree::content::SourceFile;
+use crate::tree::oci::ImageConfig;
 use crate::tree::{Content, Inode, Kind, Meta, Tree};
 use crate::Error;
 
@@ -118,7 +120,19 @@ fn root_partition(loaded: &Loaded, plan: &Plan) -> Option<(String, &'static str)
 }
 
 /// Build the initramfs, command line and UKI for a recipe with a `kernel`.
-pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, agent: &Path, out_dir: &Path) -> Result<BootParts, Error> {
+/// `trees` are the recipe's trees by name (the initramfs starts from
+/// `initramfs.tree`), `oci` the run configuration of a tree's last `oci`
+/// layer, `oem` the rendered OEM layers 00–20 (they go into the initramfs
+/// when the disk has no OEM partition).
+pub fn assemble(
+    loaded: &Loaded,
+    trees: &BTreeMap<String, Tree>,
+    oci: &BTreeMap<String, ImageConfig>,
+    oem: Option<&crate::oem::Rendered>,
+    plan: &Plan,
+    agent: &Path,
+    out_dir: &Path,
+) -> Result<BootParts, Error> {
     let recipe = &loaded.recipe;
     let spec = recipe.kernel.as_ref().expect("caller checked");
     let epoch = recipe.epoch();
@@ -180,7 +194,7 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
 
     // The initramfs tree: the recipe's, then the agent and the modules.
     let mut tree = match &recipe.initramfs {
-        Some(i) => trees.trees[&i.tree].clone(),
+        Some(i) => trees[&i.tree].clone(),
         None => Tree::new(epoch),
     };
     let agent_content = Content::host(agent).map_err(|e| Error::io(format!("reading the guest agent {}", agent.display()), e))?;
@@ -206,7 +220,7 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         // A container image in the initramfs tree brings its command,
         // environment, working directory and user; the recipe's `init`
         // overrides the command only.
-        let image = recipe.initramfs.as_ref().and_then(|i| trees.oci.get(&i.tree));
+        let image = recipe.initramfs.as_ref().and_then(|i| oci.get(&i.tree));
         let argv = recipe.init.clone().or_else(|| image.map(|c| c.argv()).filter(|a| !a.is_empty()));
         if let Some(init) = &argv {
             let argv: String = init.iter().map(|a| format!("{a}\n")).collect();
@@ -235,13 +249,13 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
     }
     // OEM configuration without an OEM partition: the same files in the
     // initramfs, and the merge where the agent reads it.
-    if let Some(oem) = trees.oem.as_ref().filter(|_| crate::oem::oem_partition(recipe).is_none()) {
+    if let Some(oem) = oem.filter(|_| crate::oem::oem_partition(recipe).is_none()) {
         oem.add_to(&mut tree, "/usr/share/oem").map_err(|e| Error::Other(format!("initramfs: {e}")))?;
         let merged = crate::oem::to_json(&oem.merged);
         ins(&mut tree, "/etc/agent/oem.json", file_inode(0o644, epoch, Content::bytes(merged)))?;
     }
     let (compression, level) = recipe.initramfs.as_ref().map(|i| (i.compression, i.level)).unwrap_or_default();
-    let mut initramfs = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+    let mut initramfs = crate::files::temp_in(out_dir, &recipe.name)?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, initramfs.as_file_mut());
         crate::initramfs::write(&tree, compression, level, &mut w)?;
@@ -267,7 +281,7 @@ pub fn assemble(loaded: &Loaded, trees: &crate::pipeline::Trees, plan: &Plan, ag
         }
         sections.push(super::uki::Section { name: ".initrd", data: super::uki::SectionData::Content(&initrd_content) });
         sections.push(super::uki::Section { name: ".linux", data: super::uki::SectionData::Content(&kernel.image) });
-        let f = crate::pipeline::temp_in(out_dir, &recipe.name)?;
+        let f = crate::files::temp_in(out_dir, &recipe.name)?;
         super::uki::write(&stub.0, &stub.1, &sections, f.as_file()).map_err(|e| Error::Other(e.to_string()))?;
         if firmware.contains(&Firmware::Uefi) {
             esp_files.push(("/EFI/BOOT/BOOTX64.EFI".to_string(), shared(&f, "UKI")?));

@@ -895,7 +895,7 @@ pub struct Installed {
 /// plan's first bios-boot partition, and boot.img into sector 0.
 pub fn install_for_plan(file: &std::fs::File, plan: &crate::plan::Plan, files: &GrubFiles, cmdline: &str) -> Result<Installed, GrubError> {
     use sha2::{Digest, Sha256};
-    let guid = |t: &str| crate::plan::partition_type_guid(t).expect("known type");
+    let guid = |t: &str| crate::recipe::partition_type_guid(t).expect("known type");
     let esp = plan
         .partitions
         .iter()

@@ -255,7 +255,7 @@ pub fn is_package_name(s: &str) -> bool {
 
 fn verify(path: &Path, sha256: &str) -> bool {
     match std::fs::File::open(path) {
-        Ok(f) => crate::pipeline::sha256_file(&f).map(|h| h == sha256).unwrap_or(false),
+        Ok(f) => crate::files::sha256_file(&f).map(|h| h == sha256).unwrap_or(false),
         Err(_) => false,
     }
 }

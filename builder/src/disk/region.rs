@@ -165,24 +165,6 @@ impl Seek for RegionIo<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_outside_the_region_are_refused() {
-        let f = tempfile::tempfile().unwrap();
-        f.set_len(4096).unwrap();
-        let r = Region::new(&f, 1024, 1024, "test");
-        r.write_at(b"abc", 1021).unwrap();
-        assert!(matches!(r.write_at(b"abcd", 1021), Err(RegionError::OutOfBounds { .. })));
-        assert!(r.sub(1000, 25).is_err());
-        let mut back = [0u8; 3];
-        f.read_exact_at(&mut back, 2045).unwrap();
-        assert_eq!(&back, b"abc");
-    }
-}
-
 /// Collects small pieces of file content that follow each other in the
 /// region and writes each run with one `pwrite`: fewer calls into the host
 /// filesystem (each takes the image's inode lock and updates its times)
@@ -241,5 +223,23 @@ impl<'r> Staged<'r> {
         }
         let dst = self.extend(offset, len)?;
         src.read_exact_at(dst, src_off).map_err(|source| RegionError::Io { what: "reading content".into(), offset, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_outside_the_region_are_refused() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(4096).unwrap();
+        let r = Region::new(&f, 1024, 1024, "test");
+        r.write_at(b"abc", 1021).unwrap();
+        assert!(matches!(r.write_at(b"abcd", 1021), Err(RegionError::OutOfBounds { .. })));
+        assert!(r.sub(1000, 25).is_err());
+        let mut back = [0u8; 3];
+        f.read_exact_at(&mut back, 2045).unwrap();
+        assert_eq!(&back, b"abc");
     }
 }

@@ -111,7 +111,7 @@ pub fn config(recipe: &Recipe, oem: &Value) -> Config {
         if let Layer::File(f) = l {
             let content = match (&f.content, &f.data) {
                 (Some(c), _) => c.as_bytes().to_vec(),
-                (None, Some(d)) => match crate::tree::inline::parse_data_url(d) {
+                (None, Some(d)) => match crate::recipe::layer::parse_data_url(d) {
                     Ok(b) => b,
                     Err(_) => continue,
                 },

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use crate::tree::content::find_data_ranges;
+use crate::tree::content::data_ranges_or_whole;
 
 /// Grains read and transformed per batch: bounds memory to
 /// `BATCH × grain size` of input plus the transformed output.
@@ -16,11 +16,7 @@ const BATCH: usize = 256;
 /// Grain indices that may hold data: every grain touched by a data range of
 /// the sparse file (the whole file when holes cannot be found).
 pub fn candidate_grains(raw: &File, len: u64, grain: u64) -> std::io::Result<Vec<Range<u64>>> {
-    let ranges = match find_data_ranges(raw, len)? {
-        Some(r) => r.to_vec(),
-        None if len == 0 => Vec::new(),
-        None => vec![0..len],
-    };
+    let ranges = data_ranges_or_whole(raw, len)?;
     let mut out: Vec<Range<u64>> = Vec::new();
     for r in ranges {
         if r.start >= r.end {

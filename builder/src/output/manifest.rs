@@ -24,7 +24,7 @@ impl Artifact {
     pub fn of(f: &File, dest: &Path) -> Result<Artifact, crate::Error> {
         let shown = dest.display().to_string();
         let size = f.metadata().map_err(|e| crate::Error::io(format!("reading {shown}"), e))?.len();
-        let sha256 = crate::pipeline::sha256_file(f).map_err(|e| crate::Error::io(format!("hashing {shown}"), e))?;
+        let sha256 = crate::files::sha256_file(f).map_err(|e| crate::Error::io(format!("hashing {shown}"), e))?;
         let file = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(shown);
         Ok(Artifact { file, size, sha256 })
     }
@@ -48,7 +48,7 @@ pub struct Input {
 impl Input {
     pub fn file(layer: &str, kind: &str, shown: &str, path: &Path) -> Result<Input, LayerError> {
         let f = File::open(path).map_err(|e| LayerError::host(path, "opening", e))?;
-        let sha256 = crate::pipeline::sha256_file(&f).map_err(|e| LayerError::host(path, "reading", e))?;
+        let sha256 = crate::files::sha256_file(&f).map_err(|e| LayerError::host(path, "reading", e))?;
         Ok(Input { layer: layer.into(), kind: kind.into(), path: shown.into(), sha256 })
     }
 

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::tree::content::find_data_ranges;
+use crate::tree::content::data_ranges_or_whole;
 
 /// Seconds from 1970-01-01 to 2000-01-01, the VHD epoch.
 const VHD_EPOCH: i64 = 946_684_800;
@@ -26,7 +26,7 @@ pub fn geometry(size: u64) -> (u16, u8, u8) {
     } else {
         let mut s = 17;
         let mut c = total / s;
-        let mut h = (c + 1023) / 1024;
+        let mut h = c.div_ceil(1024);
         if h < 4 {
             h = 4;
         }
@@ -80,10 +80,7 @@ pub fn write(raw: &File, len: u64, out: &File, epoch: i64, unique_id: [u8; 16], 
     const CHUNK: u64 = 4 << 20;
     let size = len.div_ceil(512) * 512;
     super::empty(out)?;
-    let ranges = match find_data_ranges(raw, len)? {
-        Some(r) => r.to_vec(),
-        None => vec![0..len],
-    };
+    let ranges = data_ranges_or_whole(raw, len)?;
     crate::disk::direct::with_writer(out, CHUNK as usize, direct, |pipe| {
         for r in ranges {
             // Whole 4 KiB blocks (what O_DIRECT wants); holes read as zeros.

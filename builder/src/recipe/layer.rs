@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use base64::Engine;
 use schemars::JsonSchema;
 use serde::{de, Deserialize, Deserializer, Serialize};
 
@@ -230,5 +231,75 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     match u32::from_str_radix(t, 8) {
         Ok(m) if m <= 0o7777 => Ok(m),
         _ => Err(format!("`{s}` is not an octal mode: write it as a string like \"0644\" or \"04755\"")),
+    }
+}
+
+/// Decode an RFC 2397 `data:` URL (`data:,hello%20world`,
+/// `data:text/plain;base64,aGVsbG8=`) into its bytes.
+pub fn parse_data_url(url: &str) -> Result<Vec<u8>, String> {
+    let rest = url.strip_prefix("data:").ok_or_else(|| format!("`{}` is not a data URL: it must start with \"data:\"", short(url)))?;
+    let comma = rest.find(',').ok_or("a data URL needs a comma before its data, e.g. \"data:,hello\"")?;
+    let (meta, data) = (&rest[..comma], &rest[comma + 1..]);
+    let raw: Vec<u8> = percent_encoding::percent_decode_str(data).collect();
+    if meta.split(';').any(|p| p.eq_ignore_ascii_case("base64")) {
+        let clean: Vec<u8> = raw.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD.decode(&clean).map_err(|e| format!("the base64 data of the data URL is invalid: {e}"))
+    } else {
+        Ok(raw)
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(24).collect()
+}
+
+/// Why a path in the tree is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadPath {
+    /// `..` climbs above the root.
+    Escape,
+    /// A component contains a NUL byte.
+    Nul,
+}
+
+/// Split a path in the tree (a layer's `file`, `to`, …, an archive entry)
+/// into normalised components, refusing `..` that climbs above the root
+/// and NUL bytes. `.` and empty components are dropped. The rule that
+/// validation checks a recipe's paths with and `Tree` walks paths with.
+pub fn path_components(path: &[u8]) -> Result<Vec<&[u8]>, BadPath> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() {
+                    return Err(BadPath::Escape);
+                }
+            }
+            c if c.contains(&0) => return Err(BadPath::Nul),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalise_and_may_not_climb_above_the_root() {
+        assert_eq!(path_components(b"/a/./b//c/../d/").unwrap(), [&b"a"[..], b"b", b"d"]);
+        assert_eq!(path_components(b"/").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(path_components(b"/a/../../x"), Err(BadPath::Escape));
+        assert_eq!(path_components(b"/a\0b"), Err(BadPath::Nul));
+    }
+
+    #[test]
+    fn data_urls() {
+        assert_eq!(parse_data_url("data:,hello%20world").unwrap(), b"hello world");
+        assert_eq!(parse_data_url("data:text/plain;base64,aGVsbG8=").unwrap(), b"hello");
+        assert!(parse_data_url("http://x").is_err());
+        assert!(parse_data_url("data:;base64,@@@").is_err());
     }
 }

@@ -345,6 +345,34 @@ pub struct Partition {
     pub grow: bool,
 }
 
+impl Partition {
+    /// Whether this is the OEM partition: its filesystem label (`fs.label`,
+    /// else the partition label) is [`oem_rules::OEM_LABEL`].
+    pub fn is_oem(&self) -> bool {
+        self.fs.label.as_deref().unwrap_or(&self.label) == oem_rules::OEM_LABEL
+    }
+}
+
+/// Map a recipe partition `type` to its GPT type GUID: a Discoverable
+/// Partitions Specification name, or a literal GUID.
+pub fn partition_type_guid(t: &str) -> Option<uuid::Uuid> {
+    let g = match t {
+        "esp" => "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+        "bios-boot" => "21686148-6449-6e6f-744e-656564454649",
+        "linux" => "0fc63daf-8483-4772-8e79-3d69d8477de4",
+        "root-x86-64" => "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+        "usr-x86-64" => "8484680c-9521-48c6-9c11-b0720656f69e",
+        "swap" => "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f",
+        "home" => "933ac7e1-2eb4-4f13-b844-0e14e2aef915",
+        "srv" => "3b8f8425-20e0-4f3b-907f-1a25a76f98e8",
+        "var" => "4d21b016-b534-45c2-a9fb-5c16e091fd2d",
+        "tmp" => "7ec6f557-3bc5-4aca-b293-16ef5df639d1",
+        "xbootldr" => "bc13c2ff-59e6-4262-a352-b275fd6f7172",
+        other => other,
+    };
+    uuid::Uuid::parse_str(g).ok()
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -518,22 +546,10 @@ fn load_merged(path: &Path, stack: &mut Vec<PathBuf>) -> Result<serde_json::Valu
     Ok(merged)
 }
 
-/// Objects merge key by key (later wins); anything else replaces.
-pub fn merge(into: &mut serde_json::Value, over: serde_json::Value) {
-    match (into, over) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        a.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
+/// `extends` merges as the OEM layers do: objects key by key (later
+/// wins), anything else replaces. One rule, in the crate the builder shares
+/// with the agent.
+pub use oem_rules::merge;
 
 fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
@@ -551,6 +567,12 @@ pub fn schema_json() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_types_by_name_or_guid() {
+        assert_eq!(partition_type_guid("esp"), partition_type_guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+        assert!(partition_type_guid("espx").is_none());
+    }
 
     #[test]
     fn merge_objects_and_replace_arrays() {

@@ -1,9 +1,8 @@
 //! Semantic checks that the types alone cannot express. Each failure is
 //! `(json_path, message)`, and the message says how to fix it.
 
-use super::layer::{parse_mode, Layer};
-use super::{Filesystem, Recipe, Size};
-use crate::plan::partition_type_guid;
+use super::layer::{parse_data_url, parse_mode, path_components, BadPath, Layer};
+use super::{partition_type_guid, Filesystem, Recipe, Size};
 
 type Check = Result<(), (String, String)>;
 
@@ -114,7 +113,7 @@ pub fn validate(r: &Recipe) -> Check {
         }
     }
     if let Some(disk) = &r.disk {
-        let oem: Vec<usize> = disk.partitions.iter().enumerate().filter(|(_, p)| crate::oem::is_oem_partition(p)).map(|(i, _)| i).collect();
+        let oem: Vec<usize> = disk.partitions.iter().enumerate().filter(|(_, p)| p.is_oem()).map(|(i, _)| i).collect();
         if oem.len() > 1 {
             return fail(
                 format!("disk.partitions[{}].label", oem[1]),
@@ -297,7 +296,7 @@ fn check_layer(at: &str, layer: &Layer) -> Check {
                 return fail(at, "a file layer needs exactly one of `content`, `source` or `data`");
             }
             if let Some(d) = &f.data {
-                crate::tree::inline::parse_data_url(d).map_err(|e| (format!("{at}.data"), e))?;
+                parse_data_url(d).map_err(|e| (format!("{at}.data"), e))?;
             }
             check_mode(at, &f.mode)?;
             check_tree_path(&format!("{at}.file"), &f.file)
@@ -324,7 +323,11 @@ fn check_tree_path(at: &str, p: &str) -> Check {
     if !p.starts_with('/') {
         return fail(at, format!("`{p}` must be an absolute path in the tree, like \"/etc/hostname\""));
     }
-    crate::tree::components(p.as_bytes()).map(|_| ()).map_err(|e| (at.to_string(), e.to_string()))
+    match path_components(p.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(BadPath::Escape) => fail(at, format!("`{p}` climbs above the root of the tree with `..`")),
+        Err(BadPath::Nul) => fail(at, format!("`{p}` contains a NUL byte")),
+    }
 }
 
 #[cfg(test)]

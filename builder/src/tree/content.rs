@@ -69,11 +69,7 @@ impl Content {
             Content::Bytes(b) => (b.len() as u64, None),
             Content::Host { len, sparse, .. } | Content::Slice { len, sparse, .. } => (*len, sparse.as_ref()),
         };
-        match sparse {
-            Some(r) => r.to_vec(),
-            None if len == 0 => Vec::new(),
-            None => vec![0..len],
-        }
+        sparse.map_or_else(|| whole(len), |r| r.to_vec())
     }
 
     /// Whether the content has holes.
@@ -246,4 +242,17 @@ pub fn find_data_ranges(f: &File, len: u64) -> io::Result<Option<Arc<[Range<u64>
         return Ok(None);
     }
     Ok(Some(Arc::from(ranges.into_boxed_slice())))
+}
+
+/// The byte ranges of `f` (`len` bytes) that hold data, sorted and
+/// disjoint: [`find_data_ranges`], or the whole file when it has no holes
+/// or the filesystem cannot tell.
+pub fn data_ranges_or_whole(f: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
+    Ok(find_data_ranges(f, len)?.map_or_else(|| whole(len), |r| r.to_vec()))
+}
+
+/// `0..len` as a list of data ranges: that one range, or none when `len`
+/// is 0.
+pub fn whole(len: u64) -> Vec<Range<u64>> {
+    (len > 0).then_some(0..len).into_iter().collect()
 }

@@ -2,29 +2,8 @@
 
 use std::path::Path;
 
-use base64::Engine;
-
 use super::{Content, Inode, Kind, LayerError, Meta, Tree};
-use crate::recipe::layer::{parse_mode, FileLayer, MkdirLayer, SymlinkLayer};
-
-/// Decode an RFC 2397 `data:` URL (`data:,hello%20world`,
-/// `data:text/plain;base64,aGVsbG8=`) into its bytes.
-pub fn parse_data_url(url: &str) -> Result<Vec<u8>, String> {
-    let rest = url.strip_prefix("data:").ok_or_else(|| format!("`{}` is not a data URL: it must start with \"data:\"", short(url)))?;
-    let comma = rest.find(',').ok_or("a data URL needs a comma before its data, e.g. \"data:,hello\"")?;
-    let (meta, data) = (&rest[..comma], &rest[comma + 1..]);
-    let raw: Vec<u8> = percent_encoding::percent_decode_str(data).collect();
-    if meta.split(';').any(|p| p.eq_ignore_ascii_case("base64")) {
-        let clean: Vec<u8> = raw.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
-        base64::engine::general_purpose::STANDARD.decode(&clean).map_err(|e| format!("the base64 data of the data URL is invalid: {e}"))
-    } else {
-        Ok(raw)
-    }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(24).collect()
-}
+use crate::recipe::layer::{parse_data_url, parse_mode, FileLayer, MkdirLayer, SymlinkLayer};
 
 /// Apply a `file` layer.
 pub fn apply_file(tree: &mut Tree, l: &FileLayer, base_dir: &Path) -> Result<(), LayerError> {
@@ -66,17 +45,4 @@ pub fn apply_symlink(tree: &mut Tree, l: &SymlinkLayer) -> Result<(), LayerError
     meta.gid = l.gid;
     tree.insert(l.symlink.as_bytes(), Inode { meta, kind: Kind::Symlink(l.target.as_bytes().to_vec()) })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_urls() {
-        assert_eq!(parse_data_url("data:,hello%20world").unwrap(), b"hello world");
-        assert_eq!(parse_data_url("data:text/plain;base64,aGVsbG8=").unwrap(), b"hello");
-        assert!(parse_data_url("http://x").is_err());
-        assert!(parse_data_url("data:;base64,@@@").is_err());
-    }
 }

@@ -145,22 +145,14 @@ pub struct Visit<'a> {
 }
 
 /// Split a tree path into normalised components, refusing `..` that climbs
-/// above the root. `.` and empty components are dropped.
+/// above the root ([`crate::recipe::layer::path_components`], the rule
+/// validation checks recipes with). `.` and empty components are dropped.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for c in path.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if out.pop().is_none() {
-                    return Err(TreeError::Escape { path: show(path) });
-                }
-            }
-            c if c.contains(&0) => return Err(TreeError::BadName { path: show(path) }),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
+    use crate::recipe::layer::{path_components, BadPath};
+    path_components(path).map_err(|e| match e {
+        BadPath::Escape => TreeError::Escape { path: show(path) },
+        BadPath::Nul => TreeError::BadName { path: show(path) },
+    })
 }
 
 /// A lossless-enough rendering of a raw path for messages.

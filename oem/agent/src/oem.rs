@@ -8,25 +8,25 @@
 //! | 40 | `oem.KEY=VALUE` on the kernel command line (KEY a dotted path, VALUE JSON if it parses, else a string) | `40-cmdline` |
 //! | 50 | cloud metadata, added by [`crate::cloud`] | `50-metadata` |
 //!
-//! The merge rule is the builder's (`build_image::recipe::merge`,
-//! `build_image::oem::merge_layers`): objects merge key by key, arrays and
-//! scalars replace; provenance records, for every leaf key path, the layer
-//! that set it. It is written again here instead of shared through a crate
-//! because the agent is a small static binary that must not depend on the
-//! builder; `tests/tests/oem_layers.rs` checks that both give the same
-//! result for the same inputs.
+//! The merge rule (objects merge key by key, arrays and scalars replace),
+//! the provenance (for every leaf key path, the layer that set it) and the
+//! `oem.*` parser are the `oem-rules` crate's ([`oem_rules::Layers`],
+//! [`oem_rules::cmdline_layer`]), the same code the builder renders layers
+//! 00–20 with and `build-image inspect` recomputes layers 30–40 with. This
+//! module reads the files and logs.
 //!
 //! The effective configuration is written to `/run/agent/oem.json` (and the
 //! provenance to `/run/agent/oem-provenance.json`) after layer 40 and again
 //! after layer 50. Everything here except [`Effective::write`] and the file
 //! reading is pure and unit-tested.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use oem_rules::Layers;
+pub use oem_rules::OEM_LABEL;
+use serde_json::Value;
 
 use crate::log;
 
@@ -40,8 +40,6 @@ pub const INITRAMFS_OEM_JSON: &str = "/etc/agent/oem.json";
 /// to find it (`PARTUUID=…`). The agent then waits for it (up to
 /// `agent.rootwait=`) instead of looking once for a filesystem labelled `OEM`.
 pub const OEM_PARTITION_FILE: &str = "/etc/agent/oem-partition";
-/// The filesystem label of the OEM partition.
-pub const OEM_LABEL: &str = "OEM";
 /// The effective configuration after all layers the agent applied.
 pub const RUN_OEM_JSON: &str = "/run/agent/oem.json";
 /// For each key path of [`RUN_OEM_JSON`], the layer that set it.
@@ -49,121 +47,19 @@ pub const RUN_PROVENANCE_JSON: &str = "/run/agent/oem-provenance.json";
 /// Largest layer file read (the builder's files are a few KiB).
 const MAX_LAYER: u64 = 1 << 20;
 
-/// For each key path (`network.networks`), the layer that set it.
-pub type Provenance = BTreeMap<String, String>;
-
-// ------------------------------------------------------------------ merging
-
-/// Merge `over` into `into`: objects key by key, anything else replaces.
-/// The same rule as the builder's `recipe::merge`.
-pub fn merge(into: &mut Value, over: Value) {
-    match (into, over) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        a.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
-
-/// Record provenance for merging `over` into `into` at `prefix`.
-fn record(into: &Value, over: &Value, prefix: &str, who: &str, prov: &mut Provenance) {
-    match (into, over) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                match a.get(k) {
-                    Some(old @ Value::Object(_)) if v.is_object() => record(old, v, &p, who, prov),
-                    _ => set_leaf(v, &p, who, prov),
-                }
-            }
-        }
-        _ => set_leaf(over, prefix, who, prov),
-    }
-}
-
-/// `v` replaces whatever was at `p`: drop the old entries below `p`, then
-/// record every leaf of `v` (an empty object is a leaf).
-fn set_leaf(v: &Value, p: &str, who: &str, prov: &mut Provenance) {
-    let below = format!("{p}.");
-    prov.retain(|k, _| k != p && !k.starts_with(&below));
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, v) in m {
-                set_leaf(v, &format!("{p}.{k}"), who, prov);
-            }
-        }
-        _ => {
-            prov.insert(p.to_string(), who.to_string());
+/// One line for the log: who set `hostname`, `user` and `network`.
+pub fn summary(l: &Layers) -> String {
+    let mut parts = Vec::new();
+    for key in ["hostname", "user"] {
+        match l.merged.get(key) {
+            Some(v) => parts.push(format!("{key} {} ({})", scalar_text(v), l.set_by(key).join(", "))),
+            None => parts.push(format!("{key} unset")),
         }
     }
-}
-
-/// Layers merged so far, with provenance.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Layers {
-    pub merged: Value,
-    pub provenance: Provenance,
-    /// The names of the layers merged, in order.
-    pub names: Vec<String>,
-}
-
-impl Default for Layers {
-    fn default() -> Self {
-        Layers { merged: Value::Object(Map::new()), provenance: Provenance::new(), names: Vec::new() }
-    }
-}
-
-impl Layers {
-    /// Merge one more layer, named `who` in the provenance.
-    pub fn push(&mut self, who: &str, v: Value) {
-        record(&self.merged, &v, "", who, &mut self.provenance);
-        merge(&mut self.merged, v);
-        self.names.push(who.to_string());
-    }
-
-    /// The layers that set `key` or anything below it, in first-seen order.
-    pub fn set_by(&self, key: &str) -> Vec<&str> {
-        let below = format!("{key}.");
-        let mut v: Vec<&str> = Vec::new();
-        for (k, who) in &self.provenance {
-            if (k == key || k.starts_with(&below)) && !v.contains(&who.as_str()) {
-                v.push(who);
-            }
-        }
-        v
-    }
-
-    /// One line for the log: who set `hostname`, `user` and `network`.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        for key in ["hostname", "user"] {
-            match self.merged.get(key) {
-                Some(v) => parts.push(format!("{key} {} ({})", scalar_text(v), self.set_by(key).join(", "))),
-                None => parts.push(format!("{key} unset")),
-            }
-        }
-        let nets = self.merged.pointer("/network/networks").and_then(Value::as_array).map_or(0, Vec::len);
-        let by = self.set_by("network");
-        parts.push(if by.is_empty() { "network unset".into() } else { format!("network {nets} network(s) ({})", by.join(", ")) });
-        parts.join(", ")
-    }
-}
-
-/// Merge `layers` in order; the same result as the builder's
-/// `oem::merge_layers`.
-pub fn merge_layers(layers: &[(String, Value)]) -> (Value, Provenance) {
-    let mut l = Layers::default();
-    for (name, v) in layers {
-        l.push(name.trim_end_matches(".json"), v.clone());
-    }
-    (l.merged, l.provenance)
+    let nets = l.merged.pointer("/network/networks").and_then(Value::as_array).map_or(0, Vec::len);
+    let by = l.set_by("network");
+    parts.push(if by.is_empty() { "network unset".into() } else { format!("network {nets} network(s) ({})", by.join(", ")) });
+    parts.join(", ")
 }
 
 /// A string without quotes, anything else as JSON.
@@ -194,96 +90,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// Kernel parameters as the kernel's own `next_arg()` splits them: words on
-/// whitespace outside double quotes; a word or value that starts with a
-/// quote loses it and its closing quote at the end. Unlike
-/// [`crate::cmdline::tokenize`] (which drops every quote, for `root=`),
-/// quotes inside a value are kept, so a JSON value survives:
-/// `oem.ssh_authorized_keys=["ssh-ed25519 AAAA me"]`. Stops at `--`.
-pub fn kernel_params(s: &str) -> Vec<(String, Option<String>)> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= b.len() {
-            break;
-        }
-        let mut start = i;
-        let mut in_quote = false;
-        let quoted = b[i] == b'"';
-        if quoted {
-            start += 1;
-            i += 1;
-            in_quote = true;
-        }
-        let mut equals = None;
-        while i < b.len() && (in_quote || !b[i].is_ascii_whitespace()) {
-            if equals.is_none() && b[i] == b'=' {
-                equals = Some(i);
-            }
-            if b[i] == b'"' {
-                in_quote = !in_quote;
-            }
-            i += 1;
-        }
-        let mut end = i;
-        if quoted && end > start && b[end - 1] == b'"' {
-            end -= 1;
-        }
-        let word = &s[start..end];
-        if !quoted && word == "--" {
-            break;
-        }
-        match equals {
-            Some(e) if e < end => {
-                let key = s[start..e].to_string();
-                let mut val = &s[e + 1..end];
-                if let Some(v) = val.strip_prefix('"') {
-                    val = v.strip_suffix('"').unwrap_or(v);
-                }
-                out.push((key, Some(val.to_string())));
-            }
-            _ => out.push((word.to_string(), None)),
-        }
-    }
-    out
-}
-
-/// Layer 40 from the kernel command line: every `oem.KEY=VALUE`, KEY a
-/// dotted path, VALUE JSON if it parses, else the string; later keys win.
-/// Returns the layer (`None` when there are no `oem.` keys) and one
-/// warning per key that was skipped.
-pub fn cmdline_layer(cmdline: &str) -> (Option<Value>, Vec<String>) {
-    let mut layer: Option<Value> = None;
-    let mut warnings = Vec::new();
-    for (key, val) in kernel_params(cmdline) {
-        let Some(path) = key.strip_prefix("oem.") else { continue };
-        let Some(val) = val else {
-            warnings.push(format!("{key}: no value (write {key}=VALUE)"));
-            continue;
-        };
-        let segs: Vec<&str> = path.split('.').collect();
-        if segs.iter().any(|s| s.is_empty()) {
-            warnings.push(format!("{key}: empty part in the key path"));
-            continue;
-        }
-        let mut v = serde_json::from_str::<Value>(&val).unwrap_or(Value::String(val));
-        for s in segs.iter().rev() {
-            let mut m = Map::new();
-            m.insert((*s).to_string(), v);
-            v = Value::Object(m);
-        }
-        match &mut layer {
-            Some(l) => merge(l, v),
-            None => layer = Some(v),
-        }
-    }
-    (layer, warnings)
 }
 
 // ------------------------------------------------------------- the files
@@ -392,7 +198,7 @@ pub fn apply_config_d(l: &mut Layers, dir: &Path) {
 
 /// Layer 40 from the text of `/proc/cmdline`.
 pub fn apply_cmdline(l: &mut Layers, cmdline: &str) {
-    let (layer, warnings) = cmdline_layer(cmdline);
+    let (layer, warnings) = oem_rules::cmdline_layer(cmdline);
     for w in warnings {
         log!("oem: layer 40: skipped {w}");
     }
@@ -430,7 +236,7 @@ impl Effective {
         let text = serde_json::to_string_pretty(&self.layers.merged).unwrap_or_default() + "\n";
         let prov = serde_json::to_string_pretty(&self.layers.provenance).unwrap_or_default() + "\n";
         match fs::write(RUN_OEM_JSON, text).and_then(|_| fs::write(RUN_PROVENANCE_JSON, prov)) {
-            Ok(()) => log!("oem: effective config ({}) in {RUN_OEM_JSON}: {}", self.layers.names.join(" < "), self.layers.summary()),
+            Ok(()) => log!("oem: effective config ({}) in {RUN_OEM_JSON}: {}", self.layers.names.join(" < "), summary(&self.layers)),
             Err(e) => log!("oem: writing {RUN_OEM_JSON} failed: {e}"),
         }
     }
@@ -442,27 +248,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn objects_merge_arrays_and_scalars_replace() {
-        let mut a = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x", "e": {"f": 1}});
-        merge(&mut a, json!({"a": {"c": [3], "g": null}, "d": {"h": 2}, "e": 5}));
-        assert_eq!(a, json!({"a": {"b": 1, "c": [3], "g": null}, "d": {"h": 2}, "e": 5}));
-    }
-
-    #[test]
-    fn provenance_follows_the_last_writer() {
-        let (m, p) = merge_layers(&[
-            ("00-defaults.json".into(), json!({"user": "core", "network": {"links": [], "networks": []}})),
-            ("10-platform-qemu.json".into(), json!({"network": {"networks": [{"type": "ipv4_dhcp", "link": "*"}]}})),
-            ("30-config.d-50-site".into(), json!({"hostname": "site"})),
-            ("40-cmdline".into(), json!({"hostname": "cmd", "network": 3})),
-        ]);
-        assert_eq!(m["hostname"], "cmd");
-        assert_eq!(m["network"], 3);
-        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        assert_eq!(p, [("hostname", "40-cmdline"), ("network", "40-cmdline"), ("user", "00-defaults")]);
-    }
-
-    #[test]
     fn summary_names_the_layers() {
         let mut l = Layers::default();
         l.push("00-defaults", json!({"user": "core", "network": {"networks": []}}));
@@ -470,40 +255,8 @@ mod tests {
         l.push("30-config.d-50-site", json!({"hostname": "site"}));
         assert_eq!(l.names, ["00-defaults", "10-platform-qemu", "30-config.d-50-site"]);
         assert_eq!(l.set_by("network"), ["10-platform-qemu"]);
-        assert_eq!(l.summary(), "hostname site (30-config.d-50-site), user core (00-defaults), network 1 network(s) (10-platform-qemu)");
-        assert_eq!(Layers::default().summary(), "hostname unset, user unset, network unset");
-    }
-
-    #[test]
-    fn kernel_splitting_keeps_quotes_inside_values() {
-        let p = kernel_params(r#"console=ttyS0 oem.keys=["ssh-ed25519 AAAA me"] "oem.a=x y" oem.b="p q" quiet -- oem.c=1"#);
-        let want: Vec<(String, Option<String>)> = vec![
-            ("console".into(), Some("ttyS0".into())),
-            ("oem.keys".into(), Some(r#"["ssh-ed25519 AAAA me"]"#.into())),
-            ("oem.a".into(), Some("x y".into())),
-            ("oem.b".into(), Some("p q".into())),
-            ("quiet".into(), None),
-        ];
-        assert_eq!(p, want);
-        assert_eq!(kernel_params("  \n"), vec![]);
-    }
-
-    #[test]
-    fn cmdline_layer_paths_and_values() {
-        let (l, w) = cmdline_layer(
-            r#"root=/dev/vda2 oem.hostname=node01 oem.user=admin oem.metadata.sources=[] oem.network.mtu=1450 oem.cloud=false oem.hostname=node02 oem.x..y=1 oem.bare oem.name="{not json" oem.s="quoted words""#,
-        );
-        assert_eq!(
-            l.unwrap(),
-            json!({"hostname": "node02", "user": "admin", "metadata": {"sources": []}, "network": {"mtu": 1450},
-                   "cloud": false, "name": "{not json", "s": "quoted words"})
-        );
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("oem.x..y") && w[1].contains("oem.bare"), "{w:?}");
-        assert_eq!(cmdline_layer("console=ttyS0 oemx=1 agent.oem=2").0, None);
-        // Nested keys merge with a whole object given earlier.
-        let (l, _) = cmdline_layer(r#"oem.network={"links":[],"services":[]} oem.network.services=[{"type":"dns","address":"10.0.0.1"}]"#);
-        assert_eq!(l.unwrap(), json!({"network": {"links": [], "services": [{"type": "dns", "address": "10.0.0.1"}]}}));
+        assert_eq!(summary(&l), "hostname site (30-config.d-50-site), user core (00-defaults), network 1 network(s) (10-platform-qemu)");
+        assert_eq!(summary(&Layers::default()), "hostname unset, user unset, network unset");
     }
 
     #[test]
