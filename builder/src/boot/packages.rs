@@ -618,7 +618,7 @@ fn fetch_one(p: &Locked, debs: &Path, snapshot: Option<&str>, apt: &mut Apt, not
     let got = tmp.path().join(p.file_name());
     let place = |from: &str| -> Result<String, String> {
         if !verify(&got, &p.sha256) {
-            let actual = std::fs::File::open(&got).and_then(|f| crate::pipeline::sha256_file(&f)).unwrap_or_default();
+            let actual = std::fs::File::open(&got).and_then(|f| crate::files::sha256_file(&f)).unwrap_or_default();
             return Err(format!("{from} has a file with sha256 {actual}, not the locked {}", p.sha256));
         }
         let dest = debs.join(p.file_name());
