@@ -140,6 +140,9 @@ fn build_outputs(
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
             let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
             step.done();
+            for line in &parts.module_log {
+                progress.note(line);
+            }
             Some(parts)
         }
         None => None,
@@ -151,6 +154,7 @@ fn build_outputs(
         kernel_release: b.kernel.release.clone(),
         cmdline: b.cmdline.clone(),
         modules: b.modules.clone(),
+        modules_added: b.modules_added.clone(),
         grub: None,
     });
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd | Output::Vmdk));
