@@ -141,6 +141,9 @@ fn build_outputs(
             let parts =
                 crate::boot::assemble::assemble(loaded, &trees.trees, &trees.oci, trees.oem.as_ref(), &plan, &agent, &opts.out_dir)?;
             step.done();
+            for line in &parts.module_log {
+                progress.note(line);
+            }
             Some(parts)
         }
         None => None,
@@ -152,6 +155,7 @@ fn build_outputs(
         kernel_release: b.kernel.release.clone(),
         cmdline: b.cmdline.clone(),
         modules: b.modules.clone(),
+        modules_added: b.modules_added.clone(),
         grub: None,
     });
     let wants_disk = recipe.outputs.iter().any(|o| matches!(o, Output::Raw | Output::Qcow2 | Output::Vhd | Output::Vmdk));

@@ -35,6 +35,13 @@ impl Progress {
         });
         Step { bar, msg, start: Instant::now(), enabled: self.enabled }
     }
+
+    /// One line about what the build decided (not a step of its own).
+    pub fn note(&self, line: &str) {
+        if self.enabled {
+            eprintln!("{line}");
+        }
+    }
 }
 
 impl Step {

@@ -57,7 +57,11 @@ fn uki_has_its_sections_and_ovmf_boots_it() {
     // The same UKI is on the ESP, and OVMF boots it.
     let m: serde_json::Value = serde_json::from_slice(&fs::read(w.join("out/uki.manifest.json")).unwrap()).unwrap();
     assert!(m["boot"]["cmdline"].as_str().unwrap().contains("console=ttyS0"));
-    assert_eq!(m["boot"]["modules"].as_array().unwrap().last().unwrap(), "virtio_net");
+    // The recipe's modules in its order, the virtio PCI transport (which
+    // the builder adds) before them.
+    let mods: Vec<&str> = m["boot"]["modules"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let at = |n: &str| mods.iter().position(|m| *m == n).unwrap_or_else(|| panic!("{n} not in {mods:?}"));
+    assert!(at("virtio_pci") < at("virtio_blk") && at("virtio_blk") < at("virtio_net"), "{mods:?}");
     let o = run(w, &["boot", "-q", "out/uki.raw", "--firmware", "uefi", "--accel", "tcg", "--expect", "UKI-BOOT-OK", "--timeout", "180"]);
     assert!(o.status.success(), "boot failed:\n{}", String::from_utf8_lossy(&o.stderr));
 }

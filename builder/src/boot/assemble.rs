@@ -29,6 +29,10 @@ pub struct BootParts {
     pub esp_files: Vec<(String, Content)>,
     /// Modules in the initramfs, in load order.
     pub modules: Vec<String>,
+    /// The modules the builder added to `kernel.modules`, and why.
+    pub modules_added: Vec<super::modules::Added>,
+    /// One line per added or skipped module, for the progress output.
+    pub module_log: Vec<String>,
 }
 
 /// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, the
@@ -141,56 +145,32 @@ pub fn assemble(
     // Command line: the recipe's, plus the root the builder knows about.
     let mut cmdline = spec.cmdline.clone().unwrap_or_else(|| "console=ttyS0,115200".into());
     let root = root_partition(loaded, plan);
-    let mut modules = spec.modules.clone();
     if let Some((partuuid, fs)) = &root {
         cmdline.push_str(&format!(" root=PARTUUID={partuuid} rootfstype={fs} rw"));
-        if *fs == "btrfs" && !kernel.is_builtin("btrfs") && !modules.iter().any(|m| m == "btrfs") {
-            modules.push("btrfs".into());
-        }
         if let Some(init) = &recipe.init {
             cmdline.push_str(&format!(" init={}", init[0]));
         }
     }
     // First-boot grow: the agent finds the partition by its PARTUUID.
     if let Some(disk) = &recipe.disk {
-        if let Some((p, pp)) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow) {
+        if let Some(pp) = disk.partitions.iter().zip(&plan.partitions).find(|(p, _)| p.grow).map(|(_, pp)| pp) {
             cmdline.push_str(&format!(" agent.grow={}", pp.part_guid));
-            // The agent mounts a grown filesystem that is not the root.
-            let m = match p.filesystem {
-                Filesystem::Ext4 => Some("ext4"),
-                Filesystem::Btrfs => Some("btrfs"),
-                _ => None,
-            };
-            if let Some(m) = m {
-                if !kernel.is_builtin(m) && !modules.iter().any(|x| x == m) {
-                    modules.push(m.into());
-                }
-            }
         }
     }
     // The OEM partition: the agent waits for it by PARTUUID and mounts it
-    // on /usr/share/oem, so the initramfs needs its filesystem's modules
-    // (the ones the package has; built-in ones need nothing).
+    // on /usr/share/oem.
     let oem_partuuid = match (&recipe.disk, crate::oem::oem_partition(recipe)) {
-        (Some(disk), Some(i)) => {
-            let wanted: &[&str] = match disk.partitions[i].filesystem {
-                Filesystem::Ext4 => &["ext4"],
-                Filesystem::Btrfs => &["btrfs"],
-                Filesystem::Vfat => &["vfat", "nls_cp437", "nls_utf8"],
-                Filesystem::None => &[],
-            };
-            for m in wanted {
-                if kernel.has_module(m) && !modules.iter().any(|x| crate::boot::kernel::normalise(x) == crate::boot::kernel::normalise(m)) {
-                    modules.push((*m).into());
-                }
-            }
-            Some(plan.partitions[i].part_guid.to_string())
-        }
+        (Some(_), Some(i)) => Some(plan.partitions[i].part_guid.to_string()),
         _ => None,
     };
+    // The recipe's modules plus what the boot path needs: the filesystems
+    // the agent mounts, the config drive's, the virtio transport (and the
+    // generic drivers when asked for).
+    let needs = super::modules::Needs::of(recipe, trees.oem.as_ref());
+    let choice = super::modules::choose(&kernel, &spec.modules, &needs).map_err(|e| Error::Other(e.to_string()))?;
     let cmdline = cmdline.trim().to_string();
     kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;
-    let order = kernel.module_order(&modules).map_err(|e| Error::Other(e.to_string()))?;
+    let order = kernel.module_order(&choice.names).map_err(|e| Error::Other(e.to_string()))?;
 
     // The initramfs tree: the recipe's, then the agent and the modules.
     let mut tree = match &recipe.initramfs {
@@ -293,7 +273,8 @@ pub fn assemble(
         esp_files.push(("/boot/initrd.img".to_string(), initrd_content.clone()));
     }
     let modules = order.iter().map(|m| m.name.clone()).collect();
-    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules })
+    let module_log = choice.log_lines(&kernel.origin);
+    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules, modules_added: choice.added(), module_log })
 }
 
 /// A content reference to a finished temp file.

@@ -16,6 +16,8 @@ pub enum KernelError {
     NoImage { package: String },
     #[error("kernel.modules[{index}]: module `{name}` is not in {package} (neither as a .ko nor built in): check the name with `modinfo -k {release} {name}`")]
     NoModule { index: usize, name: String, package: String, release: String },
+    #[error("{at}: the {role} needs `{module}`, which {package} has neither as a module nor built in: use another `filesystem` or a kernel package that has it")]
+    NoFilesystem { at: String, role: &'static str, module: String, package: String },
     #[error("module `{module}` depends on `{dep}`, which {package} does not have")]
     MissingDependency { module: String, dep: String, package: String },
     #[error("module {path}: {msg}")]
@@ -112,6 +114,21 @@ impl Kernel {
     /// Whether the package has `name` as a loadable module.
     pub fn has_module(&self, name: &str) -> bool {
         self.modules.contains_key(&normalise(name))
+    }
+
+    /// Whether the kernel came with a module tree (a package; a bare image
+    /// has none, and nothing is known about what it has built in).
+    pub fn has_module_tree(&self) -> bool {
+        !self.modules.is_empty() || !self.builtin.is_empty()
+    }
+
+    /// The direct dependencies of a loadable module (`.modinfo`
+    /// `depends=`), normalised; none for a built-in or unknown name.
+    pub fn direct_depends(&self, name: &str) -> Result<Vec<String>, KernelError> {
+        match self.modules.get(&normalise(name)) {
+            Some((rel, content)) => Ok(depends(rel, content)?.iter().map(|d| normalise(d)).collect()),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The modules `wanted` names plus all their dependencies, each once,

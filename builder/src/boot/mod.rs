@@ -4,5 +4,6 @@
 pub mod assemble;
 pub mod grub;
 pub mod kernel;
+pub mod modules;
 pub mod packages;
 pub mod uki;

@@ -142,7 +142,12 @@ pub struct BootInfo {
     pub kernel: String,
     pub kernel_release: String,
     pub cmdline: String,
+    /// Every module in the initramfs, in load order (dependencies first).
     pub modules: Vec<String>,
+    /// The ones the builder added to `kernel.modules` for the boot path,
+    /// each with its reason (their dependencies are in `modules` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modules_added: Vec<crate::boot::modules::Added>,
     /// What the BIOS install wrote (core image hash, its first sector, the
     /// embedded GRUB modules), when `boot.firmware` has `bios`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -139,9 +139,43 @@ pub struct Kernel {
     /// for a root partition. Default `console=ttyS0,115200`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
-    /// Modules to load at boot; their dependencies come along.
+    /// Modules to load at boot; their dependencies come along. The builder
+    /// adds what the boot path needs (the root's filesystem, the virtio PCI
+    /// transport of virtio drivers, the config drive's filesystems): see
+    /// `drivers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
+    /// `needed` (default): `modules` plus what the boot path needs.
+    /// `generic`: also the disk, CD-ROM and network drivers of the common
+    /// hypervisors (QEMU/KVM, Hyper-V, VMware, Xen), as dracut's
+    /// non-hostonly mode, for an image that boots on any of them.
+    #[serde(default, skip_serializing_if = "Drivers::is_needed")]
+    pub drivers: Drivers,
+}
+
+/// `"kernel": {"drivers": "generic"}`: which drivers the initramfs gets
+/// beyond `kernel.modules`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Drivers {
+    /// The modules the recipe lists, plus what the boot path needs: the
+    /// root's (and the OEM and growing partitions') filesystem, `virtio_pci`
+    /// for a virtio driver, and the config drive's filesystems when the OEM
+    /// platform reads one.
+    #[default]
+    Needed,
+    /// `needed`, plus the virtual hardware of common hypervisors: virtio
+    /// (PCI, block, SCSI, net), NVMe, AHCI, IDE (`ata_piix`), SCSI disks and
+    /// CD-ROMs, Hyper-V (storvsc, netvsc), VMware (pvscsi, mptspi, vmxnet3,
+    /// e1000, e1000e), Xen (blkfront, netfront). Names the kernel has built
+    /// in or lacks are skipped, and the build says so.
+    Generic,
+}
+
+impl Drivers {
+    pub fn is_needed(&self) -> bool {
+        *self == Drivers::Needed
+    }
 }
 
 /// `"oem": {"platform": "vpc", "user": "core", "hostname": "node01", "network": {...}, "ssh_authorized_keys": [...]}`.

@@ -66,6 +66,9 @@ pub fn validate(r: &Recipe) -> Check {
         if k.image.is_some() && !k.modules.is_empty() {
             return fail("kernel.modules", "modules come from a kernel package; a bare `image` has none");
         }
+        if k.image.is_some() && k.drivers != super::Drivers::Needed {
+            return fail("kernel.drivers", "drivers are modules from a kernel package; a bare `image` has none");
+        }
     }
     if let Some(init) = &r.init {
         if init.is_empty() || init[0].is_empty() {
@@ -278,6 +281,32 @@ mod grow_tests {
         let p: super::super::Partition =
             serde_json::from_value(serde_json::json!({"label": "r", "type": "linux", "size": "1MiB", "grow": false})).unwrap();
         assert!(serde_json::to_value(&p).unwrap().get("grow").is_none(), "the recipe digest of existing recipes must not change");
+    }
+}
+
+#[cfg(test)]
+mod drivers_tests {
+    fn kernel(k: serde_json::Value) -> Result<(), (String, String)> {
+        super::validate(&serde_json::from_value(serde_json::json!({"name": "d", "kernel": k, "outputs": ["kernel+initramfs"]})).unwrap())
+    }
+
+    #[test]
+    fn generic_drivers_need_a_kernel_package() {
+        assert_eq!(kernel(serde_json::json!({"package": "linux-image-cloud-amd64", "drivers": "generic"})), Ok(()));
+        assert_eq!(kernel(serde_json::json!({"image": "vmlinuz", "drivers": "needed"})), Ok(()));
+        let (field, msg) = kernel(serde_json::json!({"image": "vmlinuz", "drivers": "generic"})).unwrap_err();
+        assert_eq!(field, "kernel.drivers");
+        assert!(msg.contains("bare `image`"), "{msg}");
+    }
+
+    #[test]
+    fn the_default_leaves_the_canonical_recipe_unchanged() {
+        for k in [serde_json::json!({"package": "p"}), serde_json::json!({"package": "p", "drivers": "needed"})] {
+            let k: super::super::Kernel = serde_json::from_value(k).unwrap();
+            assert_eq!(serde_json::to_value(&k).unwrap(), serde_json::json!({"package": "p"}), "the recipe digest must not change");
+        }
+        let k: super::super::Kernel = serde_json::from_value(serde_json::json!({"package": "p", "drivers": "generic"})).unwrap();
+        assert_eq!(serde_json::to_value(&k).unwrap()["drivers"], "generic");
     }
 }
 

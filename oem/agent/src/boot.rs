@@ -211,9 +211,21 @@ fn load_modules() {
     let list = modules::parse_list(&text);
     let start = Instant::now();
     let (mut loaded, mut failed) = (0, 0);
+    // Modules whose hardware this machine does not have (ENODEV: a Hyper-V
+    // or Xen driver elsewhere, from `"drivers": "generic"`), and the ones
+    // that need them: not loaded, and no failure.
+    let mut no_device: Vec<String> = Vec::new();
     for m in &list {
         let name = modules::module_name(&m.path);
         let path = modules::resolve(Path::new("/"), &release, &m.path);
+        if !no_device.is_empty() {
+            let deps = fs::read(&path).ok().and_then(|elf| modules::modinfo_depends(&elf)).unwrap_or_default();
+            if let Some(dep) = deps.iter().find(|d| no_device.contains(d)) {
+                log!("{name}: not loaded: it needs {dep}, which has no device here");
+                no_device.push(name);
+                continue;
+            }
+        }
         let t = Instant::now();
         match load_one(&path, &m.params) {
             Ok(true) => {
@@ -221,26 +233,42 @@ fn load_modules() {
                 log!("loaded {name} ({} ms)", t.elapsed().as_millis());
             }
             Ok(false) => debug!("{name} already loaded"),
-            Err(why) => {
+            Err(LoadError::NoDevice) => {
+                log!("{name}: no device for it here (ENODEV): not loaded");
+                no_device.push(name);
+            }
+            Err(LoadError::Failed(why)) => {
                 failed += 1;
                 log!("FAILED to load {name} ({}, {MODULES_LIST} line {}): {why}", path.display(), m.line);
             }
         }
     }
-    log!("modules: {loaded} loaded, {failed} failed, {} listed, {} ms", list.len(), start.elapsed().as_millis());
+    let absent = match no_device.len() {
+        0 => String::new(),
+        n => format!(", {n} without a device here"),
+    };
+    log!("modules: {loaded} loaded, {failed} failed, {} listed{absent}, {} ms", list.len(), start.elapsed().as_millis());
+}
+
+/// Why a module did not load.
+enum LoadError {
+    /// Its init found no device to drive (ENODEV): not this machine's hardware.
+    NoDevice,
+    Failed(String),
 }
 
 /// `Ok(true)` loaded, `Ok(false)` already there.
-fn load_one(path: &Path, params: &str) -> Result<bool, String> {
+fn load_one(path: &Path, params: &str) -> Result<bool, LoadError> {
     if modules::is_compressed(&path.to_string_lossy()) {
-        return Err("compressed modules are not supported; the builder must list uncompressed .ko files".into());
+        return Err(LoadError::Failed("compressed modules are not supported; the builder must list uncompressed .ko files".into()));
     }
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
-    let params = CString::new(params).map_err(|_| "parameters contain a NUL byte".to_string())?;
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| LoadError::Failed(errno(e)))?;
+    let params = CString::new(params).map_err(|_| LoadError::Failed("parameters contain a NUL byte".into()))?;
     match rustix::system::finit_module(&fd, &params, 0) {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
-        Err(e) => Err(errno(e)),
+        Err(Errno::NODEV) => Err(LoadError::NoDevice),
+        Err(e) => Err(LoadError::Failed(errno(e))),
     }
 }
 
