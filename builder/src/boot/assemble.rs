@@ -166,7 +166,7 @@ pub fn assemble(
     // The recipe's modules plus what the boot path needs: the filesystems
     // the agent mounts, the config drive's, the virtio transport (and the
     // generic drivers when asked for).
-    let needs = super::modules::Needs::of(recipe, trees.oem.as_ref());
+    let needs = super::modules::Needs::of(recipe, oem);
     let choice = super::modules::choose(&kernel, &spec.modules, &needs).map_err(|e| Error::Other(e.to_string()))?;
     let cmdline = cmdline.trim().to_string();
     kernel.check_cmdline(&cmdline).map_err(|e| Error::Other(e.to_string()))?;

@@ -122,7 +122,7 @@ impl Needs {
             if p.grow {
                 filesystems.push(FsNeed { fs: p.filesystem, role: "growing partition", at: at.clone(), required: false });
             }
-            if crate::oem::is_oem_partition(p) {
+            if p.is_oem() {
                 filesystems.push(FsNeed { fs: p.filesystem, role: "OEM partition", at, required: false });
             }
         }
