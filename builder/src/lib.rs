@@ -56,6 +56,8 @@ pub enum Error {
     #[error(transparent)]
     Package(#[from] boot::packages::PackageError),
     #[error(transparent)]
+    Agent(#[from] boot::agent::AgentError),
+    #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]
     Other(String),

@@ -3,15 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
+
+/// `--version`: this program's version and the guest agent built into it.
+static VERSION: LazyLock<String> = LazyLock::new(build_image::boot::agent::version);
 
 /// Build reproducible, bootable appliance disk images from one recipe.json,
 /// without root, loop devices or host mkfs tools.
 ///
 /// `build-image RECIPE` is short for `build-image build RECIPE`.
 #[derive(Debug, Parser)]
-#[command(name = "build-image", version, propagate_version = true)]
+#[command(name = "build-image", version = VERSION.as_str(), propagate_version = true)]
 struct Cli {
     /// Quiet: no progress on stderr.
     #[arg(short, long, global = true)]
@@ -29,8 +33,9 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// The guest agent binary (default: $BUILD_IMAGE_AGENT, next to this
-        /// program, or the project's target folder).
+        /// A guest agent binary to use instead of the one built into
+        /// build-image (default: $BUILD_IMAGE_AGENT if set). It must be
+        /// statically linked.
         #[arg(long)]
         agent: Option<PathBuf>,
     },

@@ -28,7 +28,8 @@ pub struct BuildOptions {
     pub env_epoch: Option<i64>,
     /// Show progress on stderr.
     pub progress: bool,
-    /// The guest agent binary (found automatically when not given).
+    /// The guest agent binary (`--agent`); else `$BUILD_IMAGE_AGENT`, else
+    /// the agent built into this program.
     pub agent: Option<PathBuf>,
 }
 
@@ -135,8 +136,7 @@ fn build_outputs(
     let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
     let boot = match &recipe.kernel {
         Some(_) => {
-            let project = crate::boot::packages::project_root(&loaded.base_dir);
-            let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
+            let agent = crate::boot::agent::Agent::find(opts.agent.as_deref())?;
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
             let parts = crate::boot::assemble::assemble(&loaded, &trees, &plan, &agent, &opts.out_dir)?;
             step.done();
@@ -149,6 +149,7 @@ fn build_outputs(
         firmware: recipe.firmware(),
         kernel: b.kernel.origin.clone(),
         kernel_release: b.kernel.release.clone(),
+        agent: b.agent.clone(),
         cmdline: b.cmdline.clone(),
         modules: b.modules.clone(),
         grub: None,
