@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod disk;
 pub mod flash;
 pub mod fs;
+pub mod init;
 pub mod initramfs;
 pub mod inspect;
 pub mod oem;

@@ -39,6 +39,16 @@ enum Command {
         #[arg(long)]
         agent: Option<PathBuf>,
     },
+    /// Start a project in DIR (new or empty): a recipe.json for a bootable
+    /// hello appliance and a README with the next commands (fetch, build,
+    /// boot).
+    Init {
+        /// The folder to create (or an empty one to fill).
+        dir: PathBuf,
+        /// The recipe's name, which names the outputs (default: DIR's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Read an image and show its partition table and filesystems.
     Inspect {
         /// Path to a raw disk image.
@@ -166,7 +176,7 @@ enum ConvertTo {
     Vhd,
 }
 
-const VERBS: [&str; 9] = ["build", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
+const VERBS: [&str; 10] = ["build", "init", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -205,6 +215,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("wrote {}/{} ({} bytes, sha256 {})", opts.out_dir.display(), a.file, a.size, a.sha256);
                 }
                 eprintln!("wrote {}", res.manifest_path.display());
+            }
+        }
+        Command::Init { dir, name } => {
+            let r = build_image::init::init(&dir, name.as_deref())?;
+            if !cli.quiet {
+                eprintln!("wrote {} into {}: see its README.md", r.files.join(", "), r.dir.display());
+                eprintln!("next: cd {} && build-image fetch && build-image build recipe.json", r.dir.display());
             }
         }
         Command::Inspect { image, json } => {
