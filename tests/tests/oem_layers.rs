@@ -20,8 +20,8 @@
 //!   image's own kernel command line (the UKI's `.cmdline`, GRUB's embedded
 //!   config) as layer 40, and says when the UEFI and BIOS lines differ.
 //!
-//! Needs the static agent (`./build.sh agent`) and the pinned packages
-//! (`./build.sh fetch`).
+//! Needs the pinned packages (`./build.sh fetch`); the agent is the one
+//! built into build-image.
 
 mod common;
 
