@@ -11,7 +11,8 @@
 //! `include_bytes!` (`src/boot/agent.rs` explains the choice).
 //!
 //! `BUILD_IMAGE_EMBED_AGENT=/path/to/guest-agent` embeds that file instead
-//! (agent developers, or a faster build): it must be a static x86_64 ELF.
+//! (agent developers, or a faster build): it must be a static x86_64 ELF. A
+//! relative path is taken from the workspace root.
 
 use std::ffi::OsString;
 use std::fs;
@@ -28,7 +29,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BUILD_IMAGE_EMBED_AGENT");
     let agent = match std::env::var_os("BUILD_IMAGE_EMBED_AGENT").filter(|v| !v.is_empty()) {
         Some(p) => {
-            let p = PathBuf::from(p);
+            // Relative to the workspace root, where cargo and ./build.sh
+            // are run (a build script runs in builder/).
+            let p = workspace.join(p);
             println!("cargo:rerun-if-changed={}", p.display());
             p
         }
@@ -99,6 +102,7 @@ fn build_agent(workspace: &Path, out_dir: &Path) -> PathBuf {
     // Cargo reads a build script's stdout for `cargo:` lines: keep the
     // nested cargo's chatter on stderr (shown when the build fails).
     cmd.stdout(stderr_stdio());
+    eprintln!("build-image build.rs: {cmd:?}");
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("running {}: {e}", cargo.to_string_lossy())));
     if !status.success() {
         fail(&format!(
