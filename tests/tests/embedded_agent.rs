@@ -4,7 +4,8 @@
 //! records it; `--agent` and `$BUILD_IMAGE_AGENT` override it, are recorded
 //! as such, and fail loudly when unusable.
 //!
-//! Needs the pinned packages (`./build.sh fetch`).
+//! Needs the pinned packages (`./build.sh fetch`), in `$BUILD_IMAGE_CACHE` or
+//! the project's `out/cache`.
 
 mod common;
 
@@ -46,8 +47,15 @@ fn build(exe: &Path, cwd: &Path, recipe_dir: &Path, out: &Path, extra: &[&str], 
     fs::write(&r, recipe().to_string()).unwrap();
     let mut c = Command::new(exe);
     c.args(["-q", "build"]).arg(&r).arg("--out").arg(out).args(extra).current_dir(cwd).env_remove("BUILD_IMAGE_AGENT");
+    c.env("BUILD_IMAGE_CACHE", package_cache());
     let o = c.envs(env.iter().copied()).output().unwrap();
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The tests' package cache: `$BUILD_IMAGE_CACHE`, else the project's
+/// `out/cache` (as `./build.sh` keeps it).
+fn package_cache() -> PathBuf {
+    std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("out/cache"))
 }
 
 fn manifest(out: &Path) -> serde_json::Value {
