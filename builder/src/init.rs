@@ -208,9 +208,10 @@ build-image boot out/NAME.raw --accel tcg   # boot it in qemu (UEFI) until `NAME
 
 - `build-image fetch` needs `apt-get` (a Debian or Ubuntu machine). The first
   time it writes `packages.lock` next to the recipe: the exact versions and
-  sha256 of the packages the recipe uses (`linux-image-cloud-amd64`,
-  `busybox-static`, `systemd-boot-efi` for the UEFI stub). Commit it: the
-  same lock gives the same image, byte for byte. `build-image fetch
+  sha256 of the Debian packages build-image uses by default
+  (`linux-image-cloud-amd64`, `busybox-static`, `systemd-boot-efi` for the
+  UEFI stub, `grub-pc-bin` for BIOS boot) and what they depend on. Commit
+  it: the same lock gives the same image, byte for byte. `build-image fetch
   --update-lock` moves it to Debian's current versions.
 - Downloads go to a per-user cache (`$XDG_CACHE_HOME/build-image`, or
   `--cache` / `$BUILD_IMAGE_CACHE`), shared by all your projects.
@@ -227,8 +228,8 @@ build-image boot out/NAME.raw --accel tcg   # boot it in qemu (UEFI) until `NAME
   `{ "file": "/etc/motd", "content": "…" }`, `{ "deb": "NAME" }` after
   `build-image fetch --add NAME`).
 - Give the appliance a disk-backed root, other outputs (`qcow2`, `vmdk`,
-  `vhd`), or BIOS boot (`"boot": { "firmware": ["uefi", "bios"] }`, which
-  needs `grub-pc-bin`: `build-image fetch --add grub-pc-bin`).
+  `vhd`), or BIOS boot too: `"boot": { "firmware": ["uefi", "bios"] }` and
+  a partition `{ "label": "BIOS", "type": "bios-boot", "size": "1MiB" }`.
 - `build-image schema` prints the JSON Schema of `recipe.json` for your
   editor; `build-image --help` lists every command.
 "#
