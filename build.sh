@@ -9,8 +9,8 @@
 #                           (--add: pin NAME and its dependencies into the lock first)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
-#   ./build.sh agent        build the static guest agent (initramfs /init):
-#                           target/x86_64-unknown-linux-gnu/release/guest-agent
+#   ./build.sh agent        build the static guest agent alone, for agent development (build-image embeds
+#                           its own): target/x86_64-unknown-linux-gnu/release/guest-agent
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -117,14 +117,12 @@ build)
     shift || true
     cargo build --release -q -p build-image
     use_lock ./target/release/build-image
-    "$0" agent
     ./target/release/build-image build "${1:-recipes/hello.json}" --out out
     ;;
 test)
     deps
     cargo build -q -p build-image
     use_lock ./target/debug/build-image
-    "$0" agent
     # A real Debian root for the filesystem tests (debootstrap, cached).
     export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$PWD/out/cache/minbase}
     sh bench/minbase.sh "$BUILD_IMAGE_MINBASE"

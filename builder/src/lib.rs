@@ -12,6 +12,7 @@ pub mod disk;
 pub mod files;
 pub mod flash;
 pub mod fs;
+pub mod init;
 pub mod initramfs;
 pub mod inspect;
 pub mod oem;
@@ -57,6 +58,8 @@ pub enum Error {
     Gpt(#[from] disk::gpt::GptError),
     #[error(transparent)]
     Package(#[from] boot::packages::PackageError),
+    #[error(transparent)]
+    Agent(#[from] boot::agent::AgentError),
     #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]

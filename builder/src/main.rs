@@ -3,15 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
+
+/// `--version`: this program's version and the guest agent built into it.
+static VERSION: LazyLock<String> = LazyLock::new(build_image::boot::agent::version);
 
 /// Build reproducible, bootable appliance disk images from one recipe.json,
 /// without root, loop devices or host mkfs tools.
 ///
 /// `build-image RECIPE` is short for `build-image build RECIPE`.
 #[derive(Debug, Parser)]
-#[command(name = "build-image", version, propagate_version = true)]
+#[command(name = "build-image", version = VERSION.as_str(), propagate_version = true)]
 struct Cli {
     /// Quiet: no progress on stderr.
     #[arg(short, long, global = true)]
@@ -38,10 +42,21 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// The guest agent binary (default: $BUILD_IMAGE_AGENT, next to this
-        /// program, or the project's target folder).
+        /// A guest agent binary to use instead of the one built into
+        /// build-image (default: $BUILD_IMAGE_AGENT if set). It must be
+        /// statically linked.
         #[arg(long)]
         agent: Option<PathBuf>,
+    },
+    /// Start a project in DIR (new or empty): a recipe.json for a bootable
+    /// hello appliance and a README with the next commands (fetch, build,
+    /// boot).
+    Init {
+        /// The folder to create (or an empty one to fill).
+        dir: PathBuf,
+        /// The recipe's name, which names the outputs (default: DIR's name).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Read an image and show its partition table and filesystems.
     Inspect {
@@ -183,7 +198,7 @@ enum ConvertTo {
     Vhd,
 }
 
-const VERBS: [&str; 9] = ["build", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
+const VERBS: [&str; 10] = ["build", "init", "inspect", "schema", "fetch", "boot", "convert", "flash", "upload", "help"];
 
 /// Turn `build-image [flags] RECIPE …` into `build-image [flags] build RECIPE …`.
 fn with_default_verb(mut args: Vec<String>) -> Vec<String> {
@@ -222,6 +237,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("wrote {}/{} ({} bytes, sha256 {})", opts.out_dir.display(), a.file, a.size, a.sha256);
                 }
                 eprintln!("wrote {}", res.manifest_path.display());
+            }
+        }
+        Command::Init { dir, name } => {
+            let r = build_image::init::init(&dir, name.as_deref())?;
+            if !cli.quiet {
+                eprintln!("wrote {} into {}: see its README.md", r.files.join(", "), r.dir.display());
+                eprintln!("next: cd {} && build-image fetch && build-image build recipe.json", r.dir.display());
             }
         }
         Command::Inspect { image, json } => {

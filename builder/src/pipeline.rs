@@ -27,7 +27,8 @@ pub struct BuildOptions {
     pub env_epoch: Option<i64>,
     /// Show progress on stderr.
     pub progress: bool,
-    /// The guest agent binary (found automatically when not given).
+    /// The guest agent binary (`--agent`); else `$BUILD_IMAGE_AGENT`, else
+    /// the agent built into this program.
     pub agent: Option<PathBuf>,
 }
 
@@ -134,9 +135,7 @@ fn build_outputs(
     let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
     let boot = match &recipe.kernel {
         Some(_) => {
-            let project =
-                loaded.base_dir.canonicalize().ok().and_then(|d| d.ancestors().find(|a| a.join("target").is_dir()).map(Path::to_path_buf));
-            let agent = crate::boot::assemble::find_agent(opts.agent.as_deref(), project.as_deref())?;
+            let agent = crate::boot::agent::Agent::find(opts.agent.as_deref())?;
             let step = progress.step("assembling the kernel, initramfs and UKI".into());
             let parts =
                 crate::boot::assemble::assemble(loaded, &trees.trees, &trees.oci, trees.oem.as_ref(), &plan, &agent, &opts.out_dir)?;
@@ -153,6 +152,7 @@ fn build_outputs(
         firmware: recipe.firmware(),
         kernel: b.kernel.origin.clone(),
         kernel_release: b.kernel.release.clone(),
+        agent: b.agent.clone(),
         cmdline: b.cmdline.clone(),
         modules: b.modules.clone(),
         modules_added: b.modules_added.clone(),

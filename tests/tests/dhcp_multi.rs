@@ -18,8 +18,8 @@
 //! (N s since kernel start` line): `cargo test -p e2e-tests --test
 //! dhcp_multi -- --nocapture`.
 //!
-//! Needs the static agent (`./build.sh agent`) and the pinned packages
-//! (`./build.sh fetch`).
+//! Needs the pinned packages (`./build.sh fetch`); the agent is the one
+//! built into build-image.
 
 mod common;
 

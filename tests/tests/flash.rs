@@ -63,7 +63,7 @@ fn flash_onto_a_file_full_of_old_data() {
 /// The example appliance (recipes/hello.json: kernel, initramfs with the
 /// real guest agent, ESP) flashed onto a 1 GiB file full of 0xA5 boots from
 /// that file by UEFI and reaches its marker. Needs the pinned packages
-/// (`./build.sh fetch`) and the static agent (`./build.sh agent`).
+/// (`./build.sh fetch`); the agent is the one built into build-image.
 #[test]
 fn flashed_file_full_of_old_data_boots() {
     let t = tempfile::tempdir().unwrap();

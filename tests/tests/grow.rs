@@ -2,8 +2,8 @@
 //! disk, copied onto a 1 GiB "disk" (`truncate`), grows its last partition
 //! and root filesystem on the first boot, finds nothing to do on the
 //! second, and leaves a table `sgdisk -v` and a filesystem `e2fsck -fn` /
-//! `btrfs check` call clean. Needs the static agent (`./build.sh agent`) and
-//! the pinned packages (`./build.sh fetch`).
+//! `btrfs check` call clean. Needs the pinned packages (`./build.sh fetch`);
+//! the agent is the one built into build-image.
 
 mod common;
 

@@ -9,8 +9,8 @@
 //! and a public key; `hostfwd` to 10.0.2.77:80 reaches nginx. Then one BIOS
 //! boot of the image as built by `build-image boot`, which waits for the
 //! recipe's `smoke.expect`.
-//! Needs the static agent (`./build.sh agent`) and the pinned packages
-//! (`./build.sh fetch`).
+//! Needs the pinned packages (`./build.sh fetch`); the agent is the one
+//! built into build-image.
 
 mod common;
 

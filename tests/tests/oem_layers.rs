@@ -21,8 +21,8 @@
 //! The merge and the `oem.*` parser themselves are the `oem-rules` crate's,
 //! shared by the builder and the agent, and property-tested there.
 //!
-//! Needs the static agent (`./build.sh agent`) and the pinned packages
-//! (`./build.sh fetch`).
+//! Needs the pinned packages (`./build.sh fetch`); the agent is the one
+//! built into build-image.
 
 mod common;
 

@@ -305,7 +305,7 @@ fn oci_image_becomes_the_appliance() {
 }
 
 /// The container's entrypoint runs as the appliance under qemu with the real
-/// guest agent (`./build.sh agent`): its Env, WorkingDir and User apply.
+/// guest agent (built into build-image): its Env, WorkingDir and User apply.
 #[test]
 fn oci_entrypoint_boots_with_env_workdir_and_user() {
     let t = scratch();

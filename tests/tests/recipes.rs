@@ -1,7 +1,7 @@
 //! The example recipes users copy: each one is built and booted under TCG,
 //! by UEFI and by BIOS from the same raw file,
-//! with the real guest agent (`./build.sh agent`, which `./build.sh test`
-//! runs first) and the pinned packages (`./build.sh fetch`).
+//! with the real guest agent (the one built into build-image) and the
+//! pinned packages (`./build.sh fetch`).
 
 mod common;
 

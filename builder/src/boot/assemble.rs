@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
+use super::agent::{Agent, AgentRecord};
 use super::kernel::{Kernel, KernelError};
 use super::packages::{is_package_name, Packages};
 use crate::plan::Plan;
@@ -33,53 +34,8 @@ pub struct BootParts {
     pub modules_added: Vec<super::modules::Added>,
     /// One line per added or skipped module, for the progress output.
     pub module_log: Vec<String>,
-}
-
-/// Where the guest agent binary is: `explicit`, `$BUILD_IMAGE_AGENT`, the
-/// project's static build (`./build.sh agent`), or next to this executable.
-/// Only a statically linked binary is accepted: the initramfs has no
-/// dynamic loader, so anything else would fail as `/init` with ENOENT.
-pub fn find_agent(explicit: Option<&Path>, project: Option<&Path>) -> Result<PathBuf, Error> {
-    let mut tried = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("BUILD_IMAGE_AGENT") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(root) = project {
-        candidates.push(root.join("target/x86_64-unknown-linux-gnu/release/guest-agent"));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("guest-agent"));
-        }
-    }
-    for c in candidates {
-        if c.is_file() {
-            match dynamic_loader(&c) {
-                Some(interp) => tried.push(format!("{} (dynamically linked to {interp})", c.display())),
-                None => return Ok(c),
-            }
-        } else {
-            tried.push(c.display().to_string());
-        }
-    }
-    Err(Error::Other(format!(
-        "no statically linked guest agent found (looked at {}): run `./build.sh agent`, or pass --agent PATH",
-        tried.join(", ")
-    )))
-}
-
-/// The ELF interpreter a binary asks for, if any (None for static binaries
-/// and for scripts, which carry their own `#!` line).
-fn dynamic_loader(path: &Path) -> Option<String> {
-    use object::{Object, ObjectSection};
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let interp = file.section_by_name(".interp")?.data().ok()?;
-    Some(String::from_utf8_lossy(interp).trim_end_matches('\0').to_string())
+    /// The guest agent that went in as `/init`.
+    pub agent: AgentRecord,
 }
 
 fn file_inode(mode: u32, epoch: i64, content: Content) -> Inode {
@@ -134,7 +90,7 @@ pub fn assemble(
     oci: &BTreeMap<String, ImageConfig>,
     oem: Option<&crate::oem::Rendered>,
     plan: &Plan,
-    agent: &Path,
+    agent: &Agent,
     out_dir: &Path,
 ) -> Result<BootParts, Error> {
     let recipe = &loaded.recipe;
@@ -177,7 +133,8 @@ pub fn assemble(
         Some(i) => trees[&i.tree].clone(),
         None => Tree::new(epoch),
     };
-    let agent_content = Content::host(agent).map_err(|e| Error::io(format!("reading the guest agent {}", agent.display()), e))?;
+    let agent_content = agent.content()?;
+    let agent_record = agent.record()?;
     let ins = |tree: &mut Tree, path: &str, inode: Inode| {
         tree.insert(path.as_bytes(), inode).map_err(|e| Error::Other(format!("initramfs: {e}")))
     };
@@ -274,7 +231,7 @@ pub fn assemble(
     }
     let modules = order.iter().map(|m| m.name.clone()).collect();
     let module_log = choice.log_lines(&kernel.origin);
-    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules, modules_added: choice.added(), module_log })
+    Ok(BootParts { kernel, cmdline, initramfs, uki, esp_files, modules, modules_added: choice.added(), module_log, agent: agent_record })
 }
 
 /// A content reference to a finished temp file.

@@ -141,6 +141,9 @@ pub struct BootInfo {
     pub firmware: Vec<crate::recipe::Firmware>,
     pub kernel: String,
     pub kernel_release: String,
+    /// The guest agent in the initramfs (`/init`): embedded or an override,
+    /// its version and sha256.
+    pub agent: crate::boot::agent::AgentRecord,
     pub cmdline: String,
     /// Every module in the initramfs, in load order (dependencies first).
     pub modules: Vec<String>,
