@@ -81,7 +81,7 @@ fn bad_boot_inputs_fail_cleanly() {
         r.to_string()
     };
     let cases: Vec<(&str, String, Option<&Path>, &str)> = vec![
-        ("kernel not fetched", with(&|_| {}), Some(&empty_cache), "./build.sh fetch"),
+        ("kernel not fetched", with(&|_| {}), Some(&empty_cache), "run `build-image fetch`"),
         (
             "module not in the package",
             with(&|r| r["kernel"]["modules"] = serde_json::json!(["virtio_blk", "no_such_module"])),
