@@ -438,8 +438,10 @@ fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Opti
 /// The whole cloud step. `root` is where resolv.conf goes: `/` in appliance
 /// mode, `/sysroot` before a root switch. `cfg` is the effective OEM
 /// configuration (layers 00–40); what the cloud says is merged over it as
-/// layer 50.
-pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
+/// layer 50. Returns what the network step configured and from which
+/// source, for the hand-over to the root's networkd; `None` when nothing
+/// was.
+pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'static str)> {
     let t = Instant::now();
     let (oem, warnings) = Oem::from_value(cfg.config());
     for w in warnings {
@@ -447,18 +449,21 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
     }
     if cloud_disabled(&oem) {
         log!("cloud: disabled (agent.cloud=off or oem.json \"cloud\": false)");
-        return;
+        return None;
     }
     let mut nl = match Rtnl::open() {
         Ok(n) => n,
         Err(e) => {
             log!("cloud: FAILED to open rtnetlink: {e}; no network configuration");
-            return;
+            return None;
         }
     };
     net::apply::loopback_up(&mut nl);
     let mut meta: Option<MetaData> = None;
-    let mut applied: Option<(Applied, &str)> = None;
+    let mut applied: Option<(Applied, &'static str)> = None;
+    // The lease taken to reach the metadata service: what the network is
+    // when nothing later replaces it.
+    let mut bootstrap: Option<Applied> = None;
     // The cloud's network_data.json that was applied: layer 50's "network".
     let mut cloud_net: Option<String> = None;
     let mut leased: Vec<String> = Vec::new();
@@ -516,6 +521,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
             Ok(a) => {
                 log!("cloud: DHCP for the metadata service: {}", a.summary.join("; "));
                 leased = a.dhcp.clone();
+                bootstrap = Some(a.clone());
                 let base = "/openstack/latest";
                 if meta.is_none() {
                     match metadata_get(&format!("{base}/meta_data.json")) {
@@ -610,6 +616,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
         cfg.layers.push("50-metadata", serde_json::Value::Object(l50));
         cfg.write();
     }
+    applied.or_else(|| bootstrap.map(|a| (a, "DHCP")))
 }
 
 /// Hostname and SSH keys from the effective OEM configuration (after layer
