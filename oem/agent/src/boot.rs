@@ -654,11 +654,22 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) ->
         return Err(fail(format_args!("checking the root's init {init}"), format_args!("no executable {init} on {}", dev.display())));
     }
     // Cloud configuration (network; hostname and keys into the root).
-    crate::cloud::run(Path::new(SYSROOT), oem);
+    let configured = crate::cloud::run(Path::new(SYSROOT), oem);
     crate::cloud::apply_identity(Path::new(SYSROOT), oem);
+    let keep_leases = oem.config().get("keep_leases").and_then(|v| v.as_bool()) == Some(true);
+    // The network as .network files for the root's systemd-networkd, in
+    // /run, which moves into the root below.
+    let handover = configured.map(|(a, from)| crate::net::networkd::Handover {
+        source: from.to_string(),
+        links: a.links,
+        dns: a.static_dns,
+        domains: Vec::new(),
+        keep_leases,
+    });
+    crate::net::networkd::run(Path::new(SYSROOT), handover.as_ref());
     // DHCP leases: kept by a child process (`keep_leases`), or handed over
     // to the root's own client (logs when the addresses expire).
-    if oem.config().get("keep_leases").and_then(|v| v.as_bool()) == Some(true) {
+    if keep_leases {
         crate::net::lease::keep_after_switch();
     } else {
         crate::net::lease::handover();

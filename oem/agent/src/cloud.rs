@@ -375,30 +375,78 @@ fn set_hostname(root: &Path, name: &str) {
     }
 }
 
-fn install_keys(root: &Path, user: &str, keys: &[String]) {
-    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    let (uid, gid, home) =
-        passwd_lookup(&passwd, user).unwrap_or_else(
-            || {
-                if user == "root" {
-                    (0, 0, "/root".into())
-                } else {
-                    (0, 0, format!("/home/{user}"))
-                }
-            },
-        );
-    let dir = root.join(home.trim_start_matches('/')).join(".ssh");
-    let file = dir.join("authorized_keys");
-    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
-    let r = fs::create_dir_all(&dir)
-        .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
-        .and_then(|_| write_file(&file, &text, 0o600))
-        .and_then(|_| chown(&dir, Some(uid), Some(gid)))
-        .and_then(|_| chown(&file, Some(uid), Some(gid)));
-    match r {
-        Ok(()) => log!("cloud: {} SSH key(s) for {user} in {} (uid {uid})", keys.len(), file.display()),
-        Err(e) => log!("cloud: installing SSH keys in {} failed: {e}", file.display()),
+/// Install `keys` as `~USER/.ssh/authorized_keys` under `root` (the file
+/// is replaced). USER's uid, gid and home come from `root`'s `/etc/passwd`:
+///
+/// * USER is there: a missing home is made (0700, USER's), `.ssh` is made
+///   or fixed (0700, USER's), the file is 0600 and USER's, as sshd's
+///   `StrictModes` wants and so that sshd, reading it as USER, can;
+/// * the root has a passwd without USER: nothing is written (the agent
+///   does not create users: the recipe or Ignition does; a root-owned
+///   `/home/USER` would only be in the way and sshd could not read it);
+/// * the root has no passwd at all (a busybox initramfs appliance):
+///   `/root` for root, else `/home/USER`, owned by uid 0, as before.
+///
+/// A key with a control character (a newline would make it two lines) is
+/// left out. Returns what was done, for the log, or why nothing was.
+pub fn install_keys(root: &Path, user: &str, keys: &[String]) -> Result<String, String> {
+    let passwd_path = root.join("etc/passwd");
+    let passwd = match fs::read_to_string(&passwd_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", passwd_path.display())),
+    };
+    let (uid, gid, home, known) = match (passwd.as_deref().and_then(|p| passwd_lookup(p, user)), &passwd) {
+        (Some((u, g, h)), _) => (u, g, h, true),
+        (None, _) if user == "root" => (0, 0, "/root".to_string(), false),
+        (None, Some(_)) => {
+            return Err(format!(
+                "user {user} is not in {}: the agent does not create users (the recipe or Ignition does); no keys installed",
+                passwd_path.display()
+            ))
+        }
+        (None, None) => (0, 0, format!("/home/{user}"), false),
+    };
+    let mut lines = String::new();
+    let mut skipped = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        if k.chars().any(char::is_control) {
+            skipped.push(i);
+        } else {
+            lines.push_str(k);
+            lines.push('\n');
+        }
     }
+    if !skipped.is_empty() {
+        log!("cloud: ssh_authorized_keys {skipped:?} contain control characters (a newline?): left out");
+    }
+    let home_dir = root.join(home.trim_start_matches('/'));
+    let dir = home_dir.join(".ssh");
+    let file = dir.join("authorized_keys");
+    let io_err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
+    let mut made_home = false;
+    if known && !home_dir.exists() {
+        if let Some(parent) = home_dir.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
+        }
+        fs::create_dir(&home_dir)
+            .and_then(|_| fs::set_permissions(&home_dir, fs::Permissions::from_mode(0o700)))
+            .and_then(|_| chown(&home_dir, Some(uid), Some(gid)))
+            .map_err(|e| io_err("creating the home", &home_dir, e))?;
+        made_home = true;
+    }
+    fs::create_dir_all(&dir)
+        .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
+        .and_then(|_| chown(&dir, Some(uid), Some(gid)))
+        .map_err(|e| io_err("creating", &dir, e))?;
+    write_file(&file, &lines, 0o600).and_then(|_| chown(&file, Some(uid), Some(gid))).map_err(|e| io_err("writing", &file, e))?;
+    Ok(format!(
+        "{} SSH key(s) for {user} in {} (uid {uid}, gid {gid}{}{})",
+        keys.len() - skipped.len(),
+        file.display(),
+        if known { "" } else { ", no passwd entry" },
+        if made_home { ", home made" } else { "" }
+    ))
 }
 
 /// Try one network_data source: expand `"link": "*"`, parse and apply,
@@ -438,8 +486,10 @@ fn try_network(nl: &mut Rtnl, what: &str, json: &str, leased: &[String]) -> Opti
 /// The whole cloud step. `root` is where resolv.conf goes: `/` in appliance
 /// mode, `/sysroot` before a root switch. `cfg` is the effective OEM
 /// configuration (layers 00–40); what the cloud says is merged over it as
-/// layer 50.
-pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
+/// layer 50. Returns what the network step configured and from which
+/// source, for the hand-over to the root's networkd; `None` when nothing
+/// was.
+pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'static str)> {
     let t = Instant::now();
     let (oem, warnings) = Oem::from_value(cfg.config());
     for w in warnings {
@@ -447,18 +497,21 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
     }
     if cloud_disabled(&oem) {
         log!("cloud: disabled (agent.cloud=off or oem.json \"cloud\": false)");
-        return;
+        return None;
     }
     let mut nl = match Rtnl::open() {
         Ok(n) => n,
         Err(e) => {
             log!("cloud: FAILED to open rtnetlink: {e}; no network configuration");
-            return;
+            return None;
         }
     };
     net::apply::loopback_up(&mut nl);
     let mut meta: Option<MetaData> = None;
-    let mut applied: Option<(Applied, &str)> = None;
+    let mut applied: Option<(Applied, &'static str)> = None;
+    // The lease taken to reach the metadata service: what the network is
+    // when nothing later replaces it.
+    let mut bootstrap: Option<Applied> = None;
     // The cloud's network_data.json that was applied: layer 50's "network".
     let mut cloud_net: Option<String> = None;
     let mut leased: Vec<String> = Vec::new();
@@ -516,6 +569,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
             Ok(a) => {
                 log!("cloud: DHCP for the metadata service: {}", a.summary.join("; "));
                 leased = a.dhcp.clone();
+                bootstrap = Some(a.clone());
                 let base = "/openstack/latest";
                 if meta.is_none() {
                     match metadata_get(&format!("{base}/meta_data.json")) {
@@ -610,6 +664,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) {
         cfg.layers.push("50-metadata", serde_json::Value::Object(l50));
         cfg.write();
     }
+    applied.or_else(|| bootstrap.map(|a| (a, "DHCP")))
 }
 
 /// Hostname and SSH keys from the effective OEM configuration (after layer
@@ -638,7 +693,10 @@ pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
     if !keys.is_empty() {
         let (oem, _) = Oem::from_value(c);
         log!("oem: {} SSH key(s) (from {})", keys.len(), by("ssh_authorized_keys"));
-        install_keys(root, oem.user.as_deref().unwrap_or("root"), &keys);
+        match install_keys(root, oem.user.as_deref().unwrap_or("root"), &keys) {
+            Ok(what) => log!("cloud: {what}"),
+            Err(e) => log!("cloud: SSH keys not installed: {e}"),
+        }
     }
 }
 
@@ -696,6 +754,79 @@ mod tests {
         assert_eq!(passwd_lookup(pw, "admin"), Some((1000, 1001, "/home/admin".into())));
         assert_eq!(passwd_lookup(pw, "root"), Some((0, 0, "/root".into())));
         assert_eq!(passwd_lookup(pw, "nobody"), None);
+    }
+
+    /// (mode & 0o7777, uid, gid) of a path.
+    fn owner_mode(p: &Path) -> (u32, u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    }
+
+    #[test]
+    fn keys_go_to_the_users_home_with_its_ids_and_sshds_modes() {
+        // As root the files are given to 1000:1001; otherwise (chown to
+        // another uid needs root) to the test's own ids.
+        let (uid, gid) = if rustix::process::getuid().is_root() {
+            (1000, 1001)
+        } else {
+            (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw())
+        };
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("home/core/.ssh")).unwrap();
+        fs::set_permissions(root.join("home/core/.ssh"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(
+            root.join("etc/passwd"),
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\ncore:x:{uid}:{gid}:Core:/home/core:/bin/bash\nfresh:x:{uid}:{gid}::/home/fresh:/bin/sh\n"
+            ),
+        )
+        .unwrap();
+        let keys = vec![
+            "ssh-ed25519 AAAA a@x".to_string(),
+            "ssh-ed25519 BBBB b@x\ncommand=\"evil\" ssh-rsa CCCC".to_string(),
+            "ssh-rsa DDDD d@x".to_string(),
+        ];
+        let what = install_keys(root, "core", &keys).unwrap();
+        assert!(what.starts_with("2 SSH key(s) for core in ") && what.ends_with(&format!("(uid {uid}, gid {gid})")), "{what}");
+        let file = root.join("home/core/.ssh/authorized_keys");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA a@x\nssh-rsa DDDD d@x\n", "the key with a newline is left out");
+        assert_eq!(owner_mode(&file), (0o600, uid, gid));
+        assert_eq!(owner_mode(&root.join("home/core/.ssh")), (0o700, uid, gid), "an existing .ssh is fixed");
+        // Written again: replaced, not appended.
+        install_keys(root, "core", &keys[..1]).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA a@x\n");
+
+        // A user whose home does not exist yet: made, the user's, 0700.
+        let what = install_keys(root, "fresh", &keys[..1]).unwrap();
+        assert!(what.contains("home made"), "{what}");
+        assert_eq!(owner_mode(&root.join("home/fresh")), (0o700, uid, gid));
+        assert_eq!(owner_mode(&root.join("home/fresh/.ssh/authorized_keys")), (0o600, uid, gid));
+
+        // root: /root, uid 0 (only checked as root).
+        if uid == 1000 {
+            install_keys(root, "root", &keys[..1]).unwrap();
+            assert_eq!(owner_mode(&root.join("root/.ssh/authorized_keys")), (0o600, 0, 0));
+        }
+
+        // A user the root does not have: nothing written, the reason given.
+        let e = install_keys(root, "admin", &keys).unwrap_err();
+        assert!(e.contains("user admin is not in") && e.contains("does not create users"), "{e}");
+        assert!(!root.join("home/admin").exists());
+    }
+
+    #[test]
+    fn keys_without_a_passwd_go_where_they_always_did() {
+        // A busybox initramfs appliance has no /etc/passwd.
+        let t = tempfile::tempdir().unwrap();
+        let what = install_keys(t.path(), "core", &["ssh-ed25519 AAAA a@x".to_string()]).unwrap();
+        assert!(what.contains("no passwd entry"), "{what}");
+        assert_eq!(fs::read_to_string(t.path().join("home/core/.ssh/authorized_keys")).unwrap(), "ssh-ed25519 AAAA a@x\n");
+        install_keys(t.path(), "root", &["ssh-ed25519 AAAA a@x".to_string()]).unwrap();
+        assert_eq!(owner_mode(&t.path().join("root/.ssh")).0, 0o700);
+        assert_eq!(owner_mode(&t.path().join("root/.ssh/authorized_keys")).0, 0o600);
     }
 
     #[test]

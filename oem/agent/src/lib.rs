@@ -62,6 +62,12 @@
 //!    hostname; SSH keys; `user_data`. In appliance mode
 //!    the DHCP leases are then kept by a thread each ([`net::lease`]).
 //!
+//! 8. **Hands the network over** (root mode, [`net::networkd`]): when the
+//!    root has systemd-networkd, what the agent configured is written as
+//!    `/run/systemd/network/10-agent-<ifname>.network` files (static
+//!    addresses, routes, DNS, MTU; DHCP links keep the agent's lease), and
+//!    `/run` moves into the root with them.
+//!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
 //! (through `rustix`, no libc wrappers needed except `kill(-1, …)`), and

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::discover::{Discovery, Outcome};
 use super::lease::{self, Clock};
 use super::netlink::Rtnl;
+use super::networkd::{Dhcp4, Link};
 use super::{dhcp, mac_text, parse_mac, v4_prefix, NetConfig, NetKind};
 use crate::log;
 
@@ -69,6 +70,21 @@ pub struct Applied {
     pub dns: Vec<IpAddr>,
     /// Interfaces that hold a DHCP lease.
     pub dhcp: Vec<String>,
+    /// What each interface got, in link order, for the hand-over to the
+    /// root's networkd ([`super::networkd`]).
+    pub links: Vec<Link>,
+    /// The configuration's own name servers (without the leases').
+    pub static_dns: Vec<IpAddr>,
+}
+
+/// A held lease as the hand-over describes it.
+pub fn dhcp4_of(h: &lease::Held, lease_mtu_applied: bool) -> Dhcp4 {
+    Dhcp4 {
+        address: h.reply.yiaddr,
+        prefix: h.prefix,
+        router_used: h.owns_default_route,
+        lease_mtu: h.reply.mtu.filter(|&m| lease_mtu_applied && m >= 576),
+    }
 }
 
 /// Bring `lo` up (the kernel adds 127.0.0.1/8 and ::1 itself).
@@ -82,11 +98,12 @@ pub fn loopback_up(nl: &mut Rtnl) {
 
 /// DHCP on one interface: up, lease, address (with the lease as its
 /// lifetime), default route; the lease is recorded for renewal
-/// ([`lease::held`]). Returns the summary line and the DNS servers.
+/// ([`lease::held`]). Returns the summary line, the DNS servers and the
+/// lease as the hand-over describes it.
 /// `default_route`: whether the machine has a default route already (then
 /// the lease's router does not replace it: with DHCP on several NICs the
 /// first one's stays); set when this lease adds one.
-pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
+pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let o = Discovery::start(i, DHCP_TIMEOUT).wait();
     take_lease(nl, i, o, mtu, default_route)
@@ -95,7 +112,13 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut b
 /// Configure what a [`Discovery`] found on `i` (see [`dhcp_on`]). The
 /// address lifetime is what is left of the lease now: the exchange may
 /// have finished a while ago, while earlier NICs' were awaited.
-fn take_lease(nl: &mut Rtnl, i: &Iface, o: Outcome, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>), String> {
+fn take_lease(
+    nl: &mut Rtnl,
+    i: &Iface,
+    o: Outcome,
+    mtu: Option<u32>,
+    default_route: &mut bool,
+) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
     let reply = o.result?;
     let now = lease::BootClock.now();
     let secs =
@@ -105,8 +128,10 @@ fn take_lease(nl: &mut Rtnl, i: &Iface, o: Outcome, mtu: Option<u32>, default_ro
     line.push_str(&format!(" ({} ms)", o.took.as_millis()));
     let dns = reply.dns.iter().copied().map(IpAddr::V4).collect();
     let owns_default_route = !had_default && *default_route;
-    lease::held(lease::Held { iface: i.clone(), reply, start: o.start, prefix, owns_default_route });
-    Ok((line, dns))
+    let held = lease::Held { iface: i.clone(), reply, start: o.start, prefix, owns_default_route };
+    let d = dhcp4_of(&held, mtu.is_none());
+    lease::held(held);
+    Ok((line, dns, d))
 }
 
 /// Put a lease on the interface: the address valid for `secs` (`u32::MAX`:
@@ -155,8 +180,9 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
 /// DHCP on the first Ethernet interface.
 pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
     let i = ether_interfaces(Duration::from_secs(2)).into_iter().next().ok_or("no Ethernet interface")?;
-    let (line, dns) = dhcp_on(nl, &i, None, &mut false)?;
-    Ok(Applied { summary: vec![line], dns, dhcp: vec![i.name] })
+    let (line, dns, d) = dhcp_on(nl, &i, None, &mut false)?;
+    let link = Link { name: i.name.clone(), mac: i.mac, dhcp4: Some(d), ..Link::default() };
+    Ok(Applied { summary: vec![line], dns, dhcp: vec![i.name], links: vec![link], static_dns: Vec::new() })
 }
 
 /// Apply `cfg`. Interfaces in `leased` already hold a DHCP lease: an
@@ -186,7 +212,11 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
         };
         matched.push(i);
     }
-    let mut out = Applied { dns: cfg.dns.clone(), ..Applied::default() };
+    let mut out = Applied { dns: cfg.dns.clone(), static_dns: cfg.dns.clone(), ..Applied::default() };
+    // What each configured link got, for the hand-over: filled in as its
+    // networks succeed (a link none of whose networks did gets no entry).
+    let mut got: Vec<Option<Link>> = vec![None; cfg.links.len()];
+    let new_link = |k: usize| Link { name: matched[k].name.clone(), mac: matched[k].mac, mtu: cfg.links[k].mtu, ..Link::default() };
     // A kept lease brought its default route.
     let mut default_route = !leased.is_empty();
     for (l, i) in cfg.links.iter().zip(&matched) {
@@ -233,11 +263,19 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                 }
                 log!("net: {}: {line}", n.id);
                 out.summary.push(line);
+                let l = got[n.link].get_or_insert_with(|| new_link(n.link));
+                l.addresses.push((*addr, *prefix));
+                l.routes.extend(routes.iter().cloned());
             }
             NetKind::Dhcp4 if leased.contains(&i.name) => {
                 log!("net: {}: {} already holds a DHCP lease", n.id, i.name);
                 out.summary.push(format!("{} DHCP (kept)", i.name));
                 out.dhcp.push(i.name.clone());
+                // The bootstrap lease (DHCP for the metadata service) was
+                // taken without a configured MTU.
+                if let Some(h) = lease::held_on(&i.name) {
+                    got[n.link].get_or_insert_with(|| new_link(n.link)).dhcp4 = Some(dhcp4_of(&h, true));
+                }
             }
             NetKind::Dhcp4 => {
                 let Some(d) = discovery.take() else {
@@ -245,7 +283,7 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                     continue;
                 };
                 let mtu = cfg.links[n.link].mtu;
-                let (line, dns) = match take_lease(nl, i, d.wait(), mtu, &mut default_route) {
+                let (line, dns, lease) = match take_lease(nl, i, d.wait(), mtu, &mut default_route) {
                     Ok(x) => x,
                     Err(e) if n.optional => {
                         log!("net: {}: DHCP on {} failed, skipped (optional): {e}", n.id, i.name);
@@ -261,6 +299,7 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                 }
                 out.summary.push(line);
                 out.dhcp.push(i.name.clone());
+                got[n.link].get_or_insert_with(|| new_link(n.link)).dhcp4 = Some(lease);
             }
             NetKind::Slaac | NetKind::Dhcp6 => {
                 if n.kind == NetKind::Dhcp6 {
@@ -272,9 +311,11 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                 let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{}/autoconf", i.name), "1");
                 log!("net: {}: {} IPv6 by SLAAC (kernel)", n.id, i.name);
                 out.summary.push(format!("{} SLAAC", i.name));
+                got[n.link].get_or_insert_with(|| new_link(n.link)).ipv6_ra = true;
             }
         }
     }
+    out.links = got.into_iter().flatten().collect();
     Ok(out)
 }
 

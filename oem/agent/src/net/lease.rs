@@ -372,6 +372,11 @@ pub fn held(h: Held) {
     v.push(h);
 }
 
+/// The lease the agent holds on the interface `name`, if any.
+pub fn held_on(name: &str) -> Option<Held> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|h| h.iface.name == name).cloned()
+}
+
 /// The address lifetime for a lease of `remaining` (kernel `valid_lft`,
 /// seconds; `u32::MAX` is forever).
 pub fn lifetime_secs(remaining: Duration) -> u32 {

@@ -6,7 +6,8 @@
 //! is applied, so bad metadata is refused as a whole with the reason and the
 //! caller moves on to its next source. [`apply`] then does it over rtnetlink
 //! ([`netlink`]), with [`dhcp`] for `ipv4_dhcp` networks (on all the NICs
-//! that need it at once: [`discover`]) and [`lease`] to keep their leases.
+//! that need it at once: [`discover`]) and [`lease`] to keep their leases;
+//! [`networkd`] hands what was configured over to a root's systemd-networkd.
 
 pub mod apply;
 pub mod dhcp;
@@ -14,6 +15,7 @@ pub mod discover;
 pub mod every;
 pub mod lease;
 pub mod netlink;
+pub mod networkd;
 
 pub use apply::{apply, dhcp_first_link, Applied};
 
