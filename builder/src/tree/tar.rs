@@ -258,7 +258,7 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
     if whiteouts == Whiteouts::Apply {
         apply_whiteouts(tree, ar, &base)?;
     }
-    let mut raw_pax: Option<BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>>> = None;
+    let mut raw_pax: Option<BTreeMap<u64, PaxRecords>> = None;
     let mut reader = ar.reader();
     let mut t = tar::Archive::new(&mut reader);
     let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
@@ -267,7 +267,7 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
         // The entry's pax records, each whole: from the tar crate when it
         // parsed them all, else from the raw header (a value had a newline,
         // and the crate may then have taken the header's name as well).
-        let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut records: PaxRecords = Vec::new();
         let mut reparse = false;
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts {
@@ -368,10 +368,13 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
     Ok(())
 }
 
+/// Pax records, (key, value), in order.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Split pax extended-header data into its records, by their length
 /// prefixes (`LEN KEY=VALUE\n`, LEN counting the whole record): values may
 /// contain newlines. Stops at the first malformed record.
-pub fn pax_records(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn pax_records(data: &[u8]) -> PaxRecords {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -391,7 +394,7 @@ pub fn pax_records(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// Every local pax header of the archive, parsed by [`pax_records`], by the
 /// header position of the entry it describes (GNU long-name entries between
 /// them skipped). For the entries whose records the tar crate cannot split.
-fn raw_pax_headers(ar: &Archive) -> BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>> {
+fn raw_pax_headers(ar: &Archive) -> BTreeMap<u64, PaxRecords> {
     let mut map = BTreeMap::new();
     let mut reader = ar.reader();
     let mut t = tar::Archive::new(&mut reader);
