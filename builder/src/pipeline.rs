@@ -362,8 +362,8 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     oci.insert(name.clone(), config);
                 }
                 Layer::Debian(l) => {
-                    let used =
-                        crate::debian::apply(&mut tree, l, loaded, spool_dir).map_err(|source| Error::Debian { at: at.clone(), source: Box::new(source) })?;
+                    let used = crate::debian::apply(&mut tree, l, loaded, spool_dir)
+                        .map_err(|source| Error::Debian { at: at.clone(), source: Box::new(source) })?;
                     for (name, sha256) in used {
                         inputs.push(Input { layer: at.clone(), kind: "deb".into(), path: name, sha256 });
                     }
