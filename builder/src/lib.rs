@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod cloud;
+pub mod debian;
 pub mod disk;
 pub mod files;
 pub mod flash;
@@ -37,6 +38,13 @@ pub enum Error {
         at: String,
         #[source]
         source: tree::LayerError,
+    },
+    #[error("{at}")]
+    Debian {
+        /// JSON path of the `debian` layer, e.g. `trees.root[0]`.
+        at: String,
+        #[source]
+        source: Box<debian::DebianError>,
     },
     #[error(transparent)]
     Plan(#[from] plan::PlanError),

@@ -118,6 +118,14 @@ enum Command {
         /// A `{"deb": "NAME"}` layer then unpacks the whole set.
         #[arg(long, value_name = "NAME")]
         add: Vec<String>,
+        /// Pin a Debian root set: these packages (comma-separated, as a
+        /// `{"debian": {"packages": [...]}}` layer lists them) together with
+        /// Debian's base (Essential and Priority: required packages, apt,
+        /// usr-is-merged), resolved jointly by apt on an empty system, then
+        /// fetch. Repeatable. A `debian` layer with exactly these names
+        /// installs that set; --update-lock resolves each set anew.
+        #[arg(long, value_name = "NAME,NAME,...")]
+        add_root: Vec<String>,
         /// Folder to look for the lock from (it and the folders above it);
         /// without one there, the lock is created as DIR/packages.lock.
         #[arg(long, default_value = ".", value_name = "DIR")]
@@ -272,10 +280,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("\nbuild-image: `{}` after {:.1} s ({:?}; log {})", r.marker, r.seconds, r.accel, r.log.display());
         }
         Command::Schema => print!("{}", build_image::recipe::schema_json()),
-        Command::Fetch { update_lock, add, project, snapshot } => {
+        Command::Fetch { update_lock, add, add_root, project, snapshot } => {
             use build_image::boot::packages;
             let lock = packages::find_lock(&project).unwrap_or_else(|| project.join(packages::LOCK_NAMES[0]));
-            let opts = packages::FetchOptions { update_lock, add, snapshot };
+            let add_roots = add_root.iter().map(|r| packages::root_names(r)).collect();
+            let opts = packages::FetchOptions { update_lock, add, add_roots, snapshot };
             for line in packages::fetch(&lock, &packages::cache_dir(), &opts)? {
                 if !cli.quiet || !line.starts_with("ok ") {
                     eprintln!("{line}");

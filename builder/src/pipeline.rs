@@ -84,6 +84,9 @@ struct Pending {
 pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Error> {
     let progress = Progress::new(opts.progress);
     let loaded = crate::recipe::load(recipe_path, opts.env_epoch)?;
+    // What can be known before writing anything: a Debian root's set is
+    // pinned, and this machine can install it.
+    crate::debian::check(&loaded)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(format!("creating the output folder {}", opts.out_dir.display()), e))?;
     let mut trees = resolve_trees(&loaded, &opts.out_dir, &progress)?;
     let pending_dirs = std::mem::take(&mut trees.pending_dirs);
@@ -361,6 +364,13 @@ pub fn resolve_trees(loaded: &Loaded, spool_dir: &Path, progress: &Progress) -> 
                     inputs.push(Input::file(&at, "oci", &l.oci, &host(&l.oci)).map_err(wrap)?);
                     let config = crate::tree::oci::apply_oci(&mut tree, &host(&l.oci), &l.to, spool_dir).map_err(wrap)?;
                     oci.insert(name.clone(), config);
+                }
+                Layer::Debian(l) => {
+                    let used = crate::debian::apply(&mut tree, l, loaded, spool_dir)
+                        .map_err(|source| Error::Debian { at: at.clone(), source: Box::new(source) })?;
+                    for (name, sha256) in used {
+                        inputs.push(Input { layer: at.clone(), kind: "deb".into(), path: name, sha256 });
+                    }
                 }
                 Layer::File(l) => {
                     if let Some(src) = &l.source {

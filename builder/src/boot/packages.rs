@@ -40,6 +40,20 @@
 //! language (alternatives, virtual packages, version ranges) is apt's to
 //! interpret, and the lock only records its answer. `fetch` (or `fetch
 //! --add`) without a lock creates one, pinning the default packages.
+//!
+//! **Debian root sets.** A `debian` layer installs a whole Debian system:
+//! its packages plus Debian's base (what `mmdebstrap --variant=required`
+//! installs: `?essential`, `?priority(required)`, `apt`, and
+//! `usr-is-merged` for a merged /usr). `fetch --add-root A,B,…` resolves
+//! that whole set *jointly*, with one `apt-get -s install` on an empty dpkg
+//! status ([`ROOT_BASE`] plus the names), pins every package of the answer
+//! in `packages` (with the archive's `priority` and `essential`, which a
+//! package's own control file does not always agree with) and records the
+//! set under `roots`, keyed by [`root_key`] (the requested names, sorted,
+//! comma-separated): `"roots": {"openssh-server,sudo,systemd-sysv":
+//! ["adduser", "apt", …]}`. A build installs exactly that list.
+//! `--update-lock` resolves every recorded set anew. Locks without `roots`
+//! read as before, and a lock without root sets is written as before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +107,14 @@ pub enum PackageError {
     Apt { what: String, msg: String },
     #[error("{lock}: package `{name}` depends on `{dep}`, which is not locked: run `build-image fetch --add {root}` to pin it with its dependencies")]
     DependencyNotLocked { lock: PathBuf, name: String, dep: String, root: String },
+    #[error("the Debian package set [{}] is not pinned in {lock}: run `build-image fetch --add-root {}{}` to resolve and pin it (with Debian's base) into the lock", key.replace(',', ", "), add_root_arg(key), lock_arg(lock))]
+    RootNotLocked { key: String, lock: PathBuf },
+    #[error(
+        "{lock}: root set `{key}` lists `{name}`, which is not locked: run `build-image fetch --add-root {}{}` to pin it again",
+        add_root_arg(key),
+        lock_arg(lock)
+    )]
+    RootMemberNotLocked { key: String, name: String, lock: PathBuf },
 }
 
 /// One pinned package.
@@ -111,6 +133,18 @@ pub struct Locked {
     /// field of apt's record): where a snapshot archive has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// The archive's `Priority` (`required`, `important`, …), which may
+    /// differ from the one in the package's own control file: a `debian`
+    /// layer's package index carries this one, as Debian's archive does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// `Essential: yes` in the archive's record.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub essential: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Locked {
@@ -126,6 +160,39 @@ pub struct Lock {
     /// The Debian suite the versions come from.
     pub suite: String,
     pub packages: Vec<Locked>,
+    /// Debian root sets (`debian` layers): [`root_key`] of the requested
+    /// names → every package of the set as apt resolved it jointly with
+    /// Debian's base, sorted. Each is in `packages`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roots: BTreeMap<String, Vec<String>>,
+}
+
+/// What every Debian root installs besides the packages a `debian` layer
+/// names, as `apt-get install` arguments: what `mmdebstrap
+/// --variant=required` selects (Essential and Priority: required packages
+/// of the architecture, and apt), plus `usr-is-merged`, the package a
+/// merged /usr stands for (mmdebstrap's merged-usr hook makes the /usr
+/// merge itself; without it, apt would pick `usrmerge` and perl).
+pub const ROOT_BASE: [&str; 4] =
+    ["?narrow(?architecture(amd64),?essential)", "?narrow(?architecture(amd64),?priority(required))", "apt", "usr-is-merged"];
+
+/// The lock's key of a Debian root set: the requested names, sorted, each
+/// once, joined by `,` (what `fetch --add-root` takes back).
+pub fn root_key<S: AsRef<str>>(names: &[S]) -> String {
+    let set: std::collections::BTreeSet<&str> = names.iter().map(|n| n.as_ref().trim()).filter(|n| !n.is_empty()).collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// The names of a root key (the inverse of [`root_key`]), also how
+/// `fetch --add-root` reads its argument: split at commas and blanks.
+pub fn root_names(key: &str) -> Vec<String> {
+    let names: Vec<&str> = key.split([',', ' ', '\t', '\n']).filter(|n| !n.is_empty()).collect();
+    root_names_sorted(&names)
+}
+
+fn root_names_sorted(names: &[&str]) -> Vec<String> {
+    let set: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    set.into_iter().map(str::to_string).collect()
 }
 
 impl Lock {
@@ -140,6 +207,15 @@ impl Lock {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("lock serializes") + "\n"
+    }
+}
+
+/// The argument of `fetch --add-root` for a root key (`''` for the base alone).
+fn add_root_arg(key: &str) -> String {
+    if key.is_empty() {
+        "''".into()
+    } else {
+        key.to_string()
     }
 }
 
@@ -237,6 +313,24 @@ impl Packages {
         Ok(out)
     }
 
+    /// The packages of the Debian root set of `names` (any order), each
+    /// with its locked entry, sorted by name; an error naming the
+    /// `fetch --add-root` command when the set is not in the lock.
+    pub fn root_set<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<&Locked>, PackageError> {
+        let key = root_key(names);
+        let set =
+            self.lock.roots.get(&key).ok_or_else(|| PackageError::RootNotLocked { key: key.clone(), lock: self.lock_path.clone() })?;
+        set.iter()
+            .map(|n| {
+                self.lock.get(n).ok_or_else(|| PackageError::RootMemberNotLocked {
+                    key: key.clone(),
+                    name: n.clone(),
+                    lock: self.lock_path.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Path of the verified cached `.deb` for `name`.
     pub fn deb(&self, name: &str) -> Result<PathBuf, PackageError> {
         let p = self.entry(name)?;
@@ -330,14 +424,16 @@ fn candidate(name: &str) -> Result<Locked, PackageError> {
         sha256: get("SHA256")?,
         depends,
         filename: f.get("Filename").cloned(),
+        priority: None,
+        essential: false,
     })
 }
 
-/// What apt would install for `name` on an empty system, in apt's order:
-/// (name, version) from `apt-get -s` with an empty dpkg status and no
-/// Recommends.
-fn apt_install_set(name: &str) -> Result<Vec<(String, String)>, PackageError> {
-    let what = format!("apt-get -s install {name} (on an empty dpkg status)");
+/// What apt would install for `args` (names and patterns) on an empty
+/// system, in apt's order: (name, version) from `apt-get -s` with an empty
+/// dpkg status and no Recommends.
+fn apt_install_set(args: &[&str]) -> Result<Vec<(String, String)>, PackageError> {
+    let what = format!("apt-get -s install {} (on an empty dpkg status)", args.join(" "));
     let out = Command::new("apt-get")
         .args([
             "-s",
@@ -349,8 +445,8 @@ fn apt_install_set(name: &str) -> Result<Vec<(String, String)>, PackageError> {
             "-o",
             "APT::Install-Suggests=false",
             "install",
-            name,
         ])
+        .args(args)
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| PackageError::Apt { what: what.clone(), msg: e.to_string() })?;
@@ -410,7 +506,22 @@ fn resolve_edges(groups: &[Vec<String>], set: &BTreeMap<String, String>, provide
 /// `name` and what apt installs with it, each pinned to the version apt
 /// chose, with `depends` edges inside the set.
 pub fn resolve_closure(name: &str) -> Result<Vec<Locked>, PackageError> {
-    let set = apt_install_set(name)?;
+    pin_set(apt_install_set(&[name])?)
+}
+
+/// A Debian root set: `names` and Debian's base ([`ROOT_BASE`]), resolved
+/// together by one `apt-get -s install` on an empty dpkg status, each
+/// pinned to the version apt chose, with `depends` edges inside the set.
+pub fn resolve_root(names: &[String]) -> Result<Vec<Locked>, PackageError> {
+    let args: Vec<&str> = ROOT_BASE.iter().copied().chain(names.iter().map(String::as_str)).collect();
+    let mut set = pin_set(apt_install_set(&args)?)?;
+    set.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(set)
+}
+
+/// Pin what `apt-get -s` chose: each package's record (`apt-cache show
+/// NAME=VERSION`), with `depends` edges inside the set.
+fn pin_set(set: Vec<(String, String)>) -> Result<Vec<Locked>, PackageError> {
     let versions: BTreeMap<String, String> = set.iter().cloned().collect();
     let specs: Vec<String> = set.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut fields = BTreeMap::new();
@@ -441,6 +552,8 @@ pub fn resolve_closure(name: &str) -> Result<Vec<Locked>, PackageError> {
             sha256: get("SHA256")?,
             depends: resolve_edges(&groups, &versions, &provides, n),
             filename: f.get("Filename").cloned(),
+            priority: f.get("Priority").cloned(),
+            essential: f.get("Essential").is_some_and(|e| e == "yes"),
         });
     }
     Ok(out)
@@ -458,13 +571,15 @@ fn upsert(pkgs: &mut Vec<Locked>, new: Vec<Locked>) {
 }
 
 /// Locked packages that no other locked package depends on and that are
-/// not among the defaults: what `fetch --add` was asked for.
+/// not among the defaults or in a Debian root set: what `fetch --add` was
+/// asked for.
 fn added_roots(lock: &Lock) -> Vec<String> {
     let deps: std::collections::BTreeSet<&str> = lock.packages.iter().flat_map(|p| p.depends.iter().map(String::as_str)).collect();
+    let in_roots: std::collections::BTreeSet<&str> = lock.roots.values().flatten().map(String::as_str).collect();
     lock.packages
         .iter()
         .map(|p| p.name.as_str())
-        .filter(|n| !deps.contains(n) && !DEFAULT_PACKAGES.contains(n))
+        .filter(|n| !deps.contains(n) && !DEFAULT_PACKAGES.contains(n) && !in_roots.contains(n))
         .map(str::to_string)
         .collect()
 }
@@ -476,6 +591,9 @@ pub struct FetchOptions {
     pub update_lock: bool,
     /// Names to pin, with everything apt installs with them, before fetching.
     pub add: Vec<String>,
+    /// Debian root sets to pin (`--add-root`): each the names a `debian`
+    /// layer lists, resolved jointly with Debian's base.
+    pub add_roots: Vec<Vec<String>>,
     /// Root of a snapshot archive to try when apt's archive lacks a pinned
     /// version (default: `$BUILD_IMAGE_SNAPSHOT`).
     pub snapshot: Option<String>,
@@ -581,7 +699,7 @@ fn http_get(url: &str, dest: &Path) -> Result<(), String> {
 pub fn fetch(lock_path: &Path, cache: &Path, opts: &FetchOptions) -> Result<Vec<String>, PackageError> {
     let mut notes = Vec::new();
     let mut apt = Apt { refreshed: false };
-    if opts.update_lock || !opts.add.is_empty() || !lock_path.exists() {
+    if opts.update_lock || !opts.add.is_empty() || !opts.add_roots.is_empty() || !lock_path.exists() {
         write_lock(lock_path, opts, &mut apt, &mut notes)?;
     }
     let lock = Lock::read(lock_path)?;
@@ -654,7 +772,12 @@ fn write_lock(lock_path: &Path, opts: &FetchOptions, apt: &mut Apt, notes: &mut 
     let old = if lock_path.exists() { Some(Lock::read(lock_path)?) } else { None };
     // apt must know the names: on a machine whose lists were never
     // refreshed, it may not.
-    let probe = DEFAULT_PACKAGES.iter().map(|s| s.to_string()).chain(opts.add.iter().cloned()).collect::<Vec<_>>();
+    let probe = DEFAULT_PACKAGES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(opts.add.iter().cloned())
+        .chain(opts.add_roots.iter().flatten().cloned())
+        .collect::<Vec<_>>();
     if apt_show_many(&probe).is_err() {
         apt.refresh_once("apt does not know every package to pin", notes);
     }
@@ -683,7 +806,23 @@ fn write_lock(lock_path: &Path, opts: &FetchOptions, apt: &mut Apt, notes: &mut 
         notes.push(format!("pinned {r} with {} package(s)", closure.len()));
         upsert(&mut pkgs, closure);
     }
-    let lock = Lock { suite: old.map(|o| o.suite).unwrap_or_else(|| "bookworm".into()), packages: pkgs };
+    // Debian root sets: those recorded (re-resolved with --update-lock,
+    // else kept as they are) and the new ones.
+    let mut root_sets: BTreeMap<String, Vec<String>> = old.as_ref().map(|o| o.roots.clone()).unwrap_or_default();
+    let mut resolve: Vec<String> = if opts.update_lock { root_sets.keys().cloned().collect() } else { Vec::new() };
+    for names in &opts.add_roots {
+        let key = root_key(names);
+        if !resolve.contains(&key) {
+            resolve.push(key);
+        }
+    }
+    for key in resolve {
+        let set = resolve_root(&root_names(&key))?;
+        notes.push(format!("pinned the Debian root set [{key}] with {} package(s)", set.len()));
+        root_sets.insert(key, set.iter().map(|p| p.name.clone()).collect());
+        upsert(&mut pkgs, set);
+    }
+    let lock = Lock { suite: old.map(|o| o.suite).unwrap_or_else(|| "bookworm".into()), packages: pkgs, roots: root_sets };
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| PackageError::Write { path: dir.into(), source })?;
     }
@@ -710,6 +849,8 @@ mod tests {
             sha256: String::new(),
             depends: vec![],
             filename: None,
+            priority: None,
+            essential: false,
         };
         assert_eq!(p.file_name(), "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb");
         assert!(is_package_name("busybox-static"));
@@ -756,9 +897,15 @@ mod tests {
                 sha256: String::new(),
                 depends: d.iter().map(|s| s.to_string()).collect(),
                 filename: None,
+                priority: None,
+                essential: false,
             })
             .collect();
-        Packages { lock_path: "kernel/packages.lock".into(), lock: Lock { suite: "bookworm".into(), packages }, cache: "c".into() }
+        Packages {
+            lock_path: "kernel/packages.lock".into(),
+            lock: Lock { suite: "bookworm".into(), packages, roots: BTreeMap::new() },
+            cache: "c".into(),
+        }
     }
 
     #[test]
@@ -783,5 +930,78 @@ mod tests {
     fn roots_are_what_nothing_else_needs() {
         let p = lock_of(&[("busybox-static", &[]), ("app", &["lib"]), ("lib", &[]), ("tool", &[])]);
         assert_eq!(added_roots(&p.lock), ["app", "tool"]);
+    }
+
+    #[test]
+    fn root_keys_are_sorted_names_each_once() {
+        assert_eq!(root_key(&["sudo", "openssh-server", "sudo", " kmod"]), "kmod,openssh-server,sudo");
+        assert_eq!(root_key::<&str>(&[]), "");
+        assert_eq!(root_names("systemd-sysv, openssh-server,,sudo openssh-server"), ["openssh-server", "sudo", "systemd-sysv"]);
+        assert_eq!(root_key(&root_names("b,a")), "a,b");
+        assert!(root_names("").is_empty());
+    }
+
+    /// A lock written before root sets existed reads, and writes back the
+    /// same text: no new fields appear when there is nothing to put in them.
+    #[test]
+    fn old_locks_read_and_write_back_unchanged() {
+        let old = r#"{
+  "suite": "bookworm",
+  "packages": [
+    {
+      "name": "linux-image-cloud-amd64",
+      "version": "6.1.192-2",
+      "architecture": "amd64",
+      "sha256": "00",
+      "depends": [
+        "linux-image-6.1.0-56-cloud-amd64"
+      ]
+    },
+    {
+      "name": "libc6",
+      "version": "2.36-9+deb12u14",
+      "architecture": "amd64",
+      "sha256": "11",
+      "filename": "pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb"
+    }
+  ]
+}
+"#;
+        let lock: Lock = serde_json::from_str(old).unwrap();
+        assert!(lock.roots.is_empty() && lock.packages.iter().all(|p| p.priority.is_none() && !p.essential));
+        assert_eq!(lock.to_json(), old);
+        // The repository's own lock reads too.
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel/packages.lock");
+        Lock::read(&here).unwrap();
+    }
+
+    #[test]
+    fn root_sets_round_trip_and_resolve_to_locked_entries() {
+        let mut p = lock_of(&[("base-files", &[]), ("libc6", &[]), ("sudo", &["libc6"]), ("app", &["libc6"])]);
+        p.lock.packages[0].priority = Some("required".into());
+        p.lock.packages[0].essential = true;
+        p.lock.roots.insert("sudo".into(), vec!["base-files".into(), "libc6".into(), "sudo".into()]);
+        let text = p.lock.to_json();
+        assert!(text.contains(r#""priority": "required""#) && text.contains(r#""essential": true"#), "{text}");
+        assert!(text.contains(r#""roots": {"#) && text.contains(r#""sudo": ["#), "{text}");
+        let back: Lock = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.roots, p.lock.roots);
+        assert_eq!(back.packages, p.lock.packages);
+        // Any order and duplicates name the same set.
+        let set = p.root_set(&["sudo", "sudo"]).unwrap();
+        assert_eq!(set.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["base-files", "libc6", "sudo"]);
+        // A set that is not pinned names the command that pins it.
+        let e = p.root_set(&["systemd-sysv", "openssh-server"]).unwrap_err().to_string();
+        assert!(e.contains("[openssh-server, systemd-sysv] is not pinned in kernel/packages.lock"), "{e}");
+        assert!(e.contains("build-image fetch --add-root openssh-server,systemd-sysv`"), "{e}");
+        let e = p.root_set::<&str>(&[]).unwrap_err().to_string();
+        assert!(e.contains("fetch --add-root ''"), "{e}");
+        // A set naming a package that is not locked.
+        p.lock.roots.insert("gone".into(), vec!["gone".into()]);
+        let e = p.root_set(&["gone"]).unwrap_err().to_string();
+        assert!(e.contains("lists `gone`, which is not locked"), "{e}");
+        // Members of a root set are not `--add` roots (--update-lock
+        // resolves them with their set, not one by one).
+        assert_eq!(added_roots(&p.lock), ["app"]);
     }
 }

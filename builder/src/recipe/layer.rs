@@ -1,4 +1,5 @@
-//! Tree layers: `dir`, `tar`, `deb`, `file`, `mkdir`, `symlink`, `remove`.
+//! Tree layers: `dir`, `tar`, `deb`, `oci`, `debian`, `file`, `mkdir`,
+//! `symlink`, `remove`.
 //!
 //! A layer is a JSON object whose *kind* is the one key among the known
 //! kinds that it carries (`{"dir": "rootfs", "to": "/"}`). Deserialization
@@ -66,6 +67,28 @@ pub struct OciLayer {
     pub oci: String,
     #[serde(default = "slash")]
     pub to: String,
+}
+
+/// A whole Debian system, installed as apt installs it (maintainer scripts
+/// run), offline, from the package lock: `{"debian": {"packages":
+/// ["systemd-sysv", "openssh-server"]}}`. The set (these packages plus
+/// Debian's base) must be pinned with `build-image fetch --add-root
+/// openssh-server,systemd-sysv`. Only as the first layer of a tree.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebianLayer {
+    pub debian: DebianRoot,
+}
+
+/// What a `debian` layer installs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebianRoot {
+    /// Packages to install on top of Debian's base (Essential and
+    /// Priority: required packages, apt), with their dependencies; no
+    /// Recommends. Order does not matter.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// Write one file from inline text, a host file, or an RFC 2397 data URL.
@@ -137,6 +160,7 @@ pub enum Layer {
     Tar(TarLayer),
     Deb(DebLayer),
     Oci(OciLayer),
+    Debian(DebianLayer),
     File(FileLayer),
     Mkdir(MkdirLayer),
     Symlink(SymlinkLayer),
@@ -144,7 +168,7 @@ pub enum Layer {
 }
 
 /// The keys that name a layer's kind.
-pub const KINDS: [&str; 8] = ["dir", "tar", "deb", "oci", "file", "mkdir", "symlink", "remove"];
+pub const KINDS: [&str; 9] = ["dir", "tar", "deb", "oci", "debian", "file", "mkdir", "symlink", "remove"];
 
 impl Layer {
     /// The kind word (`dir`, `tar`, …).
@@ -154,6 +178,7 @@ impl Layer {
             Layer::Tar(_) => "tar",
             Layer::Deb(_) => "deb",
             Layer::Oci(_) => "oci",
+            Layer::Debian(_) => "debian",
             Layer::File(_) => "file",
             Layer::Mkdir(_) => "mkdir",
             Layer::Symlink(_) => "symlink",
@@ -197,6 +222,7 @@ impl<'de> Deserialize<'de> for Layer {
                 "tar" => Layer::Tar(typed(k, v)?),
                 "deb" => Layer::Deb(typed(k, v)?),
                 "oci" => Layer::Oci(typed(k, v)?),
+                "debian" => Layer::Debian(typed(k, v)?),
                 "file" => Layer::File(typed(k, v)?),
                 "mkdir" => Layer::Mkdir(typed(k, v)?),
                 "symlink" => Layer::Symlink(typed(k, v)?),

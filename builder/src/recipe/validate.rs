@@ -30,6 +30,12 @@ pub fn validate(r: &Recipe) -> Check {
         }
         for (i, layer) in layers.iter().enumerate() {
             check_layer(&format!("trees.{tree}[{i}]"), layer)?;
+            if matches!(layer, Layer::Debian(_)) && i > 0 {
+                return fail(
+                    format!("trees.{tree}[{i}]"),
+                    "a debian layer installs a whole system: make it the first layer of its tree (layers after it add to or change what it installed)",
+                );
+            }
         }
     }
     if let Some(init) = &r.initramfs {
@@ -345,7 +351,25 @@ fn check_layer(at: &str, layer: &Layer) -> Check {
         Layer::Tar(t) => check_tree_path(&format!("{at}.to"), &t.to),
         Layer::Deb(d) => check_tree_path(&format!("{at}.to"), &d.to),
         Layer::Oci(o) => check_tree_path(&format!("{at}.to"), &o.to),
+        Layer::Debian(d) => {
+            for (i, p) in d.debian.packages.iter().enumerate() {
+                if !valid_package_name(p) {
+                    return fail(
+                        format!("{at}.debian.packages[{i}]"),
+                        format!("`{p}` is not a Debian package name: lower-case letters, digits, `+`, `-` and `.`, at least two, starting with a letter or digit (no versions: the lock pins them)"),
+                    );
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// A Debian package name (Debian Policy 5.6.1): `[a-z0-9][a-z0-9+.-]+`.
+pub fn valid_package_name(p: &str) -> bool {
+    p.len() >= 2
+        && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
 }
 
 fn check_tree_path(at: &str, p: &str) -> Check {
@@ -394,5 +418,23 @@ mod tests {
         assert!(check(serde_json::json!({"oem": {"platform": "aws"}})).is_err());
         assert!(check(serde_json::json!({"oem": {"usr": "core"}})).is_err());
         assert!(check(serde_json::json!({"trees": {"t": [{"oci": "x.tar", "to": "relative"}]}})).is_err());
+    }
+
+    #[test]
+    fn debian_layers() {
+        let deb = |p: serde_json::Value| serde_json::json!({"debian": {"packages": p}});
+        assert!(check(serde_json::json!({"trees": {"root": [deb(serde_json::json!(["systemd-sysv", "libstdc++6", "g++-12"]))]}})).is_ok());
+        assert!(check(serde_json::json!({"trees": {"root": [{"debian": {}}]}})).is_ok(), "no packages: Debian's base alone");
+        let at = |v| check(v).unwrap_err();
+        let (f, m) = at(serde_json::json!({"trees": {"root": [deb(serde_json::json!(["sudo", "openssh-server=1:9.2"]))]}}));
+        assert_eq!(f, "trees.root[0].debian.packages[1]");
+        assert!(m.contains("no versions"), "{m}");
+        assert_eq!(at(serde_json::json!({"trees": {"root": [deb(serde_json::json!(["Sudo"]))]}})).0, "trees.root[0].debian.packages[0]");
+        let (f, m) = at(serde_json::json!({"trees": {"root": [{"mkdir": "/x"}, deb(serde_json::json!([]))]}}));
+        assert_eq!(f, "trees.root[1]");
+        assert!(m.contains("first layer"), "{m}");
+        // Unknown keys are type errors naming the layer kind.
+        let e = at(serde_json::json!({"trees": {"root": [{"debian": {"packages": [], "suite": "trixie"}}]}}));
+        assert!(e.1.contains("debian layer"), "{e:?}");
     }
 }

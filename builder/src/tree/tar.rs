@@ -11,6 +11,18 @@
 //!
 //! Entry names that climb out of the tree (`../x`) and paths that traverse an
 //! absolute or escaping symlink are refused by [`Tree`]'s editing API.
+//!
+//! What is kept of each entry: the numeric uid and gid (a pax `uid`/`gid`
+//! record wins over the header; user and group *names* are ignored, as
+//! `tar --numeric-owner` does), the permission bits with setuid, setgid and
+//! sticky, the mtime (clamped to the epoch), hardlinks (as one inode),
+//! character and block devices with their numbers, fifos, long names (GNU
+//! `L`/`K` entries and pax `path`/`linkpath`) and every pax
+//! `SCHILY.xattr.NAME` record as xattr NAME with its bytes verbatim
+//! (`security.capability`, `system.posix_acl_access`, …). Pax records are
+//! length-prefixed and a value may contain newlines (binary xattrs do); the
+//! `tar` crate splits them at newlines and drops such a record, so an
+//! entry with one has its pax header parsed again by [`pax_records`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -246,12 +258,32 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
     if whiteouts == Whiteouts::Apply {
         apply_whiteouts(tree, ar, &base)?;
     }
+    let mut raw_pax: Option<BTreeMap<u64, PaxRecords>> = None;
     let mut reader = ar.reader();
     let mut t = tar::Archive::new(&mut reader);
     let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
-        let name = entry.path_bytes().into_owned();
+        // The entry's pax records, each whole: from the tar crate when it
+        // parsed them all, else from the raw header (a value had a newline,
+        // and the crate may then have taken the header's name as well).
+        let mut records: PaxRecords = Vec::new();
+        let mut reparse = false;
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts {
+                match ext {
+                    Ok(ext) => records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec())),
+                    Err(_) => reparse = true,
+                }
+            }
+        }
+        if reparse {
+            let raw = raw_pax.get_or_insert_with(|| raw_pax_headers(ar));
+            records = raw.get(&entry.raw_header_position()).cloned().unwrap_or_default();
+        }
+        let pax = |key: &[u8]| records.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let (pax_name, link) = if reparse { (pax(b"path"), pax(b"linkpath")) } else { (None, None) };
+        let name = pax_name.unwrap_or_else(|| entry.path_bytes().into_owned());
         let shown = String::from_utf8_lossy(&name).into_owned();
         let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
         if whiteouts == Whiteouts::Apply && rel.last().is_some_and(|l| l.starts_with(WH)) {
@@ -272,16 +304,13 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
             mtime_nsec: 0,
             xattrs: BTreeMap::new(),
         };
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                let key = ext.key_bytes();
-                if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.insert(x.to_vec(), ext.value_bytes().to_vec());
-                } else if key == b"uid" {
-                    meta.uid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.uid);
-                } else if key == b"gid" {
-                    meta.gid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.gid);
-                }
+        for (key, value) in &records {
+            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.insert(x.to_vec(), value.clone());
+            } else if key == b"uid" {
+                meta.uid = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.uid);
+            } else if key == b"gid" {
+                meta.gid = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.gid);
             }
         }
         let et = h.entry_type();
@@ -303,11 +332,12 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
                 }
             }
             T::Symlink => {
-                let t = entry.link_name_bytes().ok_or_else(|| err(format!("{shown}: symlink without a target")))?;
-                Kind::Symlink(t.into_owned())
+                let t = link.clone().or_else(|| entry.link_name_bytes().map(|t| t.into_owned()));
+                Kind::Symlink(t.ok_or_else(|| err(format!("{shown}: symlink without a target")))?)
             }
             T::Link => {
-                let t = entry.link_name_bytes().ok_or_else(|| err(format!("{shown}: hardlink without a target")))?;
+                let t = link.clone().or_else(|| entry.link_name_bytes().map(|t| t.into_owned()));
+                let t = t.ok_or_else(|| err(format!("{shown}: hardlink without a target")))?;
                 let tc = components(&t).map_err(|_| err(format!("hardlink `{shown}` points outside the tree")))?;
                 let mut target = base.clone();
                 for c in tc {
@@ -336,6 +366,56 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
         tree.insert(&at, Inode { meta, kind }).map_err(|e| escape(e.into()))?;
     }
     Ok(())
+}
+
+/// Pax records, (key, value), in order.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Split pax extended-header data into its records, by their length
+/// prefixes (`LEN KEY=VALUE\n`, LEN counting the whole record): values may
+/// contain newlines. Stops at the first malformed record.
+pub fn pax_records(data: &[u8]) -> PaxRecords {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(sp) = rest.iter().position(|b| *b == b' ') else { break };
+        let Some(len) = std::str::from_utf8(&rest[..sp]).ok().and_then(|l| l.parse::<usize>().ok()) else { break };
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            break;
+        }
+        let kv = &rest[sp + 1..len - 1];
+        let Some(eq) = kv.iter().position(|b| *b == b'=') else { break };
+        out.push((kv[..eq].to_vec(), kv[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// Every local pax header of the archive, parsed by [`pax_records`], by the
+/// header position of the entry it describes (GNU long-name entries between
+/// them skipped). For the entries whose records the tar crate cannot split.
+fn raw_pax_headers(ar: &Archive) -> BTreeMap<u64, PaxRecords> {
+    let mut map = BTreeMap::new();
+    let mut reader = ar.reader();
+    let mut t = tar::Archive::new(&mut reader);
+    let Ok(entries) = t.entries_with_seek() else { return map };
+    let mut pending = None;
+    for entry in entries.raw(true) {
+        let Ok(mut entry) = entry else { break };
+        let et = entry.header().entry_type();
+        if et.is_pax_local_extensions() {
+            let mut data = Vec::new();
+            if entry.read_to_end(&mut data).is_err() {
+                break;
+            }
+            pending = Some(pax_records(&data));
+        } else if et.is_gnu_longname() || et.is_gnu_longlink() || et.is_pax_global_extensions() {
+            continue;
+        } else if let Some(records) = pending.take() {
+            map.insert(entry.raw_header_position(), records);
+        }
+    }
+    map
 }
 
 /// GNU sparse entries: the tar crate expands them on read; store the
@@ -483,5 +563,74 @@ mod tests {
         apply_deb(&mut t, &p, "/", d.path()).unwrap();
         check(&mut t);
         assert!(apply_deb(&mut Tree::new(0), &d.path().join("x-None.tar"), "/", d.path()).is_err());
+    }
+
+    /// What a Debian root tarball from mmdebstrap holds (FINDINGS of
+    /// research-12, §6): `./dev` nodes in old GNU headers before the `./`
+    /// entry, numeric owners only (pax `uid`/`gid` too), setuid/setgid
+    /// bits, `./`-prefixed hardlinks, and binary xattrs whose pax records
+    /// contain newlines (a file capability or an ACL naming id 10), which
+    /// the tar crate alone drops, along with a pax path in the same header.
+    #[test]
+    fn a_root_tarball_keeps_owners_modes_links_devices_and_binary_xattrs() {
+        let mut b = tar::Builder::new(Vec::new());
+        let entry = |b: &mut tar::Builder<Vec<u8>>, et: tar::EntryType, path: &str, mode: u32, link: Option<&str>, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(et);
+            h.set_path(path).unwrap();
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_mode(mode);
+            h.set_mtime(1_000);
+            h.set_size(data.len() as u64);
+            if et == tar::EntryType::Char {
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        entry(&mut b, tar::EntryType::Directory, "./dev/", 0o755, None, b"");
+        entry(&mut b, tar::EntryType::Char, "./dev/null", 0o666, None, b"");
+        entry(&mut b, tar::EntryType::Directory, "./", 0o700, None, b"");
+        // v2 capabilities with a 0x0a byte (cap_dac_override + cap_fowner).
+        let cap = b"\x01\x00\x00\x02\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        // ACL: user_obj rwx, group:10 r-x (id 10 = a newline byte), mask, other.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [(1u16, 7u16, u32::MAX), (8, 5, 10), (4, 5, u32::MAX), (0x10, 5, u32::MAX), (0x20, 5, u32::MAX)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        b.append_pax_extensions([
+            ("SCHILY.xattr.security.capability", &cap[..]),
+            ("path", &b"./usr/bin/new\nline"[..]),
+            ("SCHILY.xattr.user.after", &b"ok"[..]),
+        ])
+        .unwrap();
+        entry(&mut b, tar::EntryType::Regular, "./usr/bin/placeholder", 0o4755, None, b"bin");
+        b.append_pax_extensions([("uid", &b"100"[..]), ("gid", &b"103"[..]), ("SCHILY.xattr.system.posix_acl_default", &acl[..])]).unwrap();
+        entry(&mut b, tar::EntryType::Directory, "./var/lib/etcd/", 0o2750, None, b"");
+        entry(&mut b, tar::EntryType::Regular, "./usr/bin/perl", 0o755, None, b"perl");
+        entry(&mut b, tar::EntryType::Link, "./usr/bin/perl5.36.0", 0o755, Some("./usr/bin/perl"), b"");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("root.tar");
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        let mut t = Tree::new(5_000);
+        apply_tar(&mut t, &p, "/", d.path()).unwrap();
+        assert_eq!(t.inode(Tree::ROOT).meta.mode, 0o700, "the root entry after ./dev sets the root's metadata");
+        assert!(matches!(t.inode(t.find(b"/dev/null").unwrap()).kind, Kind::CharDev { major: 1, minor: 3 }));
+        let f = t.inode(t.find(b"/usr/bin/new\nline").expect("the pax path, not the header's"));
+        assert!(t.find(b"/usr/bin/placeholder").is_none());
+        assert_eq!(f.meta.mode, 0o4755);
+        assert_eq!(f.meta.xattrs.get(&b"security.capability"[..]), Some(&cap), "binary capability kept verbatim");
+        assert_eq!(f.meta.xattrs.get(&b"user.after"[..]).map(Vec::as_slice), Some(&b"ok"[..]));
+        let etcd = t.inode(t.find(b"/var/lib/etcd").unwrap());
+        assert_eq!((etcd.meta.mode, etcd.meta.uid, etcd.meta.gid), (0o2750, 100, 103));
+        assert_eq!(etcd.meta.xattrs.get(&b"system.posix_acl_default"[..]), Some(&acl));
+        assert_eq!(t.find(b"/usr/bin/perl5.36.0"), t.find(b"/usr/bin/perl"), "a hardlink is one inode");
+        assert_eq!(pax_records(b"12 path=a\nb\n9 uid=42\n"), [(b"path".to_vec(), b"a\nb".to_vec()), (b"uid".to_vec(), b"42".to_vec())]);
+        assert_eq!(pax_records(b"99 path=x\n"), []);
     }
 }
