@@ -54,8 +54,9 @@ fn bi(cwd: &Path) -> Command {
 }
 
 struct Built {
-    /// The pinned project (lock + recipe) and the first build's outputs.
-    dir: tempfile::TempDir,
+    /// The pinned project (lock + recipe) and the first build's outputs;
+    /// removed when the test process exits ([`remove_at_exit`]).
+    dir: PathBuf,
     raw: PathBuf,
     sha256: String,
     manifest: serde_json::Value,
@@ -68,8 +69,8 @@ struct Built {
 fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = project_dir();
-        let p = dir.path();
+        let dir = remove_at_exit(project_dir().keep());
+        let p = dir.as_path();
         fs::copy(lock_path(), p.join("packages.lock")).unwrap();
         fs::write(p.join(RECIPE), serde_json::to_string_pretty(&recipe()).unwrap()).unwrap();
         let key = requested().join(",");
@@ -101,6 +102,23 @@ fn built() -> &'static Built {
         let (raw, sha256, manifest) = build(p, "out-a", None);
         Built { dir, raw, sha256, manifest, set }
     })
+}
+
+/// A static is never dropped: the shared project folder (half a GB) is
+/// removed by an `atexit` handler when the test process ends.
+fn remove_at_exit(dir: PathBuf) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn cleanup() {
+        if let Some(d) = DIR.get() {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+    if DIR.set(dir.clone()).is_ok() {
+        // SAFETY: registers a function without arguments; it only reads a
+        // OnceLock that is set by then.
+        unsafe { libc::atexit(cleanup) };
+    }
+    dir
 }
 
 /// Build the recipe in `dir` into `dir/out`, optionally through a shell
@@ -198,7 +216,7 @@ fn builds_reproducibly_offline_and_installs_the_pinned_set() {
         return;
     }
     let b = built();
-    let p = b.dir.path();
+    let p = b.dir.as_path();
     // Twice in the same folder: the same bytes.
     let (_, again, _) = build(p, "out-a", None);
     assert_eq!(again, b.sha256, "a second build in the same folder differs");
@@ -358,7 +376,7 @@ fn the_example_boots_to_sshd_with_its_kernels_modules() {
         return;
     }
     let b = built();
-    let o = run(b.dir.path(), &["boot", "-q", b.raw.to_str().unwrap(), "--accel", "tcg", "--timeout", "500", "--memory", "1024"]);
+    let o = run(&b.dir, &["boot", "-q", b.raw.to_str().unwrap(), "--accel", "tcg", "--timeout", "500", "--memory", "1024"]);
     let mut log = b.raw.clone().into_os_string();
     log.push(".serial.log");
     let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
