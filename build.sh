@@ -31,7 +31,7 @@ REQUIRED_COMMANDS=(
     mcopy:mtools mmd:mtools cpio:cpio e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs
     mkfs.btrfs:btrfs-progs btrfs:btrfs-progs debootstrap:debootstrap xz:xz-utils zstd:zstd gzip:gzip file:file
     /usr/bin/time:time python3:python3 cloud-init:cloud-init ignition-validate:ignition xorriso:xorriso
-    dpkg-deb:dpkg apt-get:apt mmdebstrap:mmdebstrap newuidmap:uidmap
+    dpkg-deb:dpkg apt-get:apt mmdebstrap:mmdebstrap newuidmap:uidmap unshare:util-linux setpriv:util-linux chroot:coreutils
 )
 OVMF_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd)
 
