@@ -16,7 +16,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use common::*;
@@ -177,38 +177,6 @@ fn vpc_appliance_without_nls_modules_reads_its_vfat_config_drive() {
     assert!(serial.contains("cloud: config drive /dev/vda (vfat)"), "{serial}");
     assert!(!serial.contains("config drive unusable"), "{serial}");
     assert!(serial.contains(&format!("{name}: hostname vpc-from-drive")), "the drive's host name was not applied:\n{serial}");
-}
-
-/// An ISO 9660 config drive as Nova makes it (xorriso's genisoimage
-/// emulation with Nova's options).
-fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let latest = dir.join("iso-root/openstack/latest");
-    fs::create_dir_all(&latest).unwrap();
-    for (name, content) in files {
-        fs::write(latest.join(name), content).unwrap();
-    }
-    let iso = dir.join("config-drive.iso");
-    let (ok, out) = tool(
-        "xorriso",
-        &[
-            "-as",
-            "genisoimage",
-            "-o",
-            iso.to_str().unwrap(),
-            "-ldots",
-            "-allow-lowercase",
-            "-allow-multidot",
-            "-l",
-            "-quiet",
-            "-J",
-            "-r",
-            "-V",
-            "config-2",
-            dir.join("iso-root").to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "xorriso: {out}");
-    iso
 }
 
 /// `"drivers": "generic"` and no module listed: the IDE controller, the

@@ -96,42 +96,6 @@ fn appliance() -> &'static Appliance {
     })
 }
 
-/// An ISO 9660 image labelled `config-2` with `openstack/latest/*`, made
-/// the way OpenStack Nova makes its config drive (genisoimage's options,
-/// through xorriso's genisoimage emulation: Joliet, Rock Ridge).
-fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let src = dir.join("iso-root");
-    let latest = src.join("openstack/latest");
-    fs::create_dir_all(&latest).unwrap();
-    for (name, content) in files {
-        fs::write(latest.join(name), content).unwrap();
-    }
-    let iso = dir.join("config-drive.iso");
-    let (ok, out) = tool(
-        "xorriso",
-        &[
-            "-as",
-            "genisoimage",
-            "-o",
-            iso.to_str().unwrap(),
-            "-ldots",
-            "-allow-lowercase",
-            "-allow-multidot",
-            "-l",
-            "-publisher",
-            "build-image tests",
-            "-quiet",
-            "-J",
-            "-r",
-            "-V",
-            "config-2",
-            src.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "xorriso: {out}");
-    iso
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
