@@ -73,6 +73,8 @@ pub enum DebianError {
     Host(String),
     #[error("the recipe's kernel modules go into this root, and its `depmod` comes from kmod, which the set does not have: add \"kmod\" to `debian.packages` (then `build-image fetch --add-root {key}`)")]
     NeedsKmod { key: String },
+    #[error("`debian.enable` runs the root's `systemctl enable`, and the set has no systemd: add \"systemd\" (or \"systemd-sysv\") to `debian.packages` (then `build-image fetch --add-root {key}`)")]
+    NeedsSystemd { key: String },
     #[error("{what}")]
     Io {
         what: String,
@@ -118,6 +120,9 @@ pub fn check(loaded: &Loaded) -> Result<(), crate::Error> {
             let set = packages.root_set(requested(l)).map_err(|e| wrap(e.into()))?;
             if wants_modules(loaded) && !set.iter().any(|p| p.name == "kmod") {
                 return Err(wrap(DebianError::NeedsKmod { key: crate::boot::packages::root_key(requested(l)) }));
+            }
+            if !l.debian.enable.is_empty() && !set.iter().any(|p| p.name == "systemd") {
+                return Err(wrap(DebianError::NeedsSystemd { key: crate::boot::packages::root_key(requested(l)) }));
             }
             host.get_or_insert_with(Host::probe).mode().map_err(|e| wrap(DebianError::Host(e)))?;
         }
@@ -170,6 +175,13 @@ pub fn apply(tree: &mut Tree, layer: &DebianLayer, loaded: &Loaded, spool_dir: &
             ));
         }
     }
+    if !layer.debian.enable.is_empty() {
+        if !set.iter().any(|p| p.name == "systemd") {
+            return Err(DebianError::NeedsSystemd { key: crate::boot::packages::root_key(requested(layer)) });
+        }
+        hooks.push(enable_hook(&layer.debian.enable));
+    }
+    hooks.extend(layer.debian.users.iter().enumerate().map(|(i, u)| user_hook(i, u)));
     let auto = auto_installed(&set, requested(layer));
     if !auto.is_empty() {
         hooks.push(format!("chroot \"$1\" apt-mark auto {} >/dev/null", auto.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ")));
@@ -232,6 +244,42 @@ pub fn mmdebstrap_args(mode: Mode, include: &[String], hooks: &[String], repo: &
     a.push("-".into());
     a.push(format!("deb [trusted=yes] copy://{} ./", repo.display()));
     a
+}
+
+/// The customize step of `debian.enable`: the root's own `systemctl
+/// enable` (offline in a chroot: it only makes the `[Install]` links).
+pub fn enable_hook(units: &[String]) -> String {
+    format!("chroot \"$1\" systemctl enable {}", units.iter().map(|u| quote(u)).collect::<Vec<_>>().join(" "))
+}
+
+/// The customize step of `debian.users[i]`: check that its groups exist
+/// (naming the field when one does not), then the root's `useradd`.
+/// `useradd` takes its "last change" day from `SOURCE_DATE_EPOCH`.
+pub fn user_hook(i: usize, u: &crate::recipe::layer::DebianUser) -> String {
+    let mut h = String::new();
+    for (j, g) in u.groups.iter().enumerate() {
+        h.push_str(&format!(
+            "{{ chroot \"$1\" getent group {g} >/dev/null || {{ echo {msg} >&2; exit 1; }}; }} && ",
+            g = quote(g),
+            msg = quote(&format!(
+                "debian.users[{i}].groups[{j}]: there is no group `{g}` in this root; add the package that creates it to debian.packages, or leave the group out"
+            ))
+        ));
+    }
+    h.push_str("chroot \"$1\" useradd --create-home --user-group");
+    if let Some(uid) = u.uid {
+        // The user's own group (--user-group) takes the same id when free.
+        h.push_str(&format!(" --uid {uid}"));
+    }
+    h.push_str(&format!(" --shell {}", quote(&u.shell)));
+    if let Some(c) = &u.comment {
+        h.push_str(&format!(" --comment {}", quote(c)));
+    }
+    if !u.groups.is_empty() {
+        h.push_str(&format!(" --groups {}", quote(&u.groups.join(","))));
+    }
+    h.push_str(&format!(" -- {}", quote(&u.name)));
+    h
 }
 
 /// Single-quote for sh.
@@ -385,5 +433,25 @@ mod tests {
             ]
         );
         assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn enable_and_user_steps_run_the_roots_own_tools() {
+        assert_eq!(
+            enable_hook(&["systemd-networkd.service".into(), "getty@ttyS0.service".into()]),
+            "chroot \"$1\" systemctl enable 'systemd-networkd.service' 'getty@ttyS0.service'"
+        );
+        let u: crate::recipe::layer::DebianUser =
+            serde_json::from_value(serde_json::json!({"name": "core", "uid": 1000, "groups": ["sudo", "docker"], "comment": "it's core"}))
+                .unwrap();
+        let h = user_hook(2, &u);
+        assert!(h.starts_with("{ chroot \"$1\" getent group 'sudo' >/dev/null || { echo 'debian.users[2].groups[0]: there is no group `sudo` in this root;"), "{h}");
+        assert!(h.contains("getent group 'docker'") && h.contains("debian.users[2].groups[1]: there is no group `docker`"), "{h}");
+        assert!(
+            h.ends_with("chroot \"$1\" useradd --create-home --user-group --uid 1000 --shell '/bin/bash' --comment 'it'\\''s core' --groups 'sudo,docker' -- 'core'"),
+            "{h}"
+        );
+        let u: crate::recipe::layer::DebianUser = serde_json::from_value(serde_json::json!({"name": "svc"})).unwrap();
+        assert_eq!(user_hook(0, &u), "chroot \"$1\" useradd --create-home --user-group --shell '/bin/bash' -- 'svc'");
     }
 }

@@ -89,6 +89,50 @@ pub struct DebianRoot {
     /// Recommends. Order does not matter.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// systemd units to enable once the packages are installed, as
+    /// `systemctl enable` would (run inside the root): e.g.
+    /// `"systemd-networkd.service"`, which Debian installs disabled. The
+    /// image's preset file then keeps them enabled. Needs `systemd` in
+    /// the set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enable: Vec<String>,
+    /// Users to create once the packages are installed (and `enable`
+    /// done), with the root's own `useradd`: a group of the same name, a
+    /// home folder from `/etc/skel`, a locked password (log in with SSH
+    /// keys: the OEM layer's `user`, or Ignition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<DebianUser>,
+}
+
+/// A user of a `debian` layer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebianUser {
+    /// Login name (`[a-z_][a-z0-9_-]*`, at most 32 characters).
+    pub name: String,
+    /// Its uid, and the gid of its own group; by default the first free
+    /// one from 1000 (`/etc/login.defs`), so the same for the same root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Supplementary groups. Each must exist in the root: Debian's base
+    /// has `sudo`, `adm`, `systemd-journal`…; packages add theirs (`docker`
+    /// from docker.io).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Login shell (default `/bin/bash`).
+    #[serde(default = "bash", skip_serializing_if = "is_bash")]
+    pub shell: String,
+    /// The GECOS field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn bash() -> String {
+    "/bin/bash".into()
+}
+
+fn is_bash(s: &String) -> bool {
+    s == "/bin/bash"
 }
 
 /// Write one file from inline text, a host file, or an RFC 2397 data URL.

@@ -360,9 +360,66 @@ fn check_layer(at: &str, layer: &Layer) -> Check {
                     );
                 }
             }
+            for (i, u) in d.debian.enable.iter().enumerate() {
+                if !valid_unit_name(u) {
+                    return fail(
+                        format!("{at}.debian.enable[{i}]"),
+                        format!("`{u}` is not a systemd unit name: a name of letters, digits and `:-_.\\@` with its type, like \"systemd-networkd.service\""),
+                    );
+                }
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, u) in d.debian.users.iter().enumerate() {
+                let at = format!("{at}.debian.users[{i}]");
+                if !valid_user_name(&u.name) {
+                    return fail(
+                        format!("{at}.name"),
+                        format!("`{}` is not a user name useradd takes: `[a-z_][a-z0-9_-]*`, at most 32 characters", u.name),
+                    );
+                }
+                if !names.insert(u.name.as_str()) {
+                    return fail(format!("{at}.name"), format!("user `{}` is listed twice", u.name));
+                }
+                for (j, g) in u.groups.iter().enumerate() {
+                    if !valid_user_name(g) {
+                        return fail(
+                            format!("{at}.groups[{j}]"),
+                            format!("`{g}` is not a group name: `[a-z_][a-z0-9_-]*`, at most 32 characters"),
+                        );
+                    }
+                }
+                if !u.shell.starts_with('/') || u.shell.contains([':', '\n']) {
+                    return fail(format!("{at}.shell"), format!("`{}` must be an absolute path, like \"/bin/bash\"", u.shell));
+                }
+                if u.comment.as_deref().is_some_and(|c| c.contains([':', '\n'])) {
+                    return fail(format!("{at}.comment"), "the comment is a field of /etc/passwd: no `:` and no line break");
+                }
+                if u.uid.is_some_and(|uid| uid == 0 || uid >= 60000) {
+                    return fail(format!("{at}.uid"), "a user's uid is from 1 to 59999 (0 is root; Debian keeps 60000 and up for itself)");
+                }
+            }
             Ok(())
         }
     }
+}
+
+/// A systemd unit name: `NAME.TYPE`, NAME of `[A-Za-z0-9:_.\\@-]`, at most
+/// 255 characters.
+pub fn valid_unit_name(u: &str) -> bool {
+    const TYPES: [&str; 11] = ["service", "socket", "target", "timer", "path", "mount", "automount", "swap", "slice", "scope", "device"];
+    let Some((name, kind)) = u.rsplit_once('.') else { return false };
+    u.len() <= 255
+        && !name.is_empty()
+        && TYPES.contains(&kind)
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '\\' | '@' | '-'))
+}
+
+/// A user or group name as Debian's `useradd` takes it (without
+/// `--badname`): `[a-z_][a-z0-9_-]*`, 1 to 32 characters.
+pub fn valid_user_name(n: &str) -> bool {
+    (1..=32).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
 }
 
 /// A Debian package name (Debian Policy 5.6.1): `[a-z0-9][a-z0-9+.-]+`.
@@ -433,6 +490,25 @@ mod tests {
         let (f, m) = at(serde_json::json!({"trees": {"root": [{"mkdir": "/x"}, deb(serde_json::json!([]))]}}));
         assert_eq!(f, "trees.root[1]");
         assert!(m.contains("first layer"), "{m}");
+        // Units to enable and users to create.
+        let root = |d: serde_json::Value| serde_json::json!({"trees": {"root": [{"debian": d}]}});
+        let ok = root(
+            serde_json::json!({"packages": ["systemd-sysv", "sudo"], "enable": ["systemd-networkd.service", "getty@ttyS0.service"],
+            "users": [{"name": "core", "groups": ["sudo", "docker"], "comment": "CoreOS Admin"}, {"name": "_svc", "uid": 1500, "shell": "/usr/sbin/nologin"}]}),
+        );
+        assert!(check(ok).is_ok());
+        for (d, field) in [
+            (serde_json::json!({"enable": ["networkd"]}), "trees.root[0].debian.enable[0]"),
+            (serde_json::json!({"enable": ["a.service", "b c.service"]}), "trees.root[0].debian.enable[1]"),
+            (serde_json::json!({"users": [{"name": "Core"}]}), "trees.root[0].debian.users[0].name"),
+            (serde_json::json!({"users": [{"name": "core"}, {"name": "core"}]}), "trees.root[0].debian.users[1].name"),
+            (serde_json::json!({"users": [{"name": "core", "groups": ["sudo", "a:b"]}]}), "trees.root[0].debian.users[0].groups[1]"),
+            (serde_json::json!({"users": [{"name": "core", "shell": "bash"}]}), "trees.root[0].debian.users[0].shell"),
+            (serde_json::json!({"users": [{"name": "core", "comment": "a:b"}]}), "trees.root[0].debian.users[0].comment"),
+            (serde_json::json!({"users": [{"name": "core", "uid": 0}]}), "trees.root[0].debian.users[0].uid"),
+        ] {
+            assert_eq!(at(root(d.clone())).0, field, "{d}");
+        }
         // Unknown keys are type errors naming the layer kind.
         let e = at(serde_json::json!({"trees": {"root": [{"debian": {"packages": [], "suite": "trixie"}}]}}));
         assert!(e.1.contains("debian layer"), "{e:?}");

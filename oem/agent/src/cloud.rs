@@ -628,8 +628,13 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
 
     match &applied {
         Some((a, from)) => {
-            if !a.dns.is_empty() {
-                let p = root.join("etc/resolv.conf");
+            let p = root.join("etc/resolv.conf");
+            let managed = fs::read_link(&p).ok();
+            if let (false, Some(target)) = (a.dns.is_empty(), &managed) {
+                // systemd-resolved's stub (or another resolver) owns it; with
+                // networkd the name servers reach it from the .network files.
+                log!("cloud: {} is a symlink to {}: left to the root's resolver", p.display(), target.display());
+            } else if !a.dns.is_empty() {
                 match write_file(&p, &net::resolv_conf(&a.dns), 0o644) {
                     Ok(()) => log!("cloud: {} name server(s) in {}", a.dns.len().min(3), p.display()),
                     Err(e) => log!("cloud: writing {} failed: {e}", p.display()),

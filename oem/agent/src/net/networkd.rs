@@ -40,6 +40,17 @@
 //!   `UseGateway=false` when the agent did not use this lease's router
 //!   (another NIC's lease set the default route first).
 //!
+//! **The name stays.** Beside each `.network` file that matches by MAC
+//! goes `10-agent-<ifname>.link` (`[Match] MACAddress=`, `[Link]
+//! Name=<ifname>`, `NamePolicy=` empty): the interface is up when the root
+//! starts, the kernel refuses to rename an interface that is up, and udev's
+//! attempt to give it a predictable name (`ens3`) would leave it marked as
+//! being renamed, so networkd would wait for it ("pending") and
+//! `systemd-networkd-wait-online` would time out. The name the agent
+//! configured is the name the cloud's configuration and the user's
+//! `[Match] Name=eth0` files use. The `.link` keeps the alternative names
+//! (`enp0s3`, `ens3`) as `altname`s.
+//!
 //! With the OEM key `keep_leases: true`, `agent-dhcp` keeps renewing the
 //! leases after the switch, so a DHCP interface gets `[Link]
 //! Unmanaged=yes` instead: two DHCP clients on one NIC would fight.
@@ -152,6 +163,9 @@ pub struct NetworkFile {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rendered {
     pub files: Vec<NetworkFile>,
+    /// `10-agent-<ifname>.link`, one per file of `files` that matches by
+    /// MAC: the interface keeps the agent's name (see the module docs).
+    pub link_files: Vec<NetworkFile>,
     /// One reason per value or link left out.
     pub skipped: Vec<String>,
 }
@@ -232,6 +246,21 @@ pub fn render_all(h: &Handover) -> Rendered {
         if out.files.iter().any(|f| f.name == name) {
             out.skipped.push(format!("interface {}: {name} is already written for an earlier link; left out", show(l)));
             continue;
+        }
+        if let (true, Some(mac)) = (ifname_ok(&l.name), l.mac) {
+            out.link_files.push(NetworkFile {
+                name: format!("10-agent-{}.link", l.name),
+                contents: format!(
+                    "# Written by the guest agent before switch_root: {n} is up, and the kernel cannot rename\n\
+                     # an interface that is up, so it keeps the name the agent configured.\n\
+                     [Match]\nMACAddress={m}\nType=ether\n\n\
+                     [Link]\nNamePolicy=\nName={n}\nAlternativeNamesPolicy=database onboard slot path\nMACAddressPolicy=none\n",
+                    n = l.name,
+                    m = mac_text(&mac)
+                ),
+                interface: l.name.clone(),
+                what: vec![format!("keeps the name {}", l.name)],
+            });
         }
         let mut s = String::new();
         s.push_str(&format!(
@@ -341,7 +370,7 @@ pub fn enabled_by(root: &Path) -> Vec<String> {
 }
 
 /// Write `files` into `dir` (made 0755 if missing), each 0644.
-pub fn write_files(dir: &Path, files: &[NetworkFile]) -> io::Result<()> {
+pub fn write_files<'a>(dir: &Path, files: impl IntoIterator<Item = &'a NetworkFile>) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     for f in files {
@@ -390,13 +419,18 @@ pub fn hand_over(root: &Path, dir: &Path, h: Option<&Handover>) -> serde_json::V
         log!("networkd: {s}");
     }
     rec["skipped"] = json!(r.skipped);
-    rec["files"] = r.files.iter().map(|f| json!({"name": f.name, "interface": f.interface, "what": f.what})).collect();
-    match write_files(dir, &r.files) {
+    rec["files"] = r.files.iter().chain(&r.link_files).map(|f| json!({"name": f.name, "interface": f.interface, "what": f.what})).collect();
+    match write_files(dir, r.files.iter().chain(&r.link_files)) {
         Ok(()) => {
-            let list: Vec<String> = r.files.iter().map(|f| format!("{} ({}: {})", f.name, f.interface, f.what.join(", "))).collect();
+            let list: Vec<String> =
+                r.files.iter().chain(&r.link_files).map(|f| format!("{} ({}: {})", f.name, f.interface, f.what.join(", "))).collect();
             log!(
                 "networkd: the root has {nd} ({enabled_text}): wrote {} in {} for it to keep: {}; record {RECORD}",
-                if r.files.len() == 1 { "1 file".to_string() } else { format!("{} files", r.files.len()) },
+                if r.files.len() + r.link_files.len() == 1 {
+                    "1 file".to_string()
+                } else {
+                    format!("{} files", r.files.len() + r.link_files.len())
+                },
                 NETWORK_DIR,
                 list.join("; ")
             );
@@ -486,6 +520,23 @@ mod tests {
             ]
         );
         assert_eq!(render(&h), vec![("10-agent-eth0.network".to_string(), r.files[0].contents.clone())]);
+        // The NIC keeps its name: udev in the root would rename it, and cannot while it is up.
+        assert_eq!(r.link_files.len(), 1);
+        assert_eq!(r.link_files[0].name, "10-agent-eth0.link");
+        assert_eq!(
+            lines(&r.link_files[0].contents),
+            [
+                "[Match]",
+                "MACAddress=52:54:00:12:34:56",
+                "Type=ether",
+                "",
+                "[Link]",
+                "NamePolicy=",
+                "Name=eth0",
+                "AlternativeNamesPolicy=database onboard slot path",
+                "MACAddressPolicy=none"
+            ]
+        );
     }
 
     #[test]
@@ -695,8 +746,12 @@ mod tests {
         assert_eq!(rec["source"], "DHCP");
         assert_eq!(
             rec["files"],
-            serde_json::json!([{"name": "10-agent-eth0.network", "interface": "eth0", "what": ["DHCP 10.0.2.15/24"]}])
+            serde_json::json!([
+                {"name": "10-agent-eth0.network", "interface": "eth0", "what": ["DHCP 10.0.2.15/24"]},
+                {"name": "10-agent-eth0.link", "interface": "eth0", "what": ["keeps the name eth0"]}
+            ])
         );
+        assert_eq!(fs::read_to_string(run.join("10-agent-eth0.link")).unwrap(), render_all(&h).link_files[0].contents);
         assert!(rec.get("reason").is_none(), "{rec}");
         let f = run.join("10-agent-eth0.network");
         assert_eq!(fs::read_to_string(&f).unwrap(), render(&h)[0].1);
@@ -777,6 +832,10 @@ mod tests {
                     names.push(f.name.clone());
                 }
                 prop_assert!(r.files.len() <= h.links.len());
+                prop_assert!(r.link_files.len() <= r.files.len());
+                for f in &r.link_files {
+                    prop_assert!(f.contents.lines().filter(|l| l.starts_with("Name=")).count() == 1);
+                }
             }
         }
     }
