@@ -19,7 +19,7 @@ cd "$(dirname "$0")"
 # `ignition-validate`) on the cloud-config/ignition outputs; xorriso makes
 # the ISO 9660 config drive of the vpc test.
 TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml
-    python3 python3-venv python3-pip cloud-init ignition xorriso mmdebstrap uidmap)
+    python3 python3-venv python3-pip cloud-init ignition xorriso mmdebstrap uidmap openssh-client)
 
 # The commands the tests and the build call, each with the package that has it.
 # `deps` checks every one after installing, so a machine that lost one
@@ -32,6 +32,7 @@ REQUIRED_COMMANDS=(
     mkfs.btrfs:btrfs-progs btrfs:btrfs-progs debootstrap:debootstrap xz:xz-utils zstd:zstd gzip:gzip file:file
     /usr/bin/time:time python3:python3 cloud-init:cloud-init ignition-validate:ignition xorriso:xorriso
     dpkg-deb:dpkg apt-get:apt mmdebstrap:mmdebstrap newuidmap:uidmap unshare:util-linux setpriv:util-linux chroot:coreutils
+    ssh:openssh-client ssh-keygen:openssh-client ssh-keyscan:openssh-client
 )
 OVMF_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd)
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod guest;
+
 /// Workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -267,4 +269,22 @@ pub fn iso_config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     );
     assert!(ok, "xorriso: {out}");
     iso
+}
+
+/// A static is never dropped: a folder shared by the tests of one file
+/// (a built project, half a GB) is removed by an `atexit` handler when the
+/// test process ends. One folder per test process.
+pub fn remove_at_exit(dir: PathBuf) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn cleanup() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    if DIR.set(dir.clone()).is_ok() {
+        // SAFETY: registers a function without arguments; it only reads a
+        // OnceLock that is set by then.
+        unsafe { libc::atexit(cleanup) };
+    }
+    dir
 }

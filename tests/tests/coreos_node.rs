@@ -1,0 +1,355 @@
+//! `recipes/coreos-node.json`, the seed's CoreOS host on Debian, as a VPC
+//! user gets it:
+//!
+//! - built from the tests' lock with the network cut off (`unshare -n`,
+//!   checked from inside: no route, no link but `lo`), twice, to the same
+//!   bytes; the image holds no machine-id and no SSH host keys;
+//! - booted twice from that one image at the same time, by UEFI (a static
+//!   address from `network_data.json`) and by BIOS (DHCP), each with a
+//!   config drive that hands it the test's SSH key; the test logs in as
+//!   `core` through a `hostfwd` port, as a user would, and reads: the
+//!   system is `running`, every locked package is `ii`, the two machines
+//!   have their own machine-id and host keys, modules load for the running
+//!   kernel, networkd holds the static address across its own restart;
+//! - a recipe asking for a package the lock does not have fails before
+//!   anything is written, with the `fetch --add-root` command.
+//!
+//! Needs root (CI): mmdebstrap's root mode in a network namespace and a
+//! read-only loop mount of the Btrfs root. As another user it says so and
+//! passes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::guest::{Firmware, Machine, Spec, SshKey};
+use common::*;
+
+const RECIPE: &str = "coreos-node.json";
+/// What the recipe's ready unit prints once systemd has no jobs left and
+/// no unit failed (and otherwise).
+const READY: &str = "coreos-node: READY";
+const NOT_READY: &str = "coreos-node: NOT READY";
+/// Generous: two TCG machines on a shared 2-core host, Docker and etcd
+/// starting in each.
+const BOOT_WITHIN: Duration = Duration::from_secs(900);
+
+fn recipe() -> serde_json::Value {
+    serde_json::from_slice(&fs::read(root().join("recipes").join(RECIPE)).unwrap()).unwrap()
+}
+
+struct Built {
+    dir: PathBuf,
+    raw: PathBuf,
+    sha256: String,
+    /// The locked root set: name → version.
+    set: BTreeMap<String, String>,
+}
+
+/// A world-readable temp folder inside the project.
+fn project_dir() -> tempfile::TempDir {
+    let base = root().join("out/test-recipes");
+    fs::create_dir_all(&base).unwrap();
+    let d = tempfile::tempdir_in(&base).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Build `RECIPE` in `dir` into `dir/out` inside `unshare -n`, checking
+/// from inside that the namespace has no route and no link but `lo`.
+fn build_offline(dir: &Path, out: &str) -> (PathBuf, String) {
+    let script = "cat /proc/net/route > route-$0.txt; cat /proc/net/dev > dev-$0.txt; exec \"$@\"";
+    let t = Instant::now();
+    let o = Command::new("unshare")
+        .args(["-n", "sh", "-c", script, out])
+        .arg(bin())
+        .args(["-q", "build", RECIPE, "--out", out])
+        .current_dir(dir)
+        .env("BUILD_IMAGE_CACHE", cache())
+        .env_remove("BUILD_IMAGE_LOCK")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "offline build of {RECIPE}:\n{}", String::from_utf8_lossy(&o.stderr));
+    let route = fs::read_to_string(dir.join(format!("route-{out}.txt"))).unwrap();
+    assert!(route.lines().skip(1).all(|l| l.trim().is_empty()), "the build's network namespace has routes: {route}");
+    let dev = fs::read_to_string(dir.join(format!("dev-{out}.txt"))).unwrap();
+    let links: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(links, ["lo"], "the build's network namespace has links: {dev}");
+    let raw = dir.join(out).join("coreos-node.raw");
+    let sha = sha256(&raw);
+    eprintln!("coreos_node: built {} offline in {:.1} s: sha256 {sha}", raw.display(), t.elapsed().as_secs_f64());
+    (raw, sha)
+}
+
+/// The recipe built from the tests' lock (shared by the tests here); the
+/// project folder is removed at exit.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = remove_at_exit(project_dir().keep());
+        fs::copy(lock_path(), dir.join("packages.lock")).unwrap();
+        fs::write(dir.join(RECIPE), serde_json::to_string_pretty(&recipe()).unwrap()).unwrap();
+        let lock: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("packages.lock")).unwrap()).unwrap();
+        let mut names: Vec<String> = recipe()["trees"]["root"][0]["debian"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        let key = names.join(",");
+        let members: BTreeSet<&str> = lock["roots"][&key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} has no roots[{key}]: pin it with `build-image fetch --add-root {key}`", lock_path().display()))
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        let set: BTreeMap<String, String> = lock["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| members.contains(p["name"].as_str().unwrap()))
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(set.len(), members.len(), "every member of the root set is locked");
+        let (raw, sha256) = build_offline(&dir, "out-a");
+        Built { dir, raw, sha256, set }
+    })
+}
+
+/// The Btrfs root partition of `raw`: (offset, size).
+fn root_partition(raw: &Path) -> (u64, u64) {
+    let parts = sfdisk(raw);
+    let (_, _, off, size) = parts.iter().find(|p| p.0 == "root").expect("a root partition");
+    (*off, *size)
+}
+
+/// A read-only loop mount of the Btrfs root, unmounted on drop.
+struct Mount(tempfile::TempDir);
+
+impl Mount {
+    fn new(image: &Path, offset: u64, size: u64) -> Mount {
+        let d = tempfile::tempdir().unwrap();
+        let opts = format!("ro,loop,offset={offset},sizelimit={size}");
+        let o = Command::new("mount").args(["-t", "btrfs", "-o", &opts]).arg(image).arg(d.path()).output().unwrap();
+        assert!(o.status.success(), "mount -o {opts}: {}", String::from_utf8_lossy(&o.stderr));
+        Mount(d)
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.0.path().join(p.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn builds_offline_twice_to_the_same_bytes_without_identity() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (mmdebstrap --mode=root in a network namespace, loop mounts)");
+        return;
+    }
+    let b = built();
+    let (_, again) = build_offline(&b.dir, "out-b");
+    assert_eq!(again, b.sha256, "two offline builds of {RECIPE} differ");
+    let _ = fs::remove_dir_all(b.dir.join("out-b"));
+
+    let (off, size) = root_partition(&b.raw);
+    let m = Mount::new(&b.raw, off, size);
+    assert_eq!(fs::read_to_string(m.path("/etc/machine-id")).unwrap(), "uninitialized\n", "the image's machine-id");
+    let keys: Vec<String> = fs::read_dir(m.path("/etc/ssh"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert!(keys.is_empty(), "SSH host keys in the image: {keys:?}");
+    // The recipe's user, made by the root's useradd: own group, sudo and
+    // docker, a home from /etc/skel; passwordless sudo.
+    let passwd = fs::read_to_string(m.path("/etc/passwd")).unwrap();
+    let core: Vec<&str> = passwd.lines().find(|l| l.starts_with("core:")).expect("user core").split(':').collect();
+    assert_eq!((core[5], core[6]), ("/home/core", "/bin/bash"), "{passwd}");
+    let group = fs::read_to_string(m.path("/etc/group")).unwrap();
+    for g in ["sudo", "docker"] {
+        let line = group.lines().find(|l| l.starts_with(&format!("{g}:"))).unwrap_or_else(|| panic!("no group {g}: {group}"));
+        assert!(line.rsplit(':').next().unwrap().split(',').any(|u| u == "core"), "core is not in {g}: {line}");
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        let home = fs::metadata(m.path("/home/core")).unwrap();
+        assert_eq!((home.uid().to_string(), home.gid().to_string()), (core[2].to_string(), core[3].to_string()));
+        assert!(m.path("/home/core/.bashrc").is_file());
+        let sudoers = fs::metadata(m.path("/etc/sudoers.d/core")).unwrap();
+        assert_eq!(sudoers.mode() & 0o7777, 0o440);
+    }
+    // networkd enabled by `debian.enable`, with its socket (Also=).
+    assert!(fs::symlink_metadata(m.path("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")).is_ok());
+    assert!(fs::symlink_metadata(m.path("/etc/systemd/system/sockets.target.wants/systemd-networkd.socket")).is_ok());
+    let preset = fs::read_to_string(m.path("/etc/systemd/system-preset/80-build-image.preset")).unwrap();
+    assert!(preset.lines().any(|l| l == "enable systemd-networkd.service"), "{preset}");
+}
+
+/// The machine's `dpkg` database as `name → (status abbreviation, version)`.
+fn dpkg_list(m: &Machine) -> BTreeMap<String, (String, String)> {
+    m.ssh_ok("core", "dpkg-query -W -f '${db:Status-Abbrev}|${Package}|${Version}\\n'")
+        .lines()
+        .filter_map(|l| match l.split('|').collect::<Vec<_>>()[..] {
+            [status, name, version] => Some((name.to_string(), (status.trim().to_string(), version.to_string()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What every booted node must show over SSH; returns (machine-id, host keys).
+fn check_node(m: &mut Machine, set: &BTreeMap<String, String>) -> (String, Vec<String>) {
+    let line = m.wait_for(&[READY, NOT_READY], BOOT_WITHIN).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("coreos_node: {} after {:.0} s: {line}", m.name, m.started.elapsed().as_secs_f64());
+    let state = m.ssh_retry("core", "systemctl is-system-running", Duration::from_secs(120)).unwrap_or_else(|e| {
+        let failed = m.ssh("core", "systemctl --failed --no-legend --plain; journalctl -b -p warning --no-pager | tail -40");
+        panic!("{e}\n{}{}", failed.1, failed.2)
+    });
+    if state != "running" {
+        let (_, failed, _) = m.ssh("core", "systemctl --failed --no-legend --plain; journalctl -b -p warning --no-pager | tail -40");
+        panic!("{}: systemctl is-system-running: {state}\n{failed}", m.name);
+    }
+    assert!(line.contains(READY) && !line.contains(NOT_READY), "{}: {line}", m.name);
+    assert_eq!(m.ssh_ok("core", "systemctl is-active multi-user.target sshd etcd docker"), "active\nactive\nactive\nactive");
+    // Every locked package installed as `ii` at its locked version, and no other.
+    let dpkg = dpkg_list(m);
+    let wrong: Vec<String> = set
+        .iter()
+        .filter(|(n, v)| dpkg.get(*n) != Some(&("ii".to_string(), (*v).clone())))
+        .map(|(n, v)| format!("{n} {v}: {:?}", dpkg.get(n)))
+        .collect();
+    assert!(wrong.is_empty(), "{}: not `ii` at the locked version: {wrong:?}", m.name);
+    let extra: Vec<&String> = dpkg.keys().filter(|n| !set.contains_key(*n)).collect();
+    assert!(extra.is_empty(), "{}: installed but not locked: {extra:?}", m.name);
+    // The user: groups, passwordless sudo.
+    let groups = m.ssh_ok("core", "id -nG");
+    for g in ["core", "sudo", "docker"] {
+        assert!(groups.split_whitespace().any(|x| x == g), "{}: core's groups: {groups}", m.name);
+    }
+    assert_eq!(m.ssh_ok("core", "sudo -n id -u"), "0");
+    // Modules for the running kernel.
+    let release = m.ssh_ok("core", "uname -r");
+    assert_eq!(m.ssh_ok("core", "ls /lib/modules"), release, "{}: /lib/modules vs uname -r", m.name);
+    m.ssh_ok("core", "sudo -n modprobe -a overlay vxlan br_netfilter");
+    let loaded = m.ssh_ok("core", "cut -d' ' -f1 /proc/modules");
+    for module in ["overlay", "vxlan", "br_netfilter"] {
+        assert!(loaded.lines().any(|l| l == module), "{}: {module} is not loaded: {loaded}", m.name);
+    }
+    // etcd answers, Docker's daemon answers (to core, a member of docker).
+    let health = m.ssh_ok("core", "etcdctl endpoint health 2>&1");
+    assert!(health.contains("is healthy"), "{}: {health}", m.name);
+    let docker = m.ssh_ok("core", "docker info --format '{{.ServerVersion}} {{.Driver}} {{.CgroupVersion}}'");
+    assert!(docker.ends_with(" 2"), "{}: docker info: {docker}", m.name);
+    // Identity made on this machine.
+    let id = m.ssh_ok("core", "cat /etc/machine-id");
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{}: machine-id {id:?}", m.name);
+    let keys = m.host_keys();
+    assert!(keys.iter().any(|k| k.starts_with("ssh-ed25519 ")), "{}: host keys {keys:?}", m.name);
+    (id, keys)
+}
+
+const MAC_A: &str = "52:54:00:c0:00:0a";
+const MAC_B: &str = "52:54:00:c0:00:0b";
+
+fn meta_data(name: &str, key: &SshKey) -> String {
+    serde_json::json!({
+        "uuid": format!("00000000-0000-4000-8000-{:012x}", name.bytes().fold(0u64, |h, b| (h << 8 | b as u64) & 0xffff_ffff_ffff)),
+        "name": name,
+        "hostname": name,
+        "public_keys": { "test": key.public },
+    })
+    .to_string()
+}
+
+#[test]
+fn boots_by_uefi_and_bios_and_is_driven_over_ssh() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let (da, db) = (t.path().join("a"), t.path().join("b"));
+    fs::create_dir_all(&da).unwrap();
+    fs::create_dir_all(&db).unwrap();
+    // A: UEFI, a static address from network_data.json. B: BIOS, DHCP.
+    let drive_a = config_drive(&da, &[("meta_data.json", &meta_data("node-a", &key)), ("network_data.json", &network_data_static(MAC_A))]);
+    let drive_b = config_drive(&db, &[("meta_data.json", &meta_data("node-b", &key))]);
+    let spec = |name, firmware, drive, mac, ip| Spec {
+        name,
+        image: &b.raw,
+        firmware,
+        disk_size: "4G",
+        config_drive: Some(drive),
+        mac,
+        guest_ip: ip,
+        memory_mib: 2048,
+        extra: vec![],
+    };
+    let mut a = Machine::start(&da, &spec("node-a", Firmware::Uefi, &drive_a, MAC_A, "10.0.2.77"), &key);
+    let mut bm = Machine::start(&db, &spec("node-b", Firmware::Bios, &drive_b, MAC_B, "10.0.2.15"), &key);
+
+    let (id_a, keys_a) = check_node(&mut a, &b.set);
+    let (id_b, keys_b) = check_node(&mut bm, &b.set);
+    assert_ne!(id_a, id_b, "two machines from one image share a machine-id");
+    assert!(keys_a.iter().all(|k| !keys_b.contains(k)), "two machines share an SSH host key: {keys_a:?} / {keys_b:?}");
+    assert_eq!(a.ssh_ok("core", "hostname"), "node-a");
+    assert_eq!(bm.ssh_ok("core", "hostname"), "node-b");
+    // The root grew into the 4 GiB disk.
+    let size: u64 = a.ssh_ok("core", "df -B1 --output=size / | tail -1").trim().parse().unwrap();
+    assert!(size > 3 << 30, "node-a: / is {size} bytes on a 4 GiB disk");
+    drop(bm);
+
+    // A's static address: networkd configured it, and keeps it across a
+    // restart of networkd.
+    let addr = |m: &Machine| {
+        m.ssh_retry(
+            "core",
+            "networkctl status eth0 --no-pager; ip -4 -o addr show dev eth0; ip -4 route show default",
+            Duration::from_secs(120),
+        )
+    };
+    let before = addr(&a).unwrap();
+    assert!(before.contains("State: routable (configured)"), "node-a: networkctl status eth0:\n{before}");
+    assert!(before.contains("inet 10.0.2.77/24"), "node-a: {before}");
+    assert!(before.contains("default via 10.0.2.2 dev eth0"), "node-a: {before}");
+    assert!(before.contains("Network File: /run/systemd/network/10-agent-eth0.network"), "node-a: {before}");
+    let invocation = |m: &Machine| m.ssh_ok("core", "systemctl show -P InvocationID systemd-networkd");
+    let first = invocation(&a);
+    let _ = a.ssh("core", "sudo -n systemctl restart systemd-networkd");
+    // networkd reports the link as configuring until it has set it up again.
+    a.ssh_retry("core", "sudo -n /lib/systemd/systemd-networkd-wait-online --interface=eth0 --timeout=60", Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("node-a: eth0 is not configured again after networkd's restart: {e}"));
+    let after = addr(&a).unwrap();
+    assert_ne!(invocation(&a), first, "node-a: systemd-networkd was not restarted");
+    assert!(after.contains("State: routable (configured)") && after.contains("inet 10.0.2.77/24"), "node-a after the restart:\n{after}");
+    assert!(after.contains("default via 10.0.2.2 dev eth0"), "node-a after the restart: {after}");
+}
+
+#[test]
+fn a_package_missing_from_the_lock_fails_with_the_fetch_hint_and_writes_nothing() {
+    let t = project_dir();
+    fs::copy(lock_path(), t.path().join("packages.lock")).unwrap();
+    let mut r = recipe();
+    r["trees"]["root"][0]["debian"]["packages"].as_array_mut().unwrap().push("tmux".into());
+    fs::write(t.path().join(RECIPE), serde_json::to_string_pretty(&r).unwrap()).unwrap();
+    let o = cmd().current_dir(t.path()).env_remove("BUILD_IMAGE_LOCK").args(["build", RECIPE, "--out", "out"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a build with an unpinned package succeeded");
+    assert!(err.contains("trees.root[0]"), "the error names the layer: {err}");
+    assert!(err.contains("tmux") && err.contains("build-image fetch --add-root "), "the error gives the fetch command: {err}");
+    assert!(!t.path().join("out").exists(), "the failed build wrote {}", t.path().join("out").display());
+}
