@@ -1,1 +1,1 @@
-//! Not written yet: see the crate docs.
+//! Not written yet.
