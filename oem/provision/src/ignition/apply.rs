@@ -23,9 +23,18 @@
 //! failed step leaves no temp file behind and returns the JSON path of the
 //! entry. `storage.filesystems` are not applied here.
 //!
-//! On purpose unlike Ignition: preset lines are written in config order
-//! (Ignition's come out of a Go map, in random order); no
-//! `/etc/.ignition-result.json`, no SELinux relabelling.
+//! On purpose unlike Ignition 2.14:
+//! * preset lines are written in config order (Ignition's come out of a Go
+//!   map, in random order);
+//! * setuid/setgid bits of files are kept: 2.14 chmods before it chowns,
+//!   and the chown clears them; 2.15+ chowns first, as we do (spec 3.4
+//!   documents the bits);
+//! * a user whose home does not exist after `useradd`/`usermod` (an
+//!   existing `nobody` with `/nonexistent`, or `noCreateHome` unset on a
+//!   user whose home is elsewhere) is fine here; 2.14 fails on it
+//!   (`lstat HOME: no such file or directory`) while collecting paths for
+//!   its SELinux relabelling, after the users were written;
+//! * no `/etc/.ignition-result.json`, no SELinux relabelling.
 
 use super::content::decode_resource;
 use super::parse::{at, clean_path};
@@ -184,21 +193,17 @@ fn remove_all(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Ignition's `SetPermissions`: the mode if given, then the owner (by
-/// default the one of what is there, following symlinks).
+/// Ignition's `SetPermissions`: the owner (by default the one of what is
+/// there, following symlinks), then the mode if given. Ignition 2.14 did
+/// it the other way round, so that the chown cleared setuid/setgid on
+/// files; Ignition 2.15+ chowns first, as here, and keeps them.
 fn set_permissions(root: &Path, p: &Path, mode: Option<i64>, node: &Node) -> Result<(), String> {
-    if let Some(m) = mode {
-        fs::set_permissions(p, fs::Permissions::from_mode(m as u32 & 0o7777)).map_err(|e| format!("changing the mode: {e}"))?;
-    }
     let (du, dg) = fs::metadata(p).map_or((0, 0), |m| (m.uid(), m.gid()));
     let uid = uid_of(root, &node.user, du, "user")?;
     let gid = uid_of(root, &node.group, dg, "group")?;
     std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| format!("changing the owner to {uid}:{gid}: {e}"))?;
     if let Some(m) = mode {
-        // chown clears setuid/setgid: set the mode again.
-        if m & 0o6000 != 0 {
-            fs::set_permissions(p, fs::Permissions::from_mode(m as u32 & 0o7777)).map_err(|e| format!("changing the mode: {e}"))?;
-        }
+        fs::set_permissions(p, fs::Permissions::from_mode(m as u32 & 0o7777)).map_err(|e| format!("changing the mode: {e}"))?;
     }
     Ok(())
 }
@@ -525,6 +530,8 @@ fn disable_symlinks(cx: &Ctx, unit: &str) {
             let q = p.join(unit);
             if fs::symlink_metadata(&q).is_ok_and(|m| m.file_type().is_symlink()) {
                 let _ = fs::remove_file(&q);
+                // systemctl removes the .wants directory it emptied.
+                let _ = fs::remove_dir(&p);
             }
         } else if m.file_type().is_symlink() && name != unit {
             if let Ok(t) = fs::read_link(&p) {

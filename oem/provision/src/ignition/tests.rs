@@ -311,3 +311,31 @@ proptest::proptest! {
         let _ = check(cfg.to_string().as_bytes());
     }
 }
+
+/// Deliberate differences from Ignition 2.14 (see `apply`'s docs): the
+/// setuid bit of a file survives, and an existing user whose home is
+/// missing is not an error.
+#[test]
+fn setuid_kept_and_missing_home_fine() {
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+        eprintln!("skipped: needs root (chown)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("etc")).unwrap();
+    std::fs::write(
+        t.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(t.path().join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    let cfg = br#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"nobody","shell":"/bin/false"}]},
+        "storage":{"files":[{"path":"/usr/bin/su2","mode":2541,"user":{"id":0},"contents":{"source":"data:,x"}}]}}"#;
+    let p = check(cfg).unwrap();
+    apply(t.path(), &p.config, &ApplyOptions { day: 1 }).unwrap();
+    let m = std::fs::metadata(t.path().join("usr/bin/su2")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777, 0o4755);
+    assert!(std::fs::read_to_string(t.path().join("etc/passwd"))
+        .unwrap()
+        .contains("nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"));
+}
