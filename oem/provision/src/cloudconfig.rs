@@ -69,7 +69,9 @@ mod apply;
 mod users;
 pub mod yaml;
 
-pub use apply::{apply, etc_hosts, frequency, plan, Action, ApplyOptions, Frequency, Outcome, Plan, PlannedAction, Report, Step};
+pub use apply::{
+    apply, etc_hosts, etcd_dropin, frequency, plan, today, Action, ApplyOptions, Frequency, Outcome, Plan, PlannedAction, Report, Step,
+};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -338,7 +340,7 @@ impl Cx {
     /// The entries of a mapping, keys normalised (`-` → `_`), duplicates
     /// reported (the last one wins, as in PyYAML). `None` (with an error)
     /// when `node` is not a mapping; null is an empty mapping.
-    fn map<'n>(&mut self, path: &str, node: &'n Node) -> Option<Vec<(String, String, &'n Node)>> {
+    fn map<'n>(&mut self, path: &str, node: &'n Node) -> Option<Vec<(String, String, Pos, &'n Node)>> {
         if node.is_null() {
             return Some(Vec::new());
         }
@@ -346,7 +348,7 @@ impl Cx {
             self.error(path, node, format!("expected a mapping, found {}", node.describe()));
             return None;
         };
-        let mut out: Vec<(String, String, &Node)> = Vec::new();
+        let mut out: Vec<(String, String, Pos, &Node)> = Vec::new();
         for (k, v) in entries {
             let Some(raw) = k.scalar() else {
                 self.error(path, k, format!("a key must be a scalar, found {}", k.describe()));
@@ -354,11 +356,11 @@ impl Cx {
             };
             let norm = raw.replace('-', "_");
             let child = join(path, raw);
-            if let Some(i) = out.iter().position(|(n, _, _)| *n == norm) {
+            if let Some(i) = out.iter().position(|(n, _, _, _)| *n == norm) {
                 self.warn(&child, k, "duplicate key: the last one is used");
                 out.remove(i);
             }
-            out.push((norm, raw.to_string(), v));
+            out.push((norm, raw.to_string(), k.pos, v));
         }
         Some(out)
     }
@@ -434,7 +436,11 @@ fn shown(node: &Node) -> String {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn index(path: &str, i: usize) -> String {
@@ -447,7 +453,7 @@ fn read_top(cx: &mut Cx, cfg: &mut CloudConfig, root: &Node) {
         return;
     }
     let Some(entries) = cx.map("", root) else { return };
-    for (key, raw, v) in entries {
+    for (key, raw, kpos, v) in entries {
         let path = raw.as_str();
         match key.as_str() {
             "hostname" => cfg.hostname = read_hostname(cx, path, v),
@@ -471,7 +477,7 @@ fn read_top(cx: &mut Cx, cfg: &mut CloudConfig, root: &Node) {
             "bootcmd" => cfg.bootcmd = read_commands(cx, path, v),
             "coreos" => read_coreos(cx, cfg, path, v),
             k if CLOUD_INIT_ONLY.contains(&k) => cx.warn(path, v, "cloud-init module not supported on this image; ignored"),
-            _ => cx.warn(path, v, "unknown key"),
+            _ => cx.add(Severity::Warning, path, kpos, "unknown key"),
         }
     }
 }
@@ -545,7 +551,7 @@ fn read_user(cx: &mut Cx, path: &str, node: &Node) -> Option<User> {
         return Some(u);
     }
     let entries = cx.map(path, node)?;
-    for (key, raw, v) in entries {
+    for (key, raw, kpos, v) in entries {
         let p = join(path, &raw);
         match key.as_str() {
             "name" => u.name = cx.string(&p, v).unwrap_or_default(),
@@ -557,7 +563,9 @@ fn read_user(cx: &mut Cx, path: &str, node: &Node) -> Option<User> {
             "primary_group" => u.primary_group = cx.string(&p, v),
             "groups" => {
                 u.groups = match &v.kind {
-                    Kind::Scalar { .. } => cx.string(&p, v).unwrap_or_default().split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect(),
+                    Kind::Scalar { .. } => {
+                        cx.string(&p, v).unwrap_or_default().split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect()
+                    }
                     _ => cx.strings(&p, v),
                 }
             }
@@ -588,7 +596,7 @@ fn read_user(cx: &mut Cx, path: &str, node: &Node) -> Option<User> {
             "expiredate" | "inactive" | "create_groups" | "selinux_user" | "ssh_redirect_user" | "doas" | "snapuser" => {
                 cx.warn(&p, v, "cloud-init user option not supported on this image; ignored")
             }
-            _ => cx.warn(&p, v, "unknown key"),
+            _ => cx.add(Severity::Warning, &p, kpos, "unknown key"),
         }
     }
     if u.name.is_empty() {
@@ -665,7 +673,7 @@ fn read_file(cx: &mut Cx, path: &str, node: &Node) -> Option<WriteFile> {
     let mut content: Option<(Vec<u8>, &Node)> = None;
     let mut encoding: Option<(String, &Node)> = None;
     let mut bad = false;
-    for (key, raw, v) in entries {
+    for (key, raw, kpos, v) in entries {
         let p = join(path, &raw);
         match key.as_str() {
             "path" => f.path = cx.string(&p, v).unwrap_or_default(),
@@ -700,7 +708,7 @@ fn read_file(cx: &mut Cx, path: &str, node: &Node) -> Option<WriteFile> {
                 cx.error(&p, v, "fetching content from a URL is not supported; the file is skipped");
                 bad = true;
             }
-            _ => cx.warn(&p, v, "unknown key"),
+            _ => cx.add(Severity::Warning, &p, kpos, "unknown key"),
         }
     }
     if f.path.is_empty() {
@@ -723,7 +731,8 @@ fn read_file(cx: &mut Cx, path: &str, node: &Node) -> Option<WriteFile> {
         Some((e, enode)) => match decode_content(&raw, e) {
             Ok(c) => c,
             Err(msg) => {
-                let at = if msg.starts_with("unknown encoding") { (join(path, "encoding"), *enode) } else { (join(path, "content"), cnode) };
+                let at =
+                    if msg.starts_with("unknown encoding") { (join(path, "encoding"), *enode) } else { (join(path, "content"), cnode) };
                 cx.error(&at.0, at.1, format!("{msg}; the file is skipped"));
                 return None;
             }
@@ -737,7 +746,7 @@ fn read_coreos(cx: &mut Cx, cfg: &mut CloudConfig, path: &str, node: &Node) {
     let Some(entries) = cx.map(path, node) else { return };
     let mut etcd1 = BTreeMap::new();
     let mut etcd2 = BTreeMap::new();
-    for (key, raw, v) in entries {
+    for (key, raw, kpos, v) in entries {
         let p = join(path, &raw);
         match key.as_str() {
             "units" => {
@@ -750,11 +759,16 @@ fn read_coreos(cx: &mut Cx, cfg: &mut CloudConfig, path: &str, node: &Node) {
             "etcd2" => etcd2 = read_etcd(cx, &p, v),
             "etcd" => etcd1 = read_etcd(cx, &p, v),
             "update" | "locksmith" | "fleet" | "flannel" | "oem" => cx.warn(&p, v, "not supported on this image; ignored"),
-            _ => cx.warn(&p, v, "unknown key"),
+            _ => cx.add(Severity::Warning, &p, kpos, "unknown key"),
         }
     }
     if !etcd1.is_empty() && !etcd2.is_empty() {
-        cx.add(Severity::Warning, &join(path, "etcd"), node.pos, "both etcd and etcd2 are set: one etcd service here, etcd2 wins where both set an option");
+        cx.add(
+            Severity::Warning,
+            &join(path, "etcd"),
+            node.pos,
+            "both etcd and etcd2 are set: one etcd service here, etcd2 wins where both set an option",
+        );
     }
     cfg.etcd = etcd1;
     cfg.etcd.extend(etcd2);
@@ -769,7 +783,7 @@ pub fn etcd_env_name(option: &str) -> String {
 fn read_etcd(cx: &mut Cx, path: &str, node: &Node) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let Some(entries) = cx.map(path, node) else { return out };
-    for (key, raw, v) in entries {
+    for (key, raw, _, v) in entries {
         let p = join(path, &raw);
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             cx.error(&p, v, "not an etcd option name (letters, digits, '-', '_'); ignored");
@@ -796,7 +810,7 @@ fn read_etcd(cx: &mut Cx, path: &str, node: &Node) -> BTreeMap<String, String> {
 fn read_unit(cx: &mut Cx, path: &str, node: &Node) -> Option<Unit> {
     let mut u = Unit { source: path.to_string(), ..Default::default() };
     let entries = cx.map(path, node)?;
-    for (key, raw, v) in entries {
+    for (key, raw, kpos, v) in entries {
         let p = join(path, &raw);
         match key.as_str() {
             "name" => u.name = cx.string(&p, v).unwrap_or_default(),
@@ -821,12 +835,12 @@ fn read_unit(cx: &mut Cx, path: &str, node: &Node) -> Option<Unit> {
                     let dp = index(&p, i);
                     let Some(fields) = cx.map(&dp, d) else { continue };
                     let mut drop = DropIn::default();
-                    for (dk, draw, dv) in fields {
+                    for (dk, draw, dkpos, dv) in fields {
                         let fp = join(&dp, &draw);
                         match dk.as_str() {
                             "name" => drop.name = cx.string(&fp, dv).unwrap_or_default(),
                             "content" => drop.content = cx.string(&fp, dv).unwrap_or_default(),
-                            _ => cx.warn(&fp, dv, "unknown key"),
+                            _ => cx.add(Severity::Warning, &fp, dkpos, "unknown key"),
                         }
                     }
                     if drop.name.is_empty() || drop.name.contains('/') || drop.name.starts_with('.') || !drop.name.ends_with(".conf") {
@@ -839,7 +853,7 @@ fn read_unit(cx: &mut Cx, path: &str, node: &Node) -> Option<Unit> {
                     }
                 }
             }
-            _ => cx.warn(&p, v, "unknown key"),
+            _ => cx.add(Severity::Warning, &p, kpos, "unknown key"),
         }
     }
     if u.name.is_empty() {
@@ -847,11 +861,19 @@ fn read_unit(cx: &mut Cx, path: &str, node: &Node) -> Option<Unit> {
         return None;
     }
     if !valid_unit_name(&u.name) {
-        cx.error(&join(path, "name"), node, format!("{:?} is not a unit name (NAME.service, .socket, .timer, .network …); skipped", u.name));
+        cx.error(
+            &join(path, "name"),
+            node,
+            format!("{:?} is not a unit name (NAME.service, .socket, .timer, .network …); skipped", u.name),
+        );
         return None;
     }
     if u.is_network() && u.command.is_some() {
-        cx.warn(&join(path, "command"), node, "networkd reads .network/.netdev/.link files when it starts; a command on them is ignored, as in coreos-cloudinit");
+        cx.warn(
+            &join(path, "command"),
+            node,
+            "networkd reads .network/.netdev/.link files when it starts; a command on them is ignored, as in coreos-cloudinit",
+        );
         u.command = None;
     }
     if u.is_network() && u.enable {
@@ -862,7 +884,20 @@ fn read_unit(cx: &mut Cx, path: &str, node: &Node) -> Option<Unit> {
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".target", ".timer", ".path", ".mount", ".automount", ".swap", ".slice", ".scope", ".device", ".network", ".netdev", ".link",
+    ".service",
+    ".socket",
+    ".target",
+    ".timer",
+    ".path",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".slice",
+    ".scope",
+    ".device",
+    ".network",
+    ".netdev",
+    ".link",
 ];
 
 pub(crate) fn valid_unit_name(n: &str) -> bool {

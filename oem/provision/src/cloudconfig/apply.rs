@@ -92,7 +92,14 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { oem_user: "core".into(), etcd_unit: "etcd.service".into(), first_boot: true, run_dir: None, hostname: None, day: today() }
+        ApplyOptions {
+            oem_user: "core".into(),
+            etcd_unit: "etcd.service".into(),
+            first_boot: true,
+            run_dir: None,
+            hostname: None,
+            day: today(),
+        }
     }
 }
 
@@ -205,7 +212,8 @@ pub struct Report {
 impl Report {
     /// Whether every step worked and the document had no errors.
     pub fn ok(&self) -> bool {
-        !self.steps.iter().any(|s| matches!(s.outcome, Outcome::Failed(_))) && !self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        !self.steps.iter().any(|s| matches!(s.outcome, Outcome::Failed(_)))
+            && !self.diagnostics.iter().any(|d| d.severity == Severity::Error)
     }
 
     /// Pretty JSON for `/run/agent/provisioning.json`.
@@ -277,7 +285,11 @@ pub fn plan(cfg: &CloudConfig, opts: &ApplyOptions) -> Plan {
     for u in &cfg.users {
         add(&u.source, Frequency::PerBoot, Action::User { user: u.clone() });
         if !u.ssh_authorized_keys.is_empty() {
-            add(&format!("{}.ssh_authorized_keys", u.source), Frequency::PerBoot, Action::AuthorizeKeys { user: u.name.clone(), keys: u.ssh_authorized_keys.clone() });
+            add(
+                &format!("{}.ssh_authorized_keys", u.source),
+                Frequency::PerBoot,
+                Action::AuthorizeKeys { user: u.name.clone(), keys: u.ssh_authorized_keys.clone() },
+            );
         }
     }
     let sudo: Vec<&User> = cfg.users.iter().filter(|u| !u.sudo.is_empty()).collect();
@@ -293,11 +305,22 @@ pub fn plan(cfg: &CloudConfig, opts: &ApplyOptions) -> Plan {
         add(
             "users[].sudo",
             Frequency::PerBoot,
-            Action::WriteFile { path: "/etc/sudoers.d/90-cloud-init-users".into(), content: s.into_bytes(), size, mode: 0o440, owner: None, append: false },
+            Action::WriteFile {
+                path: "/etc/sudoers.d/90-cloud-init-users".into(),
+                content: s.into_bytes(),
+                size,
+                mode: 0o440,
+                owner: None,
+                append: false,
+            },
         );
     }
     if !cfg.ssh_authorized_keys.is_empty() {
-        add("ssh_authorized_keys", Frequency::PerBoot, Action::AuthorizeKeys { user: opts.oem_user.clone(), keys: cfg.ssh_authorized_keys.clone() });
+        add(
+            "ssh_authorized_keys",
+            Frequency::PerBoot,
+            Action::AuthorizeKeys { user: opts.oem_user.clone(), keys: cfg.ssh_authorized_keys.clone() },
+        );
     }
     for f in &cfg.write_files {
         let frequency = if f.append { frequency("write_files.append") } else { Frequency::PerBoot };
@@ -555,7 +578,10 @@ impl Fs {
                 Ok(format!("{path} -> /dev/null"))
             }
             Action::Unmask { path } => {
-                let (dir, name) = self.resolve(path, false).or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok((PathBuf::new(), OsString::new())) } else { Err(e) }).map_err(|e| format!("{path}: {e}"))?;
+                let (dir, name) = self
+                    .resolve(path, false)
+                    .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok((PathBuf::new(), OsString::new())) } else { Err(e) })
+                    .map_err(|e| format!("{path}: {e}"))?;
                 if name.is_empty() {
                     return Ok("not masked".into());
                 }
@@ -593,7 +619,8 @@ impl Fs {
             t.push(&name);
             t.push(format!(".cloudconfig-{}-{i}", std::process::id()));
             let p = dir.join(t);
-            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(&p) {
+            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(&p)
+            {
                 Ok(f) => {
                     tmp = Some((p, f));
                     break;
@@ -670,7 +697,9 @@ impl Fs {
                 }
             }
             if links.is_empty() && u == unit && !install.iter().any(|(k, _)| k == "Also") {
-                return Ok(format!("{u} ({file}) has no [Install] WantedBy=, RequiredBy= or Alias=: nothing to enable, as systemctl enable says"));
+                return Ok(format!(
+                    "{u} ({file}) has no [Install] WantedBy=, RequiredBy= or Alias=: nothing to enable, as systemctl enable says"
+                ));
             }
             for l in &links {
                 self.symlink(l, &file)?;
@@ -746,9 +775,15 @@ fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), String> {
         Some((u, g)) => (u.trim(), Some(g.trim())),
         None => (owner.trim(), None),
     };
-    let uid = if user.is_empty() { 0 } else { lookup(root, "etc/passwd", user).ok_or_else(|| format!("owner {owner}: no user {user:?} in the root's /etc/passwd"))? };
+    let uid = if user.is_empty() {
+        0
+    } else {
+        lookup(root, "etc/passwd", user).ok_or_else(|| format!("owner {owner}: no user {user:?} in the root's /etc/passwd"))?
+    };
     let gid = match group {
-        Some(g) if !g.is_empty() => lookup(root, "etc/group", g).ok_or_else(|| format!("owner {owner}: no group {g:?} in the root's /etc/group"))?,
+        Some(g) if !g.is_empty() => {
+            lookup(root, "etc/group", g).ok_or_else(|| format!("owner {owner}: no group {g:?} in the root's /etc/group"))?
+        }
         _ => 0,
     };
     Ok((uid, gid))

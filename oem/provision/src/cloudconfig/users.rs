@@ -66,7 +66,8 @@ pub(crate) fn ensure_user(root: &Path, u: &User, day: i64) -> Result<String, Str
 
 /// Add the keys missing from the user's `~/.ssh/authorized_keys`.
 pub(crate) fn authorize_keys(root: &Path, user: &str, keys: &[String]) -> Result<String, String> {
-    let u = passwd::lookup_user(root, user).map_err(|e| e.to_string())?.ok_or_else(|| format!("no user {user:?} in the root's /etc/passwd"))?;
+    let u =
+        passwd::lookup_user(root, user).map_err(|e| e.to_string())?.ok_or_else(|| format!("no user {user:?} in the root's /etc/passwd"))?;
     let file = root.join(u.home.trim_start_matches('/')).join(".ssh/authorized_keys");
     let mut all: Vec<String> = std::fs::read_to_string(&file).unwrap_or_default().lines().map(String::from).collect();
     let before = all.len();

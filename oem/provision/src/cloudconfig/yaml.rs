@@ -40,7 +40,11 @@ pub enum Kind {
     /// `text` as written (escapes resolved); `plain` when unquoted and not
     /// a block scalar, i.e. open to YAML 1.1 resolution (null, bool, int);
     /// `binary` for a `!!binary` scalar.
-    Scalar { text: String, plain: bool, binary: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+        binary: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in document order; `<<` merge keys already resolved.
     Map(Vec<(Node, Node)>),
@@ -227,10 +231,8 @@ pub fn load(text: &str) -> Result<Option<Node>, YamlError> {
     let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), nodes: 0, bytes: 0, root: None };
     let mut in_document = false;
     while let Some(ev) = parser.next_event() {
-        let (ev, span) = ev.map_err(|e| YamlError {
-            pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
-            message: e.info().to_string(),
-        })?;
+        let (ev, span) = ev
+            .map_err(|e| YamlError { pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 }, message: e.info().to_string() })?;
         let pos = Pos::from(span);
         match ev {
             Event::Nothing | Event::StreamStart => {}
@@ -310,7 +312,8 @@ mod tests {
 
     #[test]
     fn booleans_as_yaml_1_1() {
-        for (t, b) in [("yes", Some(true)), ("On", Some(true)), ("false", Some(false)), ("'no'", None), ("'true'", Some(true)), ("1", None)] {
+        for (t, b) in [("yes", Some(true)), ("On", Some(true)), ("false", Some(false)), ("'no'", None), ("'true'", Some(true)), ("1", None)]
+        {
             let n = load(t).unwrap().unwrap();
             assert_eq!(n.as_bool(), b, "{t}");
         }
