@@ -5,8 +5,10 @@
 //!   `useradd` call created it: `--create-home` unless `no_create_home`,
 //!   password `*` unless `passwd` is given, `--gid`, `--groups`,
 //!   `--no-user-group`, `--system`, `--shell`, `--comment`.
-//!   Supplementary groups that do not exist are created first, as
-//!   cloud-init does (coreos-cloudinit's `useradd --groups` failed on them).
+//!   Groups (supplementary and primary) that do not exist are created
+//!   first, as cloud-init does (coreos-cloudinit's `useradd` failed on
+//!   them). A `system` account gets no home, as cloud-init's `useradd -M`
+//!   (coreos-cloudinit created one unless `no_create_home`).
 //! * A user that exists only gets its password (when `passwd` is given),
 //!   as coreos-cloudinit did ("User exists, ignoring creation-time
 //!   fields"); `lock_passwd: true` locks it (`!` before the hash).
@@ -39,7 +41,7 @@ pub(crate) fn ensure_user(root: &Path, u: &User, day: i64) -> Result<String, Str
         return Ok(format!("{} exists; password set ({out:?}); other fields ignored, as coreos-cloudinit does", u.name));
     }
     let mut created_groups = Vec::new();
-    for g in &u.groups {
+    for g in u.groups.iter().chain(&u.primary_group) {
         if passwd::lookup_group(root, g).map_err(|e| e.to_string())?.is_none() && g.parse::<u32>().is_err() {
             passwd::ensure_group(root, &GroupSpec { name: g.clone(), ..Default::default() }).map_err(|e| format!("group {g}: {e}"))?;
             created_groups.push(g.as_str());
@@ -51,7 +53,9 @@ pub(crate) fn ensure_user(root: &Path, u: &User, day: i64) -> Result<String, Str
         password_hash: lock(u.passwd.clone()),
         gecos: u.gecos.clone(),
         home_dir: u.homedir.clone(),
-        create_home: !u.no_create_home,
+        // cloud-init's `useradd -M` for system accounts (coreos-cloudinit
+        // passed --create-home unless no_create_home).
+        create_home: !u.no_create_home && !u.system,
         primary_group: u.primary_group.clone(),
         groups: u.groups.clone(),
         no_user_group: u.no_user_group,
