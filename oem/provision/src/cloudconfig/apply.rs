@@ -509,6 +509,10 @@ impl Fs {
         let Some(name) = parts.pop() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{guest:?} names no file")));
         };
+        if create && !base.exists() {
+            // `/run` of a root that has none yet (a directory tree, not a booted system).
+            fs::create_dir_all(base)?;
+        }
         let mut todo: VecDeque<String> = parts.iter().map(|s| s.to_string()).collect();
         let mut cur: Vec<String> = Vec::new();
         let mut links = 0;
