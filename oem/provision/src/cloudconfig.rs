@@ -59,6 +59,39 @@
 //! [`Frequency`] says which is which ([`frequency`]) and [`ApplyOptions::first_boot`]
 //! selects.
 //!
+//! # Where this differs from cloud-init on purpose
+//!
+//! Measured by `tests/tests/cloudconfig_conformance.rs` against Debian's
+//! cloud-init 22.4 (each corpus document lists its differences):
+//!
+//! * Top-level `ssh_authorized_keys` go to the OEM user (`core`), as
+//!   coreos-cloudinit did; cloud-init gives them to its default user, and
+//!   with a `users` list without `default`, to root only.
+//! * A new user without `passwd` gets `*` in `shadow` (coreos-cloudinit's
+//!   `useradd --password '*'`; sshd without PAM refuses `!` even for key
+//!   logins); cloud-init leaves `!`. `lock_passwd` only locks when given:
+//!   cloud-init's default `true` would also lock a `passwd` hash.
+//! * `manage_etc_hosts`: `127.0.0.1 HOSTNAME` (coreos-cloudinit) plus
+//!   `localhost` lines, not cloud-init's template (see [`etc_hosts`]).
+//! * `permissions`: always octal, quoted or not (coreos-cloudinit's
+//!   `^0?[0-7]{3,4}$`); cloud-init reads an unquoted `644` as decimal.
+//! * `write_files` are rewritten on every boot (coreos-cloudinit); cloud-init
+//!   writes them once per instance. Appending ones are first-boot only.
+//! * `write_files` come after `users`, so `owner` works without `defer`
+//!   (cloud-init needs `defer: true`). An unknown owner skips the file;
+//!   cloud-init writes it and then fails the chown.
+//! * Existing users only get `passwd` (coreos-cloudinit); cloud-init also
+//!   applies `sudo`, `lock_passwd` and keys to them (keys are added here too).
+//! * `system` users get no home (cloud-init's `useradd -M`; coreos-cloudinit
+//!   created one). Missing groups are created first (cloud-init;
+//!   coreos-cloudinit's `useradd` failed).
+//! * Keys are added to `~/.ssh/authorized_keys` in document order, existing
+//!   lines kept (cloud-init writes a Python set, in no fixed order).
+//! * `sudo` rules go to `/etc/sudoers.d/90-cloud-init-users` without
+//!   cloud-init's dated header, rewritten on every boot.
+//! * `coreos.*` is read here and ignored by cloud-init; `runcmd`/`bootcmd`
+//!   scripts are built byte for byte as cloud-init builds them (checked).
+//!
 //! # Applying
 //!
 //! See [`apply`]. Nothing here runs a process: what needs a running system
