@@ -18,6 +18,8 @@ set -eu
 ud=$(realpath "$1"); tmpl=$(realpath "$2"); out=$(realpath -m "$3")
 rm -rf "$out"; mkdir -p "$out"
 S=$(mktemp -d /tmp/cc-oracle.XXXXXX)
+# Removed on any exit: a failed mount must not leave the folder behind.
+trap 'rm -rf "$S" "$S.cfg" "$S.meta"' EXIT
 cat > "$S.cfg" <<'CFG'
 datasource_list: [ ConfigDrive ]
 cloud_init_modules: [write-files, set_hostname, update_hostname, update_etc_hosts, users-groups, ssh]
