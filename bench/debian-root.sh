@@ -30,6 +30,8 @@ repo=$(dirname "$here")
 runs=${RUNS:-3}
 lock=${BUILD_IMAGE_LOCK:-$repo/kernel/packages.lock}
 cache=${BUILD_IMAGE_CACHE:-$repo/out/cache}
+export BUILD_IMAGE_CACHE=$cache
+unset BUILD_IMAGE_LOCK # ours reads the project folder's copy of the lock
 [ "$(id -u)" -eq 0 ] || { echo "debian-root.sh: run as root (both sides use mmdebstrap --mode=root)" >&2; exit 1; }
 for tool in mmdebstrap apt-ftparchive mkfs.btrfs sha256sum /usr/bin/time python3; do
 	command -v $tool >/dev/null || { echo "debian-root.sh: $tool is needed" >&2; exit 1; }

@@ -634,6 +634,23 @@ pub fn delete_tree(dir: &Path, dev: u64) -> usize {
     n
 }
 
+/// The running root for provisioning's `storage.filesystems` rule: its
+/// device, type, filesystem label and UUID, and its GPT partition's name and
+/// unique GUID (from sysfs `uevent` and the disk's GPT).
+fn root_fs_info(dev: &Path, fstype: &str, info: Option<&probe::FsInfo>) -> crate::provisioning::RootFs {
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let uevent = fs::read_to_string(format!("/sys/class/block/{name}/uevent")).unwrap_or_default();
+    let field = |k: &str| uevent.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").to_string();
+    crate::provisioning::RootFs {
+        device: dev.display().to_string(),
+        fstype: fstype.to_string(),
+        label: info.map(|i| i.label.clone()).unwrap_or_default(),
+        uuid: info.map(|i| i.uuid.clone()).unwrap_or_default(),
+        partlabel: field("PARTNAME="),
+        partuuid: field("PARTUUID="),
+    }
+}
+
 fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) -> Result<std::convert::Infallible, Failure> {
     let secs = cmd.rootwait_secs.unwrap_or(DEFAULT_ROOTWAIT_SECS);
     let t = Instant::now();
@@ -656,6 +673,12 @@ fn boot_root(cmd: &Cmdline, spec: &RootSpec, oem: &mut crate::oem::Effective) ->
     // Cloud configuration (network; hostname and keys into the root).
     let configured = crate::cloud::run(Path::new(SYSROOT), oem);
     crate::cloud::apply_identity(Path::new(SYSROOT), oem);
+    // user_data: Ignition (first boot; a bad config stops here) or cloud-config.
+    let root_fs = root_fs_info(&dev, &fstype, info.as_ref());
+    let user = oem.config().get("user").and_then(|v| v.as_str()).unwrap_or("core").to_string();
+    let hostname = fs::read_to_string(format!("{SYSROOT}/etc/hostname")).ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
+    crate::provisioning::run(Path::new(SYSROOT), &root_fs, &user, hostname.as_deref())
+        .map_err(|e| fail(format_args!("provisioning from user_data"), e))?;
     let keep_leases = oem.config().get("keep_leases").and_then(|v| v.as_bool()) == Some(true);
     // The network as .network files for the root's systemd-networkd, in
     // /run, which moves into the root below.

@@ -37,6 +37,8 @@ use crate::{log, probe};
 
 pub const OEM_JSON: &str = "/etc/agent/oem.json";
 pub const USER_DATA: &str = "/run/agent/user_data";
+/// Where [`USER_DATA`] came from (`config drive` or `metadata service`).
+pub const USER_DATA_SOURCE: &str = "/run/agent/user_data.source";
 const DRIVE_MOUNT: &str = "/run/agent/config-drive";
 const METADATA: &str = "169.254.169.254:80";
 
@@ -281,16 +283,19 @@ fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
     let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
     let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
     if let Ok(ud) = fs::read(dir.join("user_data")) {
-        save_user_data(&ud);
+        save_user_data(&ud, "config drive");
     }
     let _ = rustix::mount::unmount(DRIVE_MOUNT, rustix::mount::UnmountFlags::DETACH);
     Ok(s)
 }
 
-fn save_user_data(ud: &[u8]) {
+fn save_user_data(ud: &[u8], source: &str) {
     let _ = fs::create_dir_all("/run/agent");
-    match fs::write(USER_DATA, ud).and_then(|_| fs::set_permissions(USER_DATA, fs::Permissions::from_mode(0o600))) {
-        Ok(()) => log!("cloud: user_data saved to {USER_DATA} ({} bytes)", ud.len()),
+    let r = fs::write(USER_DATA, ud)
+        .and_then(|_| fs::set_permissions(USER_DATA, fs::Permissions::from_mode(0o600)))
+        .and_then(|_| fs::write(USER_DATA_SOURCE, source));
+    match r {
+        Ok(()) => log!("cloud: user_data from the {source} saved to {USER_DATA} ({} bytes)", ud.len()),
         Err(e) => log!("cloud: saving {USER_DATA} failed: {e}"),
     }
 }
@@ -327,10 +332,15 @@ fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>),
 
 /// GET with retries (the service may come up late); `Ok(None)` for a 404.
 fn metadata_get(path: &str) -> Result<Option<String>, String> {
+    Ok(metadata_get_bytes(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// [`metadata_get`] as bytes (user_data may be anything).
+fn metadata_get_bytes(path: &str) -> Result<Option<Vec<u8>>, String> {
     let mut last = String::new();
     for attempt in 1..=3 {
         match http_get(METADATA, path, Duration::from_secs(2)) {
-            Ok((200, body)) => return Ok(Some(String::from_utf8_lossy(&body).into_owned())),
+            Ok((200, body)) => return Ok(Some(body)),
             Ok((404, _)) => return Ok(None),
             Ok((code, _)) => last = format!("HTTP {code}"),
             Err(e) => last = e,
@@ -587,6 +597,14 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
                         },
                         Ok(None) => log!("cloud: metadata service has no meta_data.json (404)"),
                         Err(e) => log!("cloud: metadata service unreachable: {e}"),
+                    }
+                }
+                // user_data, unless a config drive gave it (a 404 is "none").
+                if meta.is_some() && !Path::new(USER_DATA).exists() {
+                    match metadata_get_bytes(&format!("{base}/user_data")) {
+                        Ok(Some(ud)) => save_user_data(&ud, "metadata service"),
+                        Ok(None) => log!("cloud: metadata service has no user_data (404)"),
+                        Err(e) => log!("cloud: metadata service: user_data: {e}"),
                     }
                 }
                 // Only ask for network_data if the service answered at all.

@@ -68,6 +68,10 @@
 //!    addresses, routes, DNS, MTU; DHCP links keep the agent's lease), and
 //!    `/run` moves into the root with them.
 //!
+//! 9. **Provisions from user_data** (root mode, [`provisioning`]): Ignition
+//!    on the first boot (an invalid config stops the boot), cloud-config on
+//!    every boot, on `/sysroot`; the record in `/run/agent/provisioning.json`.
+//!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
 //! (through `rustix`, no libc wrappers needed except `kill(-1, …)`), and
@@ -82,6 +86,7 @@ pub mod modules;
 pub mod net;
 pub mod oem;
 pub mod probe;
+pub mod provisioning;
 pub mod runspec;
 pub mod uevent;
 

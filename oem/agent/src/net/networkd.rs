@@ -414,7 +414,16 @@ pub fn hand_over(root: &Path, dir: &Path, h: Option<&Handover>) -> serde_json::V
         rec["reason"] = json!("the root has no /run");
         return rec;
     }
-    let r = render_all(h);
+    let mut r = render_all(h);
+    let own = user_network_files(root);
+    if !own.is_empty() {
+        log!(
+            "networkd: the root has its own .network files in /etc/systemd/network ({}): the agent writes none, only the .link files that keep the names",
+            own.join(", ")
+        );
+        rec["user_files"] = json!(own);
+        r.files.clear();
+    }
     for s in &r.skipped {
         log!("networkd: {s}");
     }
@@ -442,6 +451,17 @@ pub fn hand_over(root: &Path, dir: &Path, h: Option<&Handover>) -> serde_json::V
         }
     }
     rec
+}
+
+/// The `.network` files in the root's `/etc/systemd/network` (the image's
+/// or what user_data wrote there): the user's network, which the agent's
+/// files in `/run` would otherwise override (they sort first). Sorted.
+pub fn user_network_files(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(root.join("etc/systemd/network"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".network")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// [`hand_over`] for the real root and `/run`, with the record written to
@@ -752,6 +772,15 @@ mod tests {
             ])
         );
         assert_eq!(fs::read_to_string(run.join("10-agent-eth0.link")).unwrap(), render_all(&h).link_files[0].contents);
+        // The user's own .network files (the seed's iface-eth0.network)
+        // win: the agent writes only the .link files then.
+        fs::create_dir_all(root.join("etc/systemd/network")).unwrap();
+        fs::write(root.join("etc/systemd/network/iface-eth0.network"), "[Match]\nName=eth0\n").unwrap();
+        let run2 = t.path().join("run2");
+        let rec = hand_over(&root, &run2, Some(&h));
+        assert_eq!(rec["user_files"], serde_json::json!(["iface-eth0.network"]));
+        assert!(!run2.join("10-agent-eth0.network").exists());
+        assert!(run2.join("10-agent-eth0.link").exists());
         assert!(rec.get("reason").is_none(), "{rec}");
         let f = run.join("10-agent-eth0.network");
         assert_eq!(fs::read_to_string(&f).unwrap(), render(&h)[0].1);
