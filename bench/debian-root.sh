@@ -108,7 +108,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 p=$(cut -d' ' -f1 "$work/peer.times" | median)
 o=$(cut -d' ' -f1 "$work/ours.times" | median)
 orss=$(cut -d' ' -f2 "$work/ours.times" | median)
-echo "coreos-node root ($(tr ',' '\n' <"$work/include" | wc -l) packages), $runs rounds, load $load0 -> $load1"
+echo "coreos-node root ($(tr "," "\n" <"$work/include" | grep -c .) packages), $runs rounds, load $load0 -> $load1"
 echo "  peer (apt-ftparchive + mmdebstrap + mkfs.btrfs --rootdir $((root_size >> 20)) MiB + sha256sum): median $p s  ($(tr '\n' ' ' <"$work/peer.times" | sed 's/ [0-9]* / /g'))"
 echo "  ours (build-image build coreos-node.json):  median $o s, peak RSS $((orss / 1024)) MiB  ($(tr '\n' ' ' <"$work/ours.times" | sed 's/ [0-9]* / /g'))"
 python3 -c "print('  ours / peer: %.2f' % ($o / $p))"

@@ -60,6 +60,11 @@ pub struct Spec<'a> {
     /// The guest address that `hostfwd` forwards port 22 to (10.0.2.15 for
     /// qemu's DHCP, or the static address of `network_data.json`).
     pub guest_ip: &'a str,
+    /// The guest's SSH port (22 unless a config moves it).
+    pub guest_port: u16,
+    /// Options for qemu's user network (`net=10.11.12.0/24,host=10.11.12.1`
+    /// for a guest outside qemu's default 10.0.2.0/24); empty for the default.
+    pub user_net: &'a str,
     pub memory_mib: u32,
     /// More qemu arguments (NICs on other networks, drives).
     pub extra: Vec<String>,
@@ -111,7 +116,8 @@ impl Machine {
         if let Some(d) = spec.config_drive {
             c.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", d.display()));
         }
-        c.arg("-netdev").arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-{}:22", spec.guest_ip));
+        let net = if spec.user_net.is_empty() { String::new() } else { format!("{},", spec.user_net) };
+        c.arg("-netdev").arg(format!("user,id=n0,{net}hostfwd=tcp:127.0.0.1:{ssh_port}-{}:{}", spec.guest_ip, spec.guest_port));
         c.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
         c.args(&spec.extra);
         let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("qemu-system-x86_64");

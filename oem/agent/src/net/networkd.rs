@@ -415,10 +415,10 @@ pub fn hand_over(root: &Path, dir: &Path, h: Option<&Handover>) -> serde_json::V
         return rec;
     }
     let mut r = render_all(h);
-    let own = user_network_files(root);
+    let own = user_network_files(root, dir);
     if !own.is_empty() {
         log!(
-            "networkd: the root has its own .network files in /etc/systemd/network ({}): the agent writes none, only the .link files that keep the names",
+            "networkd: the user's own .network files ({}): the agent writes none, only the .link files that keep the names",
             own.join(", ")
         );
         rec["user_files"] = json!(own);
@@ -453,13 +453,25 @@ pub fn hand_over(root: &Path, dir: &Path, h: Option<&Handover>) -> serde_json::V
     rec
 }
 
-/// The `.network` files in the root's `/etc/systemd/network` (the image's
-/// or what user_data wrote there): the user's network, which the agent's
-/// files in `/run` would otherwise override (they sort first). Sorted.
-pub fn user_network_files(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(root.join("etc/systemd/network"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".network")).collect())
-        .unwrap_or_default();
+/// The user's `.network` files: those in the root's `/etc/systemd/network`
+/// (the image's, or what Ignition wrote there) and those in `run` (the
+/// agent's `/run/systemd/network`) that are not the agent's own (a
+/// cloud-config unit with `runtime: true`). The agent's files sort first and
+/// would override them. Paths as the booted system sees them, sorted.
+pub fn user_network_files(root: &Path, run: &Path) -> Vec<String> {
+    let list = |dir: &Path, shown: &str| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".network") && !n.starts_with("10-agent-"))
+                    .map(|n| format!("{shown}/{n}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut v = list(&root.join("etc/systemd/network"), "/etc/systemd/network");
+    v.extend(list(run, NETWORK_DIR));
     v.sort();
     v
 }
@@ -778,9 +790,18 @@ mod tests {
         fs::write(root.join("etc/systemd/network/iface-eth0.network"), "[Match]\nName=eth0\n").unwrap();
         let run2 = t.path().join("run2");
         let rec = hand_over(&root, &run2, Some(&h));
-        assert_eq!(rec["user_files"], serde_json::json!(["iface-eth0.network"]));
+        assert_eq!(rec["user_files"], serde_json::json!(["/etc/systemd/network/iface-eth0.network"]));
         assert!(!run2.join("10-agent-eth0.network").exists());
         assert!(run2.join("10-agent-eth0.link").exists());
+        // A runtime one (cloud-config `runtime: true`) beside the agent's.
+        fs::remove_file(root.join("etc/systemd/network/iface-eth0.network")).unwrap();
+        let run3 = t.path().join("run3");
+        fs::create_dir_all(&run3).unwrap();
+        fs::write(run3.join("iface-eth0.network"), "[Match]\nName=eth0\n").unwrap();
+        fs::write(run3.join("10-agent-eth1.network"), "").unwrap();
+        let rec = hand_over(&root, &run3, Some(&h));
+        assert_eq!(rec["user_files"], serde_json::json!([format!("{NETWORK_DIR}/iface-eth0.network")]));
+        assert!(!run3.join("10-agent-eth0.network").exists());
         assert!(rec.get("reason").is_none(), "{rec}");
         let f = run.join("10-agent-eth0.network");
         assert_eq!(fs::read_to_string(&f).unwrap(), render(&h)[0].1);
