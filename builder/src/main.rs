@@ -60,8 +60,13 @@ enum Command {
     },
     /// Read an image and show its partition table and filesystems.
     Inspect {
-        /// Path to a raw disk image.
-        image: PathBuf,
+        /// Path to a raw disk image (optional with --config-drive).
+        #[arg(required_unless_present = "config_drive")]
+        image: Option<PathBuf>,
+        /// An OpenStack config drive (vfat or ISO 9660 labelled config-2):
+        /// its metadata, and the kind of its user_data with the agent's verdict.
+        #[arg(long, value_name = "DRIVE")]
+        config_drive: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -254,12 +259,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("next: cd {} && build-image fetch && build-image build recipe.json", r.dir.display());
             }
         }
-        Command::Inspect { image, json } => {
-            let r = build_image::inspect::inspect(&image)?;
+        Command::Inspect { image, config_drive, json } => {
+            let r = image.as_deref().map(build_image::inspect::inspect).transpose()?;
+            let d = config_drive.as_deref().map(build_image::inspect::config_drive::inspect).transpose()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                let v = match (&r, &d) {
+                    (Some(r), None) => serde_json::to_value(r)?,
+                    (r, d) => {
+                        let mut v = r.as_ref().map(serde_json::to_value).transpose()?.unwrap_or_else(|| serde_json::json!({}));
+                        v["config_drive"] = serde_json::to_value(d)?;
+                        v
+                    }
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", r.render());
+                if let Some(r) = &r {
+                    print!("{}", r.render());
+                }
+                if let Some(d) = &d {
+                    print!("{}", d.render());
+                }
             }
         }
         Command::Boot { image, firmware, expect, timeout, accel, memory, drive, hostfwd, outbound, log } => {

@@ -37,6 +37,13 @@ use crate::{log, probe};
 
 pub const OEM_JSON: &str = "/etc/agent/oem.json";
 pub const USER_DATA: &str = "/run/agent/user_data";
+/// The largest `user_data` the agent takes, from either source (Ignition
+/// and cloud-init set none; OpenStack Nova's own limit is 64 KiB, so this
+/// only guards the initramfs's memory). Larger is logged and ignored.
+pub const MAX_USER_DATA: usize = 16 << 20;
+/// The largest `meta_data.json` or `network_data.json` (and any other
+/// metadata document) the agent reads; larger is logged and ignored.
+pub const MAX_DOCUMENT: usize = 4 << 20;
 /// Where [`USER_DATA`] came from (`config drive` or `metadata service`).
 pub const USER_DATA_SOURCE: &str = "/run/agent/user_data.source";
 const DRIVE_MOUNT: &str = "/run/agent/config-drive";
@@ -280,13 +287,38 @@ fn read_config_drive(dev: &Path, fstype: &str) -> Result<Sources, String> {
         )
     })?;
     let dir = Path::new(DRIVE_MOUNT).join("openstack/latest");
-    let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
+    let read = |f: &str| match read_limited(&dir.join(f), MAX_DOCUMENT) {
+        Ok(b) => b.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => {
+            log!("cloud: config drive: openstack/latest/{f}: {e}; ignored");
+            None
+        }
+    };
     let s = Sources { meta_data: read("meta_data.json"), network_data: read("network_data.json") };
-    if let Ok(ud) = fs::read(dir.join("user_data")) {
-        save_user_data(&ud, "config drive");
+    match read_limited(&dir.join("user_data"), MAX_USER_DATA) {
+        Ok(Some(ud)) => save_user_data(&ud, "config drive"),
+        Ok(None) => {}
+        Err(e) => log!("cloud: config drive: openstack/latest/user_data: {e}; ignored"),
     }
     let _ = rustix::mount::unmount(DRIVE_MOUNT, rustix::mount::UnmountFlags::DETACH);
     Ok(s)
+}
+
+/// A file's bytes if it exists and is at most `max` bytes long; `Err`
+/// names the size when it is larger (read no further than `max + 1`).
+fn read_limited(p: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
+    let f = match fs::File::open(p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut b = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut b).map_err(|e| e.to_string())?;
+    if b.len() > max {
+        let size = fs::metadata(p).map(|m| m.len()).unwrap_or(b.len() as u64);
+        return Err(format!("{size} bytes, over the limit of {max} bytes"));
+    }
+    Ok(Some(b))
 }
 
 fn save_user_data(ud: &[u8], source: &str) {
@@ -301,7 +333,7 @@ fn save_user_data(ud: &[u8], source: &str) {
 }
 
 /// One HTTP/1.0 GET; (status, body).
-fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+fn http_get(addr: &str, path: &str, timeout: Duration, max_body: usize) -> Result<(u16, Vec<u8>), String> {
     let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
@@ -320,26 +352,30 @@ fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>),
         }
         match s.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) if buf.len() + n <= 4 << 20 => buf.extend_from_slice(&chunk[..n]),
-            Ok(_) => return Err(format!("response from {addr} larger than 4 MiB")),
+            // The body plus room for the status line and headers.
+            Ok(n) if buf.len() + n <= max_body + (64 << 10) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(format!("response from {addr} for {path} is larger than the limit of {max_body} bytes")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading from {addr}: {e}")),
         }
     }
     let (code, body) = parse_http_response(&buf)?;
+    if body.len() > max_body {
+        return Err(format!("response from {addr} for {path} is larger than the limit of {max_body} bytes"));
+    }
     Ok((code, body.to_vec()))
 }
 
 /// GET with retries (the service may come up late); `Ok(None)` for a 404.
 fn metadata_get(path: &str) -> Result<Option<String>, String> {
-    Ok(metadata_get_bytes(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    Ok(metadata_get_bytes(path, MAX_DOCUMENT)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 /// [`metadata_get`] as bytes (user_data may be anything).
-fn metadata_get_bytes(path: &str) -> Result<Option<Vec<u8>>, String> {
+fn metadata_get_bytes(path: &str, max_body: usize) -> Result<Option<Vec<u8>>, String> {
     let mut last = String::new();
     for attempt in 1..=3 {
-        match http_get(METADATA, path, Duration::from_secs(2)) {
+        match http_get(METADATA, path, Duration::from_secs(2), max_body) {
             Ok((200, body)) => return Ok(Some(body)),
             Ok((404, _)) => return Ok(None),
             Ok((code, _)) => last = format!("HTTP {code}"),
@@ -601,7 +637,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
                 }
                 // user_data, unless a config drive gave it (a 404 is "none").
                 if meta.is_some() && !Path::new(USER_DATA).exists() {
-                    match metadata_get_bytes(&format!("{base}/user_data")) {
+                    match metadata_get_bytes(&format!("{base}/user_data"), MAX_USER_DATA) {
                         Ok(Some(ud)) => save_user_data(&ud, "metadata service"),
                         Ok(None) => log!("cloud: metadata service has no user_data (404)"),
                         Err(e) => log!("cloud: metadata service: user_data: {e}"),
@@ -726,6 +762,18 @@ pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_read_up_to_their_limit_and_refused_past_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("user_data");
+        assert_eq!(read_limited(&p, 8), Ok(None), "absent");
+        fs::write(&p, b"12345678").unwrap();
+        assert_eq!(read_limited(&p, 8), Ok(Some(b"12345678".to_vec())), "at the limit");
+        fs::write(&p, b"123456789").unwrap();
+        let e = read_limited(&p, 8).unwrap_err();
+        assert!(e.contains("9 bytes, over the limit of 8 bytes"), "{e}");
+    }
 
     #[test]
     fn meta_data() {

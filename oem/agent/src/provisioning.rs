@@ -32,8 +32,17 @@
 //!   `agent-cloud-config.service` (after `multi-user.target`'s network is
 //!   up), each command on its own `ExecStart=-` line, so one failing does
 //!   not stop the next, as coreos-cloudinit went on.
-//! * **Empty** user_data: nothing to do. A **script** or any other kind is
-//!   logged by name and left alone.
+//! * A **`#!` script** runs once per instance, as cloud-init's
+//!   `scripts-user` runs it: on the first boot only, when the system is up
+//!   (after `network-online.target` and `multi-user.target`). The agent
+//!   copies it into the root as `/var/lib/agent/user-data.script` (mode
+//!   0700, so its interpreter line works whatever the mount options of
+//!   `/run`) and hands systemd a runtime unit,
+//!   `agent-user-script.service`, whose output goes to the journal and
+//!   the console. A root without systemd (an appliance) does not run it,
+//!   and says so.
+//! * **Empty** user_data: nothing to do. Any other kind is logged by name
+//!   and left alone.
 //!
 //! What was done goes to `/run/agent/provisioning.json` (kind, source,
 //! first boot or not, each step with its JSON path, warnings, errors),
@@ -129,6 +138,15 @@ pub fn run(root: &Path, root_fs: &RootFs, oem_user: &str, hostname: Option<&str>
         }
         (Kind::CloudConfig, Some(d)) => {
             run_cloudconfig(root, d, first, oem_user, hostname, &source, &mut rec);
+            Ok(())
+        }
+        (Kind::Script, Some(d)) if first => {
+            run_script(root, d, &source, &mut rec);
+            Ok(())
+        }
+        (Kind::Script, _) => {
+            log!("provisioning: #! script from the {source}: not the first boot (machine-id is set): it ran on the first boot");
+            rec["skipped"] = json!("not the first boot");
             Ok(())
         }
         (Kind::Empty, _) => {
@@ -277,6 +295,50 @@ fn run_cloudconfig(root: &Path, data: &[u8], first: bool, oem_user: &str, hostna
         t.elapsed().as_millis(),
         if report.ok() { "no errors" } else { "with errors, logged above" }
     );
+}
+
+/// Where a `#!` user_data script is kept in the root.
+pub const SCRIPT: &str = "var/lib/agent/user-data.script";
+
+/// The runtime unit that runs the user_data script once, on the booted
+/// system.
+pub fn script_unit() -> String {
+    format!(
+        "# Written by the guest agent: the #! script from user_data, run once (first boot).\n[Unit]\nDescription=user_data script\nWants=network-online.target\nAfter=network-online.target multi-user.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/{SCRIPT}\nStandardOutput=journal+console\nStandardError=journal+console\n"
+    )
+}
+
+/// A `#!` script on the first boot: kept in the root, run by systemd.
+fn run_script(root: &Path, data: &[u8], source: &str, rec: &mut Value) {
+    use std::os::unix::fs::PermissionsExt;
+    let interp = String::from_utf8_lossy(data.split(|&b| b == b'\n').next().unwrap_or_default()).trim().to_string();
+    if !(crate::boot::exists_in_root(root, "/usr/lib/systemd/systemd") || crate::boot::exists_in_root(root, "/lib/systemd/systemd")) {
+        log!("provisioning: #! script from the {source} ({interp}): the root has no systemd, so it is not run");
+        rec["skipped"] = json!("the root has no systemd");
+        return;
+    }
+    let path = root.join(SCRIPT);
+    let kept = path
+        .parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|_| fs::write(&path, data))
+        .and_then(|_| fs::set_permissions(&path, fs::Permissions::from_mode(0o700)));
+    if let Err(e) = kept {
+        log!("provisioning: #! script from the {source}: writing /{SCRIPT} failed: {e}; it is not run");
+        rec["errors"] = json!([format!("writing /{SCRIPT}: {e}")]);
+        return;
+    }
+    let unit = ("agent-user-script.service".to_string(), script_unit(), "multi-user.target".to_string());
+    match write_runtime_units(Path::new("/run/systemd/system"), std::slice::from_ref(&unit)) {
+        Ok(()) => {
+            log!("provisioning: #! script from the {source} ({interp}, {} bytes) kept as /{SCRIPT}, run once by /run/systemd/system/{} when the system is up", data.len(), unit.0);
+            rec["steps"] = json!([{"action": "script", "target": format!("/{SCRIPT}"), "from": interp, "unit": unit.0}]);
+        }
+        Err(e) => {
+            log!("provisioning: #! script from the {source}: writing its runtime unit failed: {e}");
+            rec["errors"] = json!([format!("writing the runtime unit: {e}")]);
+        }
+    }
 }
 
 /// A command line for `ExecStart=`: each word double-quoted, with systemd's

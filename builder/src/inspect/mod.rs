@@ -28,6 +28,8 @@ use serde::Serialize;
 
 use crate::disk::gpt::ReadPartition;
 
+pub mod config_drive;
+
 /// A filesystem recognised by its superblock.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Probed {
