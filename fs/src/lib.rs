@@ -5,7 +5,8 @@
 //! a [`disk::Region`] (a bounds-checked window of one file or block device)
 //! and [`fs::FsParams`] (label, UUID, seed, time). It never sees a recipe,
 //! the host's directories or other partitions. The builder (`build-image`)
-//! builds trees from its inputs and plans the regions.
+//! builds trees from its inputs and plans the regions; the guest agent calls
+//! [`format_empty`] to put an empty filesystem on a data disk at first boot.
 //!
 //! Output is deterministic: the same tree, size and parameters give the
 //! same bytes. Every metadata block a filesystem relies on is written
@@ -16,6 +17,9 @@
 
 pub mod derive;
 pub mod disk;
+mod empty;
 pub mod fs;
 pub mod parallel;
 pub mod tree;
+
+pub use empty::{format_empty, FormatError, FsKind};
