@@ -23,3 +23,6 @@ pub mod parallel;
 pub mod tree;
 
 pub use empty::{format_empty, FormatError, FsKind};
+/// The UUID type of [`format_empty`] and [`fs::FsParams`], for callers
+/// that have no `uuid` dependency of their own.
+pub use uuid::Uuid;
