@@ -1,7 +1,8 @@
-//! Filesystem writers. Each one has the same shape: it gets a [`Tree`], a
-//! [`Region`] (its partition, bounds-checked) and [`FsParams`] (identity and
-//! time, derived by the plan), plus its own options. It never sees the recipe,
-//! the host's directories or other partitions.
+//! Filesystem writers. Each one has the same shape: it gets a
+//! [`Tree`](crate::tree::Tree), a [`Region`](crate::disk::Region) (its
+//! partition, bounds-checked) and [`FsParams`] (identity and time, derived
+//! by the plan), plus its own options. It never sees the recipe, the host's
+//! directories or other partitions.
 
 pub mod btrfs;
 pub mod ext4;
