@@ -18,7 +18,7 @@ pub mod initramfs;
 pub mod inspect;
 pub mod oem;
 pub mod output;
-pub mod parallel;
+pub use imagefs::parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

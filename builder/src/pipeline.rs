@@ -434,11 +434,13 @@ fn auto_size(loaded: &Loaded, trees: &Trees, i: usize) -> Result<u64, Error> {
     let at = format!("disk.partitions[{i}]");
     let min = match p.filesystem {
         Filesystem::Ext4 => {
-            let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+            let o =
+                crate::fs::ext4::Ext4Options::from_fs_options(&p.fs.writer_options()).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
             crate::fs::ext4::min_size(tree, &params, &o)
         }
         Filesystem::Btrfs => {
-            let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+            let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs.writer_options())
+                .map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
             match crate::fs::btrfs::min_size(tree, &params, &o) {
                 // 0 means the tree or options are invalid: let the writer
                 // report the real error on a nominal size.
@@ -524,7 +526,8 @@ fn write_raw(
             }
             Filesystem::Ext4 => {
                 let at = format!("disk.partitions[{}]", p.number - 1);
-                let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+                let o = crate::fs::ext4::Ext4Options::from_fs_options(&p.fs.writer_options())
+                    .map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
                 crate::fs::ext4::write(tree, region, &params, &o).map_err(|e| match e {
                     e @ crate::fs::ext4::Ext4Error::TooSmall { .. } => Error::Other(format!("{at}.size: {e}")),
                     e => Error::Partition { name: name.clone(), source: e.into() },
@@ -532,7 +535,8 @@ fn write_raw(
             }
             Filesystem::Btrfs => {
                 let at = format!("disk.partitions[{}]", p.number - 1);
-                let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs).map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
+                let o = crate::fs::btrfs::BtrfsOptions::from_fs_options(&p.fs.writer_options())
+                    .map_err(|e| Error::Other(format!("{at}.fs: {e}")))?;
                 crate::fs::btrfs::write(tree, region, &params, &o).map_err(|e| match e {
                     e @ crate::fs::btrfs::BtrfsError::TooSmall { .. } => Error::Other(format!("{at}.size: {e}")),
                     e => Error::Partition { name: name.clone(), source: e.into() },

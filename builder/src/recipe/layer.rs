@@ -323,47 +323,13 @@ fn short(s: &str) -> String {
     s.chars().take(24).collect()
 }
 
-/// Why a path in the tree is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadPath {
-    /// `..` climbs above the root.
-    Escape,
-    /// A component contains a NUL byte.
-    Nul,
-}
-
-/// Split a path in the tree (a layer's `file`, `to`, …, an archive entry)
-/// into normalised components, refusing `..` that climbs above the root
-/// and NUL bytes. `.` and empty components are dropped. The rule that
-/// validation checks a recipe's paths with and `Tree` walks paths with.
-pub fn path_components(path: &[u8]) -> Result<Vec<&[u8]>, BadPath> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for c in path.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if out.pop().is_none() {
-                    return Err(BadPath::Escape);
-                }
-            }
-            c if c.contains(&0) => return Err(BadPath::Nul),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
+/// The path rule of trees (imagefs), which validation checks a recipe's
+/// paths with.
+pub use imagefs::tree::{path_components, BadPath};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_normalise_and_may_not_climb_above_the_root() {
-        assert_eq!(path_components(b"/a/./b//c/../d/").unwrap(), [&b"a"[..], b"b", b"d"]);
-        assert_eq!(path_components(b"/").unwrap(), Vec::<&[u8]>::new());
-        assert_eq!(path_components(b"/a/../../x"), Err(BadPath::Escape));
-        assert_eq!(path_components(b"/a\0b"), Err(BadPath::Nul));
-    }
 
     #[test]
     fn data_urls() {

@@ -474,6 +474,27 @@ pub struct Subvolume {
     pub from: String,
 }
 
+impl FsOptions {
+    /// What the filesystem writers take from these options (all but the
+    /// label and the headroom, which the plan uses).
+    pub fn writer_options(&self) -> imagefs::fs::FsOptions {
+        imagefs::fs::FsOptions {
+            inode_ratio: self.inode_ratio,
+            inodes: self.inodes,
+            reserved_percent: self.reserved_percent,
+            journal: self.journal,
+            features: self.features.clone(),
+            subvolumes: self
+                .subvolumes
+                .iter()
+                .map(|s| imagefs::fs::btrfs::SubvolumeSpec { name: s.name.clone(), from: s.from.clone() })
+                .collect(),
+            default_subvolume: self.default_subvolume.clone(),
+            compression: self.compression.clone(),
+        }
+    }
+}
+
 impl Recipe {
     /// The effective `source_date_epoch`.
     pub fn epoch(&self) -> i64 {

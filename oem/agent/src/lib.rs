@@ -71,6 +71,9 @@
 //! 9. **Provisions from user_data** (root mode, [`provisioning`]): Ignition
 //!    on the first boot (an invalid config stops the boot), cloud-config on
 //!    every boot, on `/sysroot`; the record in `/run/agent/provisioning.json`.
+//!    [`datafs`] puts empty ext4/btrfs/vfat filesystems on data disks with
+//!    the builder's own writers (`imagefs`), for Ignition's
+//!    `storage.filesystems`; provisioning does not call it yet.
 //!
 //! The parsing is pure and unit-tested on the host ([`cmdline`], [`gpt`],
 //! [`modules`], [`probe`], [`uevent`]); [`boot`] does the system calls
@@ -80,6 +83,7 @@
 pub mod boot;
 pub mod cloud;
 pub mod cmdline;
+pub mod datafs;
 pub mod gpt;
 pub mod grow;
 pub mod modules;

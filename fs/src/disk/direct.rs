@@ -44,7 +44,7 @@ const CACHED_PIECE: usize = 1 << 20;
 /// this project's build machines (Firecracker guests), `dd bs=2M` or `4M`
 /// of 256 MiB into a new file took 86–964 ms, `bs=1M` or less 84–113 ms
 /// every time. Elsewhere the pieces cost a few µs of syscalls each.
-pub(crate) fn write_cached(out: &File, data: &[u8], at: u64) -> std::io::Result<()> {
+pub fn write_cached(out: &File, data: &[u8], at: u64) -> std::io::Result<()> {
     let mut done = 0;
     for piece in data.chunks(CACHED_PIECE) {
         out.write_all_at(piece, at + done)?;
@@ -58,7 +58,7 @@ pub(crate) fn write_cached(out: &File, data: &[u8], at: u64) -> std::io::Result<
 /// the page cache ([`write_cached`]). A file system that took the flag but
 /// refuses the write (EINVAL) gets this write and every later one through
 /// the page cache: the flag goes off and `*direct` becomes false.
-pub(crate) fn write(out: &File, data: &[u8], at: u64, direct: &mut bool) -> std::io::Result<()> {
+pub fn write(out: &File, data: &[u8], at: u64, direct: &mut bool) -> std::io::Result<()> {
     if !*direct {
         return write_cached(out, data, at);
     }
@@ -79,7 +79,7 @@ pub(crate) fn write(out: &File, data: &[u8], at: u64, direct: &mut bool) -> std:
 }
 
 /// Turn O_DIRECT on or off for `out`; false when the file system refuses it.
-pub(crate) fn set_direct(out: &File, on: bool) -> bool {
+pub fn set_direct(out: &File, on: bool) -> bool {
     use std::os::fd::AsRawFd;
     let fd = out.as_raw_fd();
     // SAFETY: fcntl on an open fd, with flag arguments only.
@@ -95,28 +95,28 @@ pub(crate) fn set_direct(out: &File, on: bool) -> bool {
 /// A zeroed buffer whose data starts on a 4 KiB boundary, as O_DIRECT
 /// wants: a Vec over-allocated by 4 KiB and an offset into it (no unsafe
 /// allocation code).
-pub(crate) struct Buf {
+pub struct Buf {
     v: Vec<u8>,
     off: usize,
     len: usize,
 }
 
 impl Buf {
-    pub(crate) fn new(len: usize) -> Self {
+    pub fn new(len: usize) -> Self {
         let v = vec![0u8; len + ALIGN];
         let off = (ALIGN - v.as_ptr() as usize % ALIGN) % ALIGN;
         Buf { v, off, len }
     }
-    pub(crate) fn get(&self) -> &[u8] {
+    pub fn get(&self) -> &[u8] {
         &self.v[self.off..self.off + self.len]
     }
-    pub(crate) fn get_mut(&mut self) -> &mut [u8] {
+    pub fn get_mut(&mut self) -> &mut [u8] {
         &mut self.v[self.off..self.off + self.len]
     }
 }
 
 /// The reading side: takes empty buffers, hands filled ones to the writer.
-pub(crate) struct Pipe {
+pub struct Pipe {
     tx: Sender<(Buf, usize, u64)>,
     back: Receiver<Buf>,
     spare: Option<Buf>,
@@ -125,13 +125,13 @@ pub(crate) struct Pipe {
 impl Pipe {
     /// A buffer to fill; None when the writer has stopped on an error
     /// (which [`with_writer`] returns): stop reading then.
-    pub(crate) fn buffer(&mut self) -> Option<Buf> {
+    pub fn buffer(&mut self) -> Option<Buf> {
         self.spare.take().or_else(|| self.back.recv().ok())
     }
     /// Write the first `n` bytes of `buf` at `at` (nothing when `n` is 0:
     /// the buffer is kept for the next chunk). False when the writer has
     /// stopped on an error: stop reading then.
-    pub(crate) fn write(&mut self, buf: Buf, n: usize, at: u64) -> bool {
+    pub fn write(&mut self, buf: Buf, n: usize, at: u64) -> bool {
         if n == 0 {
             self.spare = Some(buf);
             return true;
@@ -144,12 +144,7 @@ impl Pipe {
 /// writes a second thread makes into `out`, with O_DIRECT where it can if
 /// `direct` (else through the page cache). Returns the writer's error
 /// first, else `read`'s. O_DIRECT is off again when this returns.
-pub(crate) fn with_writer(
-    out: &File,
-    chunk: usize,
-    direct: bool,
-    read: impl FnOnce(&mut Pipe) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+pub fn with_writer(out: &File, chunk: usize, direct: bool, read: impl FnOnce(&mut Pipe) -> std::io::Result<()>) -> std::io::Result<()> {
     let direct = direct && set_direct(out, true);
     let result = std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<(Buf, usize, u64)>(BUFFERS);

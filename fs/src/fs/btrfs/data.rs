@@ -172,6 +172,7 @@ impl Csums {
     }
 }
 
+#[cfg(feature = "compress")]
 fn compress(kind: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     match kind {
         Compression::Zstd => zstd::bulk::compress(data, 3),
@@ -182,6 +183,13 @@ fn compress(kind: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
             e.finish()
         }
     }
+}
+
+/// Without the `compress` feature `build` refuses compression before any
+/// data is written, so this is never called.
+#[cfg(not(feature = "compress"))]
+fn compress(kind: Compression, _data: &[u8]) -> std::io::Result<Vec<u8>> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, format!("{} compression: imagefs built without `compress`", kind.name())))
 }
 
 /// Pieces (each at most [`MAX_COMPRESSED_SPAN`]) read and compressed per

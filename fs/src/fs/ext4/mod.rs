@@ -46,8 +46,8 @@ mod layout;
 
 use crate::disk::Region;
 use crate::disk::RegionError;
+use crate::fs::FsOptions;
 use crate::fs::{FsParams, FsReport};
-use crate::recipe::FsOptions;
 use crate::tree::Tree;
 
 /// Block size: always 4 KiB.
@@ -89,7 +89,7 @@ pub enum Ext4Error {
     Region(#[from] RegionError),
 }
 
-/// ext4 options, resolved from the recipe's [`FsOptions`].
+/// ext4 options, resolved from the caller's [`FsOptions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ext4Options {
     /// Bytes per inode (default 16384). The count is raised when the tree
@@ -167,7 +167,7 @@ const NOT_WRITTEN: &[&str] = &[
 ];
 
 impl Ext4Options {
-    /// Resolve the recipe options. Feature changes are `+name` / `-name`
+    /// Resolve the caller's options. Feature changes are `+name` / `-name`
     /// (also `^name`, as mke2fs spells it); a bare name means `+name`.
     pub fn from_fs_options(o: &FsOptions) -> Result<Ext4Options, Ext4Error> {
         let mut r = Ext4Options::default();

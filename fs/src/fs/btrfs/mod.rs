@@ -55,10 +55,10 @@ pub mod read;
 
 use std::collections::BTreeMap;
 
+use crate::derive::derive_uuid;
 use crate::disk::region::{Region, RegionError};
+use crate::fs::FsOptions;
 use crate::fs::{FsParams, FsReport};
-use crate::plan::derive_uuid;
-use crate::recipe::FsOptions;
 use crate::tree::{Kind, Tree};
 
 use btree::{block_count, level_counts, Stamp};
@@ -71,6 +71,8 @@ use fstree::{FileData, FsRootPlan};
 pub enum BtrfsError {
     #[error("btrfs compression `{0}` is not supported: use `zstd` or `zlib` (or leave it out)")]
     BadCompression(String),
+    #[error("btrfs compression `{0}` needs imagefs built with its `compress` feature (the guest agent's is not): leave it out")]
+    CompressionNotBuilt(&'static str),
     #[error("btrfs subvolume `{name}`: {why}")]
     BadSubvolume { name: String, why: String },
     #[error("btrfs default_subvolume `{0}` is not one of the listed subvolumes")]
@@ -103,11 +105,30 @@ pub enum BtrfsError {
     Internal(String),
 }
 
-/// Data compression.
+/// Data compression (written only with the crate's `compress` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Zstd,
     Zlib,
+}
+
+impl Compression {
+    /// The name the recipe (and `mount -o compress=`) uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Zlib => "zlib",
+        }
+    }
+
+    /// Refuse when this build cannot write compressed extents.
+    fn check_built(self) -> Result<Self, BtrfsError> {
+        if cfg!(feature = "compress") {
+            Ok(self)
+        } else {
+            Err(BtrfsError::CompressionNotBuilt(self.name()))
+        }
+    }
 }
 
 /// A subvolume: its name in the top level and the tree directory it holds.
@@ -136,12 +157,12 @@ impl Default for BtrfsOptions {
 }
 
 impl BtrfsOptions {
-    /// Validate the recipe's filesystem options.
+    /// Validate the caller's filesystem options.
     pub fn from_fs_options(o: &FsOptions) -> Result<Self, BtrfsError> {
         let compression = match o.compression.as_deref() {
             None => None,
-            Some("zstd") => Some(Compression::Zstd),
-            Some("zlib") => Some(Compression::Zlib),
+            Some("zstd") => Some(Compression::Zstd.check_built()?),
+            Some("zlib") => Some(Compression::Zlib.check_built()?),
             Some(other) => return Err(BtrfsError::BadCompression(other.to_string())),
         };
         let mut subvolumes: Vec<SubvolumeSpec> = Vec::new();
@@ -292,6 +313,9 @@ fn sizes(items: &[Item]) -> impl Iterator<Item = usize> + '_ {
 fn build(tree: &Tree, params: &FsParams, opts: &BtrfsOptions, region: Option<&Region<'_>>) -> Result<Outcome, BtrfsError> {
     if params.label.len() > 255 {
         return Err(BtrfsError::BadLabel(params.label.clone()));
+    }
+    if let Some(c) = opts.compression {
+        c.check_built()?;
     }
     let dev_size = match region {
         Some(r) => align_down(r.len(), SECTORSIZE as u64),
