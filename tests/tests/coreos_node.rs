@@ -466,3 +466,174 @@ fn the_seeds_cloud_config_example_is_applied() {
     let console = boot_seed(b, "seed-cloud-config", Firmware::Bios, &cc);
     assert!(console.contains("provisioning: cloud-config applied"), "{console}");
 }
+
+/// A machine on qemu's default user network (DHCP, 10.0.2.15), SSH on 22.
+fn user_spec<'a>(b: &'a Built, name: &'a str, firmware: Firmware, drive: &'a Path, extra: Vec<String>) -> Spec<'a> {
+    Spec {
+        name,
+        image: &b.raw,
+        firmware,
+        disk_size: "4G",
+        config_drive: Some(drive),
+        mac: MAC_B,
+        guest_ip: "10.0.2.15",
+        guest_port: 22,
+        user_net: "",
+        memory_mib: 2048,
+        extra,
+    }
+}
+
+/// Wait for the ready line, then for `running` over SSH as `core`.
+fn wait_running(m: &mut Machine) -> String {
+    let line = m.wait_for(&[READY, NOT_READY], BOOT_WITHIN).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("coreos_node: {} after {:.0} s: {line}", m.name, m.started.elapsed().as_secs_f64());
+    let state =
+        m.ssh_retry("core", "systemctl is-system-running", Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}\n{}", m.tail(80)));
+    if state != "running" {
+        let (_, failed, _) = m.ssh("core", "systemctl --failed --no-legend --plain; journalctl -b -p warning --no-pager | tail -40");
+        panic!("{}: systemctl is-system-running: {state}\n{failed}", m.name);
+    }
+    line
+}
+
+/// Ignition with a data volume: a second virtio disk, formatted ext4 by the
+/// agent's own writer on the first boot, mounted for the files stage and
+/// by the `.mount` unit it writes; a file written there survives a reboot
+/// and the second boot does not format it again (same UUID). e2fsck checks
+/// the disk between the boots.
+#[test]
+fn ignition_formats_a_data_disk_that_survives_a_reboot() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let data = t.path().join("data.img");
+    fs::File::create(&data).unwrap().set_len(512 << 20).unwrap();
+    let ign = serde_json::json!({
+        "ignition": { "version": "3.4.0" },
+        "storage": {
+            "filesystems": [{ "device": "/dev/vdc", "format": "ext4", "label": "data", "path": "/var/lib/data", "wipeFilesystem": true }],
+            "files": [{ "path": "/var/lib/data/from-ignition.txt", "mode": 420, "contents": { "source": "data:,written%20by%20Ignition%0A" } }]
+        }
+    })
+    .to_string();
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("data-node", &key)), ("user_data", &ign)]);
+    let spec =
+        user_spec(b, "data-node", Firmware::Uefi, &drive, vec!["-drive".into(), format!("file={},format=raw,if=virtio", data.display())]);
+    let mut m = Machine::start(t.path(), &spec, &key);
+    wait_running(&mut m);
+    let console = m.console();
+    assert!(console.contains("(/dev/vdc) formatted as ext4"), "{}", m.tail(80));
+    let mounted = m.ssh_ok("core", "findmnt -no SOURCE,FSTYPE,UUID,LABEL /var/lib/data");
+    let uuid = mounted.split_whitespace().nth(2).unwrap_or_default().to_string();
+    assert!(mounted.starts_with("/dev/vdc ext4 ") && mounted.ends_with(" data"), "first boot: {mounted}");
+    assert_eq!(m.ssh_ok("core", "cat /var/lib/data/from-ignition.txt"), "written by Ignition");
+    assert_eq!(m.ssh_ok("core", "systemctl is-active var-lib-data.mount"), "active");
+    m.ssh_ok("core", "echo kept across a reboot | sudo -n tee /var/lib/data/after-boot.txt >/dev/null && sync");
+    let _ = m.ssh("core", "sudo -n systemctl poweroff");
+    m.wait_exit(Duration::from_secs(300)).unwrap();
+    drop(m);
+    let (ok, out) = tool("e2fsck", &["-fn", data.to_str().unwrap()]);
+    assert!(ok, "e2fsck -fn on the data disk after the first boot:\n{out}");
+
+    let mut m = Machine::start_again(t.path(), &spec, &key, 2);
+    wait_running(&mut m);
+    let console = m.console();
+    assert!(console.contains("not the first boot"), "the second boot ran Ignition again:\n{}", m.tail(80));
+    assert!(!console.contains("formatted as"), "the second boot formatted something:\n{}", m.tail(80));
+    let again = m.ssh_ok("core", "findmnt -no SOURCE,FSTYPE,UUID,LABEL /var/lib/data");
+    assert_eq!(again.split_whitespace().nth(2), Some(uuid.as_str()), "second boot: {again} (first: {mounted})");
+    assert_eq!(
+        m.ssh_ok("core", "cat /var/lib/data/after-boot.txt /var/lib/data/from-ignition.txt"),
+        "kept across a reboot\nwritten by Ignition"
+    );
+}
+
+/// A `#!` user_data of 10 MiB (a short script and 10 MiB of comments): the
+/// agent saves it, runs it once on the booted system, and the boot goes on
+/// as usual; the figures (bytes, when it was saved) are printed.
+#[test]
+fn a_ten_mib_script_runs_once_on_the_first_boot() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let mut script = String::from("#!/bin/sh\necho \"ran as $(id -un) on $(hostname)\" > /var/lib/script-ran\n");
+    let line = format!("# {}\n", "x".repeat(1021));
+    while script.len() < 10 << 20 {
+        script.push_str(&line);
+    }
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("script-node", &key)), ("user_data", &script)]);
+    let spec = user_spec(b, "script-node", Firmware::Bios, &drive, vec![]);
+    let mut m = Machine::start(t.path(), &spec, &key);
+    wait_running(&mut m);
+    assert_eq!(m.ssh_ok("core", "cat /var/lib/script-ran"), "ran as root on script-node");
+    assert_eq!(m.ssh_ok("core", "systemctl show -P Result agent-user-script.service"), "success");
+    let record: serde_json::Value = serde_json::from_str(&m.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json")).unwrap();
+    assert_eq!(record["kind"], "script", "{record}");
+    assert_eq!(record["bytes"], script.len(), "{record}");
+    let console = m.console();
+    let saved: Vec<&str> =
+        console.lines().filter(|l| l.contains("user_data from the config drive saved") || l.contains("#! script")).collect();
+    assert!(saved.iter().any(|l| l.contains(&format!("({} bytes)", script.len()))), "{saved:?}");
+    eprintln!("coreos_node: script-node: {saved:?}");
+}
+
+/// A #cloud-config with a wrong type and an unknown key: the error is
+/// logged by its path, the rest (hostname, a user with a key) is applied
+/// and the machine boots as usual.
+#[test]
+fn broken_cloud_config_is_logged_and_the_rest_applied() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let cc = format!(
+        "#cloud-config\nhostname: cc-broken\nwrite_files: 5\ncoreos:\n  flannel_typo: 1\nusers:\n  - name: alice\n    ssh_authorized_keys:\n      - {}\n",
+        key.public.trim()
+    );
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("cc-node", &key)), ("user_data", &cc)]);
+    let spec = user_spec(b, "cc-node", Firmware::Bios, &drive, vec![]);
+    let mut m = Machine::start(t.path(), &spec, &key);
+    wait_running(&mut m);
+    assert_eq!(m.ssh_ok("core", "hostname"), "cc-broken");
+    assert_eq!(m.ssh_ok("alice", "id -un"), "alice", "the user from the same document");
+    let console = m.console();
+    let errs: Vec<&str> = console.lines().filter(|l| l.contains("provisioning: cloud-config") && l.contains("write_files")).collect();
+    assert!(!errs.is_empty(), "the write_files error is not on the console:\n{}", m.tail(80));
+    assert!(console.contains("coreos.flannel_typo"), "the unknown key is not logged by its path:\n{}", m.tail(80));
+    let record = m.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json");
+    assert!(record.contains("write_files"), "{record}");
+}
+
+/// An Ignition config that Ignition itself rejects stops the boot in the
+/// initramfs, with the JSON path on the console; the OS never starts.
+#[test]
+fn invalid_ignition_stops_the_boot_with_the_json_path() {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let ign = r#"{"ignition": {"version": "3.4.0"}, "storage": {"files": [{"path": "etc/relative", "contents": {"source": "data:,x"}}]}}"#;
+    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("bad-ign", &key)), ("user_data", ign)]);
+    let spec = user_spec(b, "bad-ign", Firmware::Bios, &drive, vec![]);
+    let mut m = Machine::start(t.path(), &spec, &key);
+    let line = m.wait_for(&["FAILED provisioning from user_data", READY], BOOT_WITHIN).unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.contains("FAILED provisioning from user_data"), "{line}");
+    assert!(line.contains("storage.files[0].path"), "no JSON path in: {line}");
+    let console = m.console();
+    assert!(!console.contains("switching root") && !console.contains("systemd["), "the OS started:\n{}", m.tail(60));
+}

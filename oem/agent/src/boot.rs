@@ -458,6 +458,39 @@ fn wait_for_root(spec: &RootSpec, secs: u32) -> Result<(PathBuf, Option<probe::F
     }
 }
 
+/// A device as Ignition names it (`/dev/vdb`, `/dev/disk/by-label/L`,
+/// `by-uuid`, `by-partlabel`, `by-partuuid`), found the way the root is
+/// (there is no udev in the initramfs to make the `/dev/disk` links),
+/// waiting up to `secs` for it to appear.
+pub fn find_device(device: &str, secs: u32) -> Result<(PathBuf, Option<probe::FsInfo>), String> {
+    let spec = if let Some(v) = device.strip_prefix("/dev/disk/by-label/") {
+        RootSpec::Label(v.to_string())
+    } else if let Some(v) = device.strip_prefix("/dev/disk/by-uuid/") {
+        RootSpec::Uuid(v.to_ascii_lowercase())
+    } else if let Some(v) = device.strip_prefix("/dev/disk/by-partlabel/") {
+        RootSpec::PartLabel(v.to_string())
+    } else if let Some(v) = device.strip_prefix("/dev/disk/by-partuuid/") {
+        RootSpec::PartUuid(v.to_ascii_lowercase())
+    } else if device.starts_with("/dev/disk/") {
+        return Err(format!(
+            "{device}: this image finds devices by /dev/NAME or /dev/disk/by-{{label,uuid,partlabel,partuuid}}/ (no udev runs before Ignition)"
+        ));
+    } else {
+        RootSpec::Path(device.to_string())
+    };
+    let start = Instant::now();
+    loop {
+        if let Some(r) = find_root_once(&spec).map_err(|e| e.to_string())? {
+            return Ok(r);
+        }
+        if start.elapsed() >= Duration::from_secs(secs.into()) {
+            let seen: Vec<String> = scan_blocks().into_iter().map(|b| b.ue.devname).collect();
+            return Err(format!("{device}: no such block device after {secs} s (block devices: {})", seen.join(", ")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 // ----------------------------------------------------------- OEM partition
 
 /// Whether the OEM partition is mounted on [`crate::oem::OEM_DIR`].

@@ -19,8 +19,18 @@
 //!   `path: "/"`) is **kept**, never wiped: when its `format` is the
 //!   root's type the agent logs that the root already matches (the seed's
 //!   2.0.0 example formats `ROOT` as Btrfs with `force`); another format
-//!   stops the boot. Formatting other disks is not done yet and stops the
-//!   boot naming the entry.
+//!   stops the boot. Any other device is a **data disk**: found as the
+//!   root is found (there is no udev yet: `/dev/NAME` or
+//!   `/dev/disk/by-{label,uuid,partlabel,partuuid}/`, waited for up to
+//!   30 s); a filesystem already there that matches `format` (and `label`
+//!   and `uuid` when given) is reused unless `wipeFilesystem` is true,
+//!   one that does not match stops the boot, as Ignition's does; else an
+//!   empty filesystem is written by the builder's own writers
+//!   ([`crate::datafs`]). With a `path`, it is mounted at `/sysroot/PATH`
+//!   for the files stage, unmounted after it, and a `.mount` unit
+//!   (`/etc/systemd/system/ESCAPED-PATH.mount`, by UUID, wanted by
+//!   `local-fs.target`) mounts it on every boot: Ignition runs on the
+//!   first boot only, so a later boot never formats it again.
 //! * **cloud-config** ([`provision::cloudconfig`], CoreOS dialect) is
 //!   applied on **every boot**, as coreos-cloudinit does (its per-instance
 //!   parts only on the first): files, users, units, the etcd drop-in go
@@ -209,6 +219,7 @@ fn run_ignition(root: &Path, root_fs: &RootFs, data: &[u8], rec: &mut Value) -> 
     rec["warnings"] = json!(warnings);
     rec["version"] = json!(cfg.version);
     let mut steps = Vec::new();
+    let mut mounted = Vec::new();
     for (i, f) in cfg.storage.filesystems.iter().enumerate() {
         let at = if f.origin.is_empty() { format!("storage.filesystems[{i}]") } else { f.origin.clone() };
         if names_root(f, root_fs) {
@@ -227,14 +238,16 @@ fn run_ignition(root: &Path, root_fs: &RootFs, data: &[u8], rec: &mut Value) -> 
                 ));
             }
         } else {
-            return Err(format!(
-                "Ignition: {at}: formatting {} is not supported by this image yet (only an entry naming the root, which is kept)",
-                f.device
-            ));
+            let r = data_filesystem(root, f, &at, &mut steps, &mut mounted);
+            if let Err(e) = r {
+                unmount_all(&mounted);
+                return Err(format!("Ignition: {at}: {e}; the boot stops here"));
+            }
         }
     }
-    let report = ignition::apply(root, &cfg, &ignition::ApplyOptions { day: today() })
-        .map_err(|e| format!("Ignition: applying the config failed: {e}; the boot stops here"))?;
+    let applied = ignition::apply(root, &cfg, &ignition::ApplyOptions { day: today() });
+    unmount_all(&mounted);
+    let report = applied.map_err(|e| format!("Ignition: applying the config failed: {e}; the boot stops here"))?;
     for s in &report.steps {
         log!("provisioning: ignition: {} {} ({})", s.action, s.target, s.from);
     }
@@ -242,6 +255,169 @@ fn run_ignition(root: &Path, root_fs: &RootFs, data: &[u8], rec: &mut Value) -> 
     rec["steps"] = json!(steps);
     log!("provisioning: ignition: files stage done in {} ms: {} step(s)", t.elapsed().as_millis(), report.steps.len());
     Ok(())
+}
+
+/// How long a data disk named by Ignition is waited for.
+const DATA_DISK_WAIT_SECS: u32 = 30;
+
+/// A `storage.filesystems` entry on a data disk (see the module docs):
+/// reuse or format, then mount at `/sysroot/PATH` and write its `.mount`
+/// unit.
+fn data_filesystem(
+    root: &Path,
+    f: &ignition::Filesystem,
+    at: &str,
+    steps: &mut Vec<Value>,
+    mounted: &mut Vec<std::path::PathBuf>,
+) -> Result<(), String> {
+    let format = f.format.as_deref().filter(|x| !x.is_empty() && *x != "none");
+    let (dev, found) = crate::boot::find_device(&f.device, DATA_DISK_WAIT_SECS)?;
+    let shown = dev.display().to_string();
+    let mut info = found;
+    if let Some(format) = format {
+        let label = f.label.as_deref().unwrap_or("");
+        let matches = info.as_ref().is_some_and(|i| {
+            i.fstype == format
+                && f.label.as_deref().is_none_or(|l| l == i.label)
+                && f.uuid.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(&i.uuid))
+        });
+        if matches && f.wipe_filesystem != Some(true) {
+            log!(
+                "provisioning: ignition: {at}: {} on {shown} already is {format} (label {label:?}): reused, as wipeFilesystem is not set",
+                f.device
+            );
+            steps.push(json!({"action": "filesystem reused", "target": f.device, "device": shown, "format": format, "from": at}));
+        } else {
+            if let (Some(i), false) = (&info, f.wipe_filesystem == Some(true)) {
+                return Err(format!(
+                    "{shown} holds a {} filesystem (label {:?}, uuid {}) that does not match the entry: set wipeFilesystem to true to replace it",
+                    i.fstype, i.label, i.uuid
+                ));
+            }
+            let uuid = match f.uuid.as_deref() {
+                Some(u) => imagefs::Uuid::parse_str(u).map_err(|e| format!("uuid {u:?}: {e}"))?,
+                None => random_uuid()?,
+            };
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let t = std::time::Instant::now();
+            let r = crate::datafs::format(&dev, format, label, uuid, now)?;
+            log!(
+                "provisioning: ignition: {at}: {} ({shown}) formatted as {format}, label {label:?}, in {} ms{}",
+                f.device,
+                t.elapsed().as_millis(),
+                if r.notes.is_empty() { String::new() } else { format!(" ({})", r.notes.join("; ")) }
+            );
+            steps.push(
+                json!({"action": "filesystem created", "target": f.device, "device": shown, "format": format, "label": label, "from": at}),
+            );
+            let head = read_head(&dev).map_err(|e| format!("reading {shown} back: {e}"))?;
+            info = crate::probe::probe(&head);
+        }
+    }
+    let Some(path) = f.path.as_deref().filter(|p| !p.is_empty()) else { return Ok(()) };
+    let Some(info) = info else {
+        return Err(format!("{shown} has no filesystem to mount at {path} (format is none)"));
+    };
+    let target = root.join(path.trim_start_matches('/'));
+    fs::create_dir_all(&target).map_err(|e| format!("creating the mount point {path}: {e}"))?;
+    let (flags, data) = mount_flags(&f.mount_options);
+    let c = std::ffi::CString::new(data).map_err(|_| "mountOptions hold a NUL byte".to_string())?;
+    rustix::mount::mount(&dev, &target, info.fstype, flags, Some(c.as_c_str())).map_err(|e| {
+        let hint = if e == rustix::io::Errno::NODEV {
+            format!(": the kernel has no {} driver loaded (add it to the recipe's kernel.modules)", info.fstype)
+        } else {
+            String::new()
+        };
+        format!("mounting {shown} ({}) at {path} for the files stage: {}{hint}", info.fstype, std::io::Error::from(e))
+    })?;
+    mounted.push(target);
+    let uuid = if info.fstype == "vfat" { info.uuid.to_ascii_uppercase() } else { info.uuid.clone() };
+    let name = mount_unit_name(path);
+    let unit = mount_unit(&uuid, path, info.fstype, &f.mount_options);
+    let dir = root.join("etc/systemd/system");
+    let wants = dir.join("local-fs.target.wants");
+    fs::create_dir_all(&wants)
+        .and_then(|_| fs::write(dir.join(&name), unit))
+        .and_then(|_| {
+            let _ = fs::remove_file(wants.join(&name));
+            std::os::unix::fs::symlink(format!("../{name}"), wants.join(&name))
+        })
+        .map_err(|e| format!("writing /etc/systemd/system/{name}: {e}"))?;
+    log!("provisioning: ignition: {at}: mounted at {path} for the files stage; /etc/systemd/system/{name} mounts it by UUID {uuid} on every boot");
+    steps.push(json!({"action": "mount unit", "target": format!("/etc/systemd/system/{name}"), "what": format!("/dev/disk/by-uuid/{uuid}"), "from": at}));
+    Ok(())
+}
+
+fn read_head(dev: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = Vec::new();
+    fs::File::open(dev)?.take(crate::probe::PROBE_LEN as u64).read_to_end(&mut b)?;
+    Ok(b)
+}
+
+/// A fresh filesystem UUID from the kernel's generator.
+fn random_uuid() -> Result<imagefs::Uuid, String> {
+    let s = fs::read_to_string("/proc/sys/kernel/random/uuid").map_err(|e| format!("reading /proc/sys/kernel/random/uuid: {e}"))?;
+    imagefs::Uuid::parse_str(s.trim()).map_err(|e| format!("the kernel's uuid {s:?}: {e}"))
+}
+
+fn unmount_all(mounted: &[std::path::PathBuf]) {
+    for m in mounted.iter().rev() {
+        if let Err(e) = rustix::mount::unmount(m, rustix::mount::UnmountFlags::empty()) {
+            log!("provisioning: ignition: unmounting {} after the files stage: {}", m.display(), std::io::Error::from(e));
+        }
+    }
+}
+
+/// `mountOptions` as mount(2) takes them: the generic flags, and the rest
+/// as the filesystem's data string.
+pub fn mount_flags(opts: &[String]) -> (rustix::mount::MountFlags, String) {
+    use rustix::mount::MountFlags as F;
+    let mut flags = F::empty();
+    let mut data = Vec::new();
+    for o in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= F::RDONLY,
+            "rw" | "defaults" | "auto" | "nofail" | "_netdev" => {}
+            "nosuid" => flags |= F::NOSUID,
+            "nodev" => flags |= F::NODEV,
+            "noexec" => flags |= F::NOEXEC,
+            "sync" => flags |= F::SYNCHRONOUS,
+            "noatime" => flags |= F::NOATIME,
+            "nodiratime" => flags |= F::NODIRATIME,
+            "relatime" => flags |= F::RELATIME,
+            other if other.starts_with("x-") => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// systemd's unit name for a mount point (`systemd-escape --path --suffix=mount`).
+pub fn mount_unit_name(path: &str) -> String {
+    let trimmed: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if trimmed.is_empty() {
+        return "-.mount".into();
+    }
+    let joined = trimmed.join("/");
+    let mut out = String::new();
+    for (i, b) in joined.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' | b'.' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out + ".mount"
+}
+
+/// The `.mount` unit for a data filesystem Ignition made.
+pub fn mount_unit(uuid: &str, path: &str, fstype: &str, opts: &[String]) -> String {
+    let options = if opts.is_empty() { String::new() } else { format!("Options={}\n", opts.join(",")) };
+    format!(
+        "# Written by the guest agent from Ignition's storage.filesystems (first boot).\n[Unit]\nDescription=Data filesystem at {path}\nBefore=local-fs.target\n\n[Mount]\nWhat=/dev/disk/by-uuid/{uuid}\nWhere={path}\nType={fstype}\n{options}\n[Install]\nWantedBy=local-fs.target\n"
+    )
 }
 
 /// cloud-config on every boot: never stops the boot.
@@ -431,6 +607,20 @@ mod tests {
         let mut f = fs_entry("/dev/vdb");
         f.name = Some("root".into());
         assert!(names_root(&f, &r));
+    }
+
+    #[test]
+    fn mount_units_are_named_and_written_as_systemd_does() {
+        assert_eq!(mount_unit_name("/var/lib/data"), "var-lib-data.mount");
+        assert_eq!(mount_unit_name("/var/lib/data/"), "var-lib-data.mount");
+        assert_eq!(mount_unit_name("/"), "-.mount");
+        assert_eq!(mount_unit_name("/srv/my-data/.x y"), "srv-my\\x2ddata-.x\\x20y.mount");
+        assert_eq!(mount_unit_name("/.hidden"), "\\x2ehidden.mount");
+        let u = mount_unit("0a1b", "/var/lib/data", "btrfs", &["noatime".into(), "compress=zstd".into()]);
+        assert!(u.contains("What=/dev/disk/by-uuid/0a1b\nWhere=/var/lib/data\nType=btrfs\nOptions=noatime,compress=zstd\n"), "{u}");
+        let (flags, data) = mount_flags(&["noatime,nodev".into(), "compress=zstd".into(), "x-systemd.automount".into()]);
+        assert_eq!(flags, rustix::mount::MountFlags::NOATIME | rustix::mount::MountFlags::NODEV);
+        assert_eq!(data, "compress=zstd");
     }
 
     #[test]

@@ -100,7 +100,37 @@ impl Machine {
             .output()
             .expect("qemu-img");
         assert!(o.status.success(), "qemu-img create: {}", String::from_utf8_lossy(&o.stderr));
-        let serial = dir.join(format!("serial-{}.log", spec.name));
+        if spec.firmware == Firmware::Uefi {
+            let vars = dir.join(format!("{}-OVMF_VARS.fd", spec.name));
+            fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF (./build.sh deps installs ovmf)");
+        }
+        Self::launch(dir, spec, key, 1)
+    }
+
+    /// Start the machine again on its overlay (and UEFI variables) from an
+    /// earlier [`Machine::start`] in `dir`, after it powered off: its
+    /// `boot`-th boot, with a console log of its own.
+    pub fn start_again(dir: &Path, spec: &Spec, key: &SshKey, boot: u32) -> Machine {
+        Self::launch(dir, spec, key, boot)
+    }
+
+    /// Wait for qemu to exit (the guest powered off; machines run with
+    /// `-no-reboot`, so a reboot ends qemu too).
+    pub fn wait_exit(&mut self, within: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!("{}: still running after {} s\n{}", self.name, within.as_secs(), self.tail(40)))
+    }
+
+    fn launch(dir: &Path, spec: &Spec, key: &SshKey, boot: u32) -> Machine {
+        let overlay = dir.join(format!("{}.qcow2", spec.name));
+        let serial =
+            if boot == 1 { dir.join(format!("serial-{}.log", spec.name)) } else { dir.join(format!("serial-{}-{boot}.log", spec.name)) };
         let ssh_port = free_port();
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-accel", "tcg", "-smp", "2", "-m", &spec.memory_mib.to_string(), "-nodefaults", "-display", "none", "-no-reboot"])
@@ -108,7 +138,6 @@ impl Machine {
             .arg(format!("file:{}", serial.display()));
         if spec.firmware == Firmware::Uefi {
             let vars = dir.join(format!("{}-OVMF_VARS.fd", spec.name));
-            fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF (./build.sh deps installs ovmf)");
             c.arg("-drive").arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
             c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
         }

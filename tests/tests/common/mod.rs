@@ -219,7 +219,9 @@ pub fn boot_to_poweroff(kernel: &Path, initrd: &Path, cmdline: &str, extra: &[St
 pub fn config_drive(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     let img = dir.join("config-drive.img");
     let _ = std::fs::remove_file(&img);
-    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), "2048"]);
+    // 2 MiB, or room for big files (a 10 MiB user_data) with FAT's overhead.
+    let kib = files.iter().map(|(_, c)| c.len() / 1024 + 4).sum::<usize>() * 5 / 4 + 1024;
+    let (ok, out) = tool("mkfs.vfat", &["-n", "config-2", "-C", img.to_str().unwrap(), &kib.max(2048).to_string()]);
     assert!(ok, "mkfs.vfat: {out}");
     let i = img.to_str().unwrap();
     for d in ["::openstack", "::openstack/latest"] {

@@ -388,6 +388,20 @@ pub(super) fn unsupported(cfg: &Config, d: &mut Vec<Diagnostic>) {
     for x in &cfg.storage.disks {
         e(d, &x.origin, format!("storage.disks is {not} (partitioning disks at first boot); use storage.filesystems on existing devices"));
     }
+    for f in &cfg.storage.filesystems {
+        if let Some(fmt) = f.format.as_deref().filter(|x| matches!(*x, "xfs" | "swap")) {
+            e(d, &at(&f.origin, "format"), format!("format {fmt:?} is {not}: its own writers make ext4, btrfs and vfat"));
+        }
+        if !f.options.is_empty() {
+            // The seed's 2.0.0 example passes `-f` (force) for its root:
+            // a warning, so such configs still run.
+            w(
+                d,
+                &at(&f.origin, "options"),
+                "mkfs options are ignored by this image: the filesystem is written by the image's own writers (label and uuid are taken)",
+            );
+        }
+    }
     for x in &cfg.storage.raid {
         e(d, &x.origin, format!("storage.raid is {not}"));
     }
