@@ -298,9 +298,24 @@ fn boots_by_uefi_and_bios_and_is_driven_over_ssh() {
     let (da, db) = (t.path().join("a"), t.path().join("b"));
     fs::create_dir_all(&da).unwrap();
     fs::create_dir_all(&db).unwrap();
-    // A: UEFI, a static address from network_data.json. B: BIOS, DHCP.
-    let drive_a = config_drive(&da, &[("meta_data.json", &meta_data("node-a", &key)), ("network_data.json", &network_data_static(MAC_A))]);
-    let drive_b = config_drive(&db, &[("meta_data.json", &meta_data("node-b", &key))]);
+    // A: UEFI, a static address from network_data.json, and a `#!`
+    // user_data of 10 MiB (a short script and 10 MiB of comments), run once
+    // on the booted system. B: BIOS, DHCP, and a #cloud-config with a
+    // wrong type and an unknown key: logged by path, the rest applied.
+    let mut script = String::from("#!/bin/sh\necho \"ran as $(id -un) on $(hostname)\" > /var/lib/script-ran\n");
+    let line = format!("# {}\n", "x".repeat(1021));
+    while script.len() < 10 << 20 {
+        script.push_str(&line);
+    }
+    let cc = format!(
+        "#cloud-config\nwrite_files: 5\ncoreos:\n  flannel_typo: 1\nusers:\n  - name: alice\n    ssh_authorized_keys:\n      - {}\n",
+        key.public.trim()
+    );
+    let drive_a = config_drive(
+        &da,
+        &[("meta_data.json", &meta_data("node-a", &key)), ("network_data.json", &network_data_static(MAC_A)), ("user_data", &script)],
+    );
+    let drive_b = config_drive(&db, &[("meta_data.json", &meta_data("node-b", &key)), ("user_data", &cc)]);
     let spec = |name, firmware, drive, mac, ip| Spec {
         name,
         image: &b.raw,
@@ -326,6 +341,28 @@ fn boots_by_uefi_and_bios_and_is_driven_over_ssh() {
     // The root grew into the 4 GiB disk.
     let size: u64 = a.ssh_ok("core", "df -B1 --output=size / | tail -1").trim().parse().unwrap();
     assert!(size > 3 << 30, "node-a: / is {size} bytes on a 4 GiB disk");
+
+    // A's 10 MiB script ran once, as root, when the system was up.
+    assert_eq!(a.ssh_ok("core", "cat /var/lib/script-ran"), "ran as root on node-a");
+    assert_eq!(a.ssh_ok("core", "systemctl show -P Result agent-user-script.service"), "success");
+    let record: serde_json::Value = serde_json::from_str(&a.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json")).unwrap();
+    assert_eq!((record["kind"].as_str(), record["bytes"].as_u64()), (Some("script"), Some(script.len() as u64)), "{record}");
+    let console = a.console();
+    let saved: Vec<&str> =
+        console.lines().filter(|l| l.contains("user_data from the config drive saved") || l.contains("#! script")).collect();
+    assert!(saved.iter().any(|l| l.contains(&format!("({} bytes)", script.len()))), "{saved:?}");
+    eprintln!("coreos_node: node-a, 10 MiB user_data: {saved:?}");
+
+    // B's broken cloud-config: its errors on the console by path, its user made.
+    assert_eq!(bm.ssh_ok("alice", "id -un"), "alice", "node-b: the user from the broken document");
+    let console = bm.console();
+    assert!(
+        console.lines().any(|l| l.contains("provisioning: cloud-config") && l.contains("write_files")),
+        "node-b: the write_files error is not on the console:\n{}",
+        bm.tail(80)
+    );
+    assert!(console.contains("coreos.flannel_typo"), "node-b: the unknown key is not logged by its path:\n{}", bm.tail(80));
+    assert!(bm.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json").contains("write_files"));
     drop(bm);
 
     // A's static address: networkd configured it, and keeps it across a
@@ -551,69 +588,6 @@ fn ignition_formats_a_data_disk_that_survives_a_reboot() {
         m.ssh_ok("core", "cat /var/lib/data/after-boot.txt /var/lib/data/from-ignition.txt"),
         "kept across a reboot\nwritten by Ignition"
     );
-}
-
-/// A `#!` user_data of 10 MiB (a short script and 10 MiB of comments): the
-/// agent saves it, runs it once on the booted system, and the boot goes on
-/// as usual; the figures (bytes, when it was saved) are printed.
-#[test]
-fn a_ten_mib_script_runs_once_on_the_first_boot() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
-        return;
-    }
-    let b = built();
-    let t = tempfile::tempdir().unwrap();
-    let key = SshKey::new(t.path());
-    let mut script = String::from("#!/bin/sh\necho \"ran as $(id -un) on $(hostname)\" > /var/lib/script-ran\n");
-    let line = format!("# {}\n", "x".repeat(1021));
-    while script.len() < 10 << 20 {
-        script.push_str(&line);
-    }
-    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("script-node", &key)), ("user_data", &script)]);
-    let spec = user_spec(b, "script-node", Firmware::Bios, &drive, vec![]);
-    let mut m = Machine::start(t.path(), &spec, &key);
-    wait_running(&mut m);
-    assert_eq!(m.ssh_ok("core", "cat /var/lib/script-ran"), "ran as root on script-node");
-    assert_eq!(m.ssh_ok("core", "systemctl show -P Result agent-user-script.service"), "success");
-    let record: serde_json::Value = serde_json::from_str(&m.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json")).unwrap();
-    assert_eq!(record["kind"], "script", "{record}");
-    assert_eq!(record["bytes"], script.len(), "{record}");
-    let console = m.console();
-    let saved: Vec<&str> =
-        console.lines().filter(|l| l.contains("user_data from the config drive saved") || l.contains("#! script")).collect();
-    assert!(saved.iter().any(|l| l.contains(&format!("({} bytes)", script.len()))), "{saved:?}");
-    eprintln!("coreos_node: script-node: {saved:?}");
-}
-
-/// A #cloud-config with a wrong type and an unknown key: the error is
-/// logged by its path, the rest (hostname, a user with a key) is applied
-/// and the machine boots as usual.
-#[test]
-fn broken_cloud_config_is_logged_and_the_rest_applied() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
-        return;
-    }
-    let b = built();
-    let t = tempfile::tempdir().unwrap();
-    let key = SshKey::new(t.path());
-    let cc = format!(
-        "#cloud-config\nhostname: cc-broken\nwrite_files: 5\ncoreos:\n  flannel_typo: 1\nusers:\n  - name: alice\n    ssh_authorized_keys:\n      - {}\n",
-        key.public.trim()
-    );
-    let drive = config_drive(t.path(), &[("meta_data.json", &meta_data("cc-node", &key)), ("user_data", &cc)]);
-    let spec = user_spec(b, "cc-node", Firmware::Bios, &drive, vec![]);
-    let mut m = Machine::start(t.path(), &spec, &key);
-    wait_running(&mut m);
-    assert_eq!(m.ssh_ok("core", "hostname"), "cc-broken");
-    assert_eq!(m.ssh_ok("alice", "id -un"), "alice", "the user from the same document");
-    let console = m.console();
-    let errs: Vec<&str> = console.lines().filter(|l| l.contains("provisioning: cloud-config") && l.contains("write_files")).collect();
-    assert!(!errs.is_empty(), "the write_files error is not on the console:\n{}", m.tail(80));
-    assert!(console.contains("coreos.flannel_typo"), "the unknown key is not logged by its path:\n{}", m.tail(80));
-    let record = m.ssh_ok("core", "sudo -n cat /run/agent/provisioning.json");
-    assert!(record.contains("write_files"), "{record}");
 }
 
 /// An Ignition config that Ignition itself rejects stops the boot in the
