@@ -52,7 +52,7 @@ fn recipe() -> Value {
         "source_date_epoch": 1700000000,
         "trees": { "initrd": [ { "deb": "busybox-static" }, { "symlink": "/bin/sh", "target": "busybox" } ] },
         "initramfs": { "tree": "initrd", "compression": "gzip" },
-        "kernel": { "package": "linux-image-cloud-amd64", "cmdline": "console=ttyS0,115200 quiet", "modules": ["virtio_pci", "virtio_net"] },
+        "kernel": { "package": "linux-image-cloud-amd64", "cmdline": "console=ttyS0,115200 quiet no_timer_check", "modules": ["virtio_pci", "virtio_net"] },
         "oem": { "platform": "qemu" },
         "init": ["/bin/busybox", "sh", "-c", report],
         "outputs": ["kernel+initramfs"]
