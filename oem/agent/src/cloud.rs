@@ -430,6 +430,11 @@ pub fn install_keys(root: &Path, user: &str, keys: &[String]) -> Result<String, 
     if !skipped.is_empty() {
         log!("cloud: ssh_authorized_keys {skipped:?} contain control characters (a newline?): left out");
     }
+    // The home comes from the root's passwd, which user_data may have
+    // written (Ignition's homeDir): it must not lead out of the root.
+    if Path::new(&home).components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(format!("the home {home:?} of {user} in {} climbs out of the root (`..`): no keys installed", passwd_path.display()));
+    }
     let home_dir = root.join(home.trim_start_matches('/'));
     let dir = home_dir.join(".ssh");
     let file = dir.join("authorized_keys");
@@ -875,6 +880,22 @@ mod tests {
         let e = install_keys(root, "admin", &keys).unwrap_err();
         assert!(e.contains("user admin is not in") && e.contains("does not create users"), "{e}");
         assert!(!root.join("home/admin").exists());
+    }
+
+    /// Found by fuzz/ (target `meta_data`): a home in the root's passwd
+    /// (which user_data may have written) with `..` had the keys written
+    /// outside the root. Nothing is written; the reason is given.
+    #[test]
+    fn a_home_that_climbs_out_of_the_root_gets_no_keys() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "core:x:0:0::/../../x:/bin/sh\nrel:x:0:0::home/../..:/bin/sh\n").unwrap();
+        for user in ["core", "rel"] {
+            let e = install_keys(&root, user, &["ssh-ed25519 AAAA a@x".to_string()]).unwrap_err();
+            assert!(e.contains("climbs out of the root") && e.contains(user), "{e}");
+        }
+        assert!(!t.path().join("x").exists() && !t.path().join(".ssh").exists());
     }
 
     #[test]
