@@ -19,10 +19,31 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
 const DICT: Dict = Dict {
-    keys: &["uuid", "name", "hostname", "public_keys", "launch_index", "availability_zone", "meta", "user", "ssh_authorized_keys", "network"],
+    keys: &[
+        "uuid",
+        "name",
+        "hostname",
+        "public_keys",
+        "launch_index",
+        "availability_zone",
+        "meta",
+        "user",
+        "ssh_authorized_keys",
+        "network",
+    ],
     strings: &[
-        "vm", "host.example.com", " ", "ssh-ed25519 AAAA a@x", "ssh-rsa BBBB\ncommand=\"x\" ssh-rsa CCCC", "core", "root", "admin", "1000",
-        "83679162-1378-4288-a2d4-70e13ec132aa", "../../etc", "a\u{0}b",
+        "vm",
+        "host.example.com",
+        " ",
+        "ssh-ed25519 AAAA a@x",
+        "ssh-rsa BBBB\ncommand=\"x\" ssh-rsa CCCC",
+        "core",
+        "root",
+        "admin",
+        "1000",
+        "83679162-1378-4288-a2d4-70e13ec132aa",
+        "../../etc",
+        "a\u{0}b",
     ],
 };
 

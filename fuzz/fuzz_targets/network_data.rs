@@ -19,21 +19,66 @@ use arbitrary::{Arbitrary, Unstructured};
 use build_image_fuzz::dhcp::{ip4, Recorder};
 use build_image_fuzz::json::{self, Dict};
 use guest_agent::net::apply::{apply_with, Iface};
-use guest_agent::net::discover::Discovery;
 use guest_agent::net::dhcp::{Reply, ACK};
+use guest_agent::net::discover::Discovery;
 use guest_agent::net::{self, every, networkd};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
 const DICT: Dict = Dict {
     keys: &[
-        "links", "networks", "services", "id", "type", "ethernet_mac_address", "mtu", "link", "ip_address", "netmask", "routes",
-        "network", "gateway", "address", "optional", "vif_id", "network_id",
+        "links",
+        "networks",
+        "services",
+        "id",
+        "type",
+        "ethernet_mac_address",
+        "mtu",
+        "link",
+        "ip_address",
+        "netmask",
+        "routes",
+        "network",
+        "gateway",
+        "address",
+        "optional",
+        "vif_id",
+        "network_id",
     ],
     strings: &[
-        "phy", "ovs", "bridge", "bond", "vlan", "tap0", "eth0", "ipv4", "ipv6", "ipv4_dhcp", "ipv6_slaac", "ipv6_dhcp", "dns", "*",
-        "52:54:00:00:00:01", "52:54:00:00:00:02", "52-54-00-00-00-03", "10.0.0.2", "10.0.0.2/24", "10.0.0.1", "0.0.0.0", "255.255.255.0",
-        "255.0.255.0", "24", "33", "fd00::5", "fd00::5/64", "::", "fd00::1", "ffff:ffff:ffff:ffff::", "128", "net0", "1.1.1.1",
+        "phy",
+        "ovs",
+        "bridge",
+        "bond",
+        "vlan",
+        "tap0",
+        "eth0",
+        "ipv4",
+        "ipv6",
+        "ipv4_dhcp",
+        "ipv6_slaac",
+        "ipv6_dhcp",
+        "dns",
+        "*",
+        "52:54:00:00:00:01",
+        "52:54:00:00:00:02",
+        "52-54-00-00-00-03",
+        "10.0.0.2",
+        "10.0.0.2/24",
+        "10.0.0.1",
+        "0.0.0.0",
+        "255.255.255.0",
+        "255.0.255.0",
+        "24",
+        "33",
+        "fd00::5",
+        "fd00::5/64",
+        "::",
+        "fd00::1",
+        "ffff:ffff:ffff:ffff::",
+        "128",
+        "net0",
+        "1.1.1.1",
     ],
 };
 

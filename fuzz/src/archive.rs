@@ -8,8 +8,30 @@ use sha2::{Digest, Sha256};
 
 /// Names the tree code has opinions about.
 pub const NAMES: &[&str] = &[
-    "a", "a/b", "./a", "a/", "..", "../x", "a/../../x", "/abs", "etc/passwd", "bin", "bin/sh", "usr/lib/x", ".wh.a", "a/.wh.b",
-    "a/.wh..wh..opq", "dev/null", "x/y/z", "", ".", "a//b", "lnk", "lnk/x", "d", "d/f",
+    "a",
+    "a/b",
+    "./a",
+    "a/",
+    "..",
+    "../x",
+    "a/../../x",
+    "/abs",
+    "etc/passwd",
+    "bin",
+    "bin/sh",
+    "usr/lib/x",
+    ".wh.a",
+    "a/.wh.b",
+    "a/.wh..wh..opq",
+    "dev/null",
+    "x/y/z",
+    "",
+    ".",
+    "a//b",
+    "lnk",
+    "lnk/x",
+    "d",
+    "d/f",
 ];
 
 /// Link targets, same idea.

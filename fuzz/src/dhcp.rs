@@ -17,14 +17,26 @@ const KNOWN: [u8; 12] = [1, 3, 6, 12, 26, 50, 51, 53, 54, 58, 59, 255];
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Opt {
     /// A code the client reads, value of any length.
-    Known { code: u8, value: Vec<u8> },
+    Known {
+        code: u8,
+        value: Vec<u8>,
+    },
     /// A code the client reads with its usual length (4 for addresses and
     /// times, 1 for the type, 2 for the MTU).
-    Sized { code: u8, value: [u8; 4] },
+    Sized {
+        code: u8,
+        value: [u8; 4],
+    },
     /// Any code and value.
-    Any { code: u8, value: Vec<u8> },
+    Any {
+        code: u8,
+        value: Vec<u8>,
+    },
     /// A length byte that runs past the end.
-    Truncated { code: u8, len: u8 },
+    Truncated {
+        code: u8,
+        len: u8,
+    },
     Pad,
     End,
 }

@@ -72,7 +72,16 @@ pub fn entry(p: &Part) -> [u8; 128] {
 /// A header for `my_lba`, with `entries_lba`, the entry array's CRC and
 /// count, padded to one block of `lbs` bytes.
 #[allow(clippy::too_many_arguments)]
-pub fn header(my_lba: u64, alternate: u64, last_lba: u64, entries_lba: u64, n: u32, entries_crc: u32, disk_guid: [u8; 16], lbs: usize) -> Vec<u8> {
+pub fn header(
+    my_lba: u64,
+    alternate: u64,
+    last_lba: u64,
+    entries_lba: u64,
+    n: u32,
+    entries_crc: u32,
+    disk_guid: [u8; 16],
+    lbs: usize,
+) -> Vec<u8> {
     let mut h = vec![0u8; 92];
     h[..8].copy_from_slice(b"EFI PART");
     h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());

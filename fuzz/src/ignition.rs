@@ -28,7 +28,20 @@ pub const DICT: Dict = Dict {
 /// A config: `{"ignition": {"version": V}, …}` with the other sections
 /// generated.
 pub fn config(u: &mut Unstructured) -> Result<Value> {
-    let version = *u.choose(&["3.4.0", "3.3.0", "3.2.0", "3.1.0", "3.0.0", "2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "3.5.0-experimental", "1.0.0"])?;
+    let version = *u.choose(&[
+        "3.4.0",
+        "3.3.0",
+        "3.2.0",
+        "3.1.0",
+        "3.0.0",
+        "2.0.0",
+        "2.1.0",
+        "2.2.0",
+        "2.3.0",
+        "2.4.0",
+        "3.5.0-experimental",
+        "1.0.0",
+    ])?;
     let mut ign = json!({ "version": version });
     if u.ratio(1, 8)? {
         ign.as_object_mut().unwrap().extend(json::object(u, &DICT, 2)?);

@@ -139,7 +139,12 @@ pub fn loopback_up(nl: &mut Rtnl) {
 /// `default_route`: whether the machine has a default route already (then
 /// the lease's router does not replace it: with DHCP on several NICs the
 /// first one's stays); set when this lease adds one.
-pub fn dhcp_on(nl: &mut impl NetOps, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
+pub fn dhcp_on(
+    nl: &mut impl NetOps,
+    i: &Iface,
+    mtu: Option<u32>,
+    default_route: &mut bool,
+) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let o = Discovery::start(i, DHCP_TIMEOUT).wait();
     take_lease(nl, i, o, mtu, default_route)
