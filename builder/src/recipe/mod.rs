@@ -683,7 +683,8 @@ mod extends_tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: mkfifo with a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        for (target, why) in [("/dev/zero", "not a regular file"), ("fifo.json", "not a regular file"), ("big.json", "larger than 16 MiB")] {
+        for (target, why) in [("/dev/zero", "not a regular file"), ("fifo.json", "not a regular file"), ("big.json", "larger than 16 MiB")]
+        {
             let r = d.path().join("r.json");
             std::fs::write(&r, format!(r#"{{"name": "x", "extends": ["{target}"]}}"#)).unwrap();
             let e = load(&r, None).unwrap_err();
