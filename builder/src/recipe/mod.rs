@@ -553,7 +553,7 @@ fn load_merged(path: &Path, stack: &mut Vec<PathBuf>) -> Result<serde_json::Valu
     if stack.contains(&canon) {
         return Err(RecipeError::ExtendsLoop { path: stack[0].clone(), again: path.to_path_buf() });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read { path: path.to_path_buf(), source })?;
+    let text = read_recipe(path).map_err(|source| RecipeError::Read { path: path.to_path_buf(), source })?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| RecipeError::Syntax {
         path: path.to_path_buf(),
         line: e.line(),
@@ -599,6 +599,29 @@ fn load_merged(path: &Path, stack: &mut Vec<PathBuf>) -> Result<serde_json::Valu
     stack.pop();
     merge(&mut merged, value);
     Ok(merged)
+}
+
+/// Largest recipe file read (the examples are a few KiB).
+pub const MAX_RECIPE_BYTES: u64 = 16 << 20;
+
+/// A recipe file's text: a regular file (after symlinks) of at most
+/// [`MAX_RECIPE_BYTES`]. `extends` may name any path, `/dev/zero` too,
+/// which would otherwise be read until memory runs out.
+fn read_recipe(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file: a recipe is a JSON file"));
+    }
+    let mut text = String::new();
+    f.take(MAX_RECIPE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_RECIPE_BYTES {
+        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {} MiB: not a recipe", MAX_RECIPE_BYTES >> 20)));
+    }
+    Ok(text)
 }
 
 /// `extends` merges as the OEM layers do: objects key by key (later
@@ -661,5 +684,33 @@ mod schema_tests {
             }
         }
         assert!(n > 0);
+    }
+}
+
+#[cfg(test)]
+mod extends_tests {
+    use super::*;
+
+    /// Found by `fuzz/` (target `recipe`): `"extends": ["/dev/zero"]` read
+    /// until memory ran out. Only regular files of a sane size are read;
+    /// the error names the file.
+    #[test]
+    fn extends_reads_only_regular_files_of_a_sane_size() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("big.json");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_RECIPE_BYTES + 1).unwrap();
+        let fifo = d.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (target, why) in [("/dev/zero", "not a regular file"), ("fifo.json", "not a regular file"), ("big.json", "larger than 16 MiB")]
+        {
+            let r = d.path().join("r.json");
+            std::fs::write(&r, format!(r#"{{"name": "x", "extends": ["{target}"]}}"#)).unwrap();
+            let e = load(&r, None).unwrap_err();
+            let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            assert!(chain.contains(why) && chain.contains(target.trim_start_matches('/')), "{target}: {chain}");
+        }
     }
 }

@@ -328,7 +328,17 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
                 if et == T::GNUSparse || h.as_gnu().is_some_and(|g| g.is_extended()) {
                     Kind::File(spool_sparse(&mut entry, source, spool_dir).map_err(|e| err(format!("{shown}: {e}")))?)
                 } else {
-                    Kind::File(Content::Slice { source: source.clone(), offset: ar.start + entry.raw_file_position(), len, sparse: None })
+                    // The content is referenced in place: it must lie inside
+                    // the archive (a truncated archive's last entry, or a
+                    // size field that lies, does not).
+                    let pos = entry.raw_file_position();
+                    if pos.checked_add(len).is_none_or(|end| end > ar.len) {
+                        return Err(err(format!(
+                            "{shown}: the entry says it holds {len} bytes from offset {pos}, past the end of the archive ({} bytes): truncated or corrupt",
+                            ar.len
+                        )));
+                    }
+                    Kind::File(Content::Slice { source: source.clone(), offset: ar.start + pos, len, sparse: None })
                 }
             }
             T::Symlink => {
@@ -534,6 +544,26 @@ mod tests {
         assert_eq!(&buf, b"hello");
         assert!(matches!(t.inode(t.find(b"/dev/null").unwrap()).kind, Kind::CharDev { major: 1, minor: 3 }));
         assert!(matches!(&t.inode(t.find(b"/etc/link").unwrap()).kind, Kind::Symlink(s) if s == b"passwd"));
+    }
+
+    /// Found by `fuzz/` (target `archive`): an entry whose size runs past
+    /// the end of the archive was taken as a slice of it, and the build
+    /// failed later with "source file shrank". It is refused when read.
+    #[test]
+    fn an_entry_past_the_end_of_the_archive_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big").unwrap();
+        h.set_mode(0o644);
+        h.set_size(50 << 20);
+        h.set_cksum();
+        let mut raw = h.as_bytes().to_vec();
+        raw.extend_from_slice(&[7u8; 512]);
+        let p = d.path().join("cut.tar");
+        std::fs::write(&p, &raw).unwrap();
+        let mut t = Tree::new(1000);
+        let e = apply_tar(&mut t, &p, "/", d.path()).unwrap_err().to_string();
+        assert!(e.contains("big") && e.contains("past the end of the archive"), "{e}");
     }
 
     #[test]

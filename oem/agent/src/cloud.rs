@@ -466,6 +466,11 @@ pub fn install_keys(root: &Path, user: &str, keys: &[String]) -> Result<String, 
     if !skipped.is_empty() {
         log!("cloud: ssh_authorized_keys {skipped:?} contain control characters (a newline?): left out");
     }
+    // The home comes from the root's passwd, which user_data may have
+    // written (Ignition's homeDir): it must not lead out of the root.
+    if Path::new(&home).components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(format!("the home {home:?} of {user} in {} climbs out of the root (`..`): no keys installed", passwd_path.display()));
+    }
     let home_dir = root.join(home.trim_start_matches('/'));
     let dir = home_dir.join(".ssh");
     let file = dir.join("authorized_keys");
@@ -706,9 +711,20 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
         None => log!("cloud: FAILED to configure the network from any source ({:.3} s since kernel start)", boottime()),
     }
 
-    // Layer 50: what the cloud said, in the OEM configuration's keys.
+    if let Some(l50) = layer50(meta.as_ref(), cloud_net.as_deref()) {
+        cfg.layers.push("50-metadata", l50);
+        cfg.write();
+    }
+    applied.or_else(|| bootstrap.map(|a| (a, "DHCP")))
+}
+
+/// Layer 50: what the cloud said, in the OEM configuration's keys: the
+/// meta_data's `hostname` and `ssh_authorized_keys`, and the
+/// network_data.json that was applied as `network`. `None` when it said
+/// nothing.
+pub fn layer50(meta: Option<&MetaData>, network_data: Option<&str>) -> Option<serde_json::Value> {
     let mut l50 = serde_json::Map::new();
-    if let Some(m) = &meta {
+    if let Some(m) = meta {
         if let Some(h) = &m.hostname {
             l50.insert("hostname".into(), h.clone().into());
         }
@@ -716,43 +732,69 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
             l50.insert("ssh_authorized_keys".into(), m.keys.clone().into());
         }
     }
-    if let Some(v) = cloud_net.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) {
+    if let Some(v) = network_data.and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
         l50.insert("network".into(), v);
     }
-    if !l50.is_empty() {
-        cfg.layers.push("50-metadata", serde_json::Value::Object(l50));
-        cfg.write();
-    }
-    applied.or_else(|| bootstrap.map(|a| (a, "DHCP")))
+    (!l50.is_empty()).then_some(serde_json::Value::Object(l50))
 }
 
-/// Hostname and SSH keys from the effective OEM configuration (after layer
-/// 50): `hostname` → `sethostname` and `ROOT/etc/hostname`;
-/// `ssh_authorized_keys` → `~USER/.ssh/authorized_keys`, USER from `user`
-/// (default `root`). Absent keys change nothing.
-pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
+/// What [`apply_identity`] sets, from the effective OEM configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// `hostname`, trimmed; `None` when absent, empty or not a scalar.
+    pub hostname: Option<String>,
+    /// `ssh_authorized_keys`: the non-empty strings, trimmed.
+    pub keys: Vec<String>,
+    /// Whose keys they are: `user`, default `root`.
+    pub user: String,
+    /// Lines for the log: where each value came from, what was ignored.
+    pub notes: Vec<String>,
+}
+
+/// The hostname and SSH keys of the effective OEM configuration (after
+/// layer 50). Pure: [`apply_identity`] does the system calls.
+pub fn identity(cfg: &crate::oem::Effective) -> Identity {
     let c = cfg.config();
     let by = |k: &str| cfg.layers.set_by(k).join(", ");
+    let mut id = Identity::default();
     match c.get("hostname") {
         Some(h @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
             let h = crate::oem::scalar_text(h);
             if !h.trim().is_empty() {
-                log!("oem: hostname {h} (from {})", by("hostname"));
-                set_hostname(root, h.trim());
+                id.notes.push(format!("oem: hostname {h} (from {})", by("hostname")));
+                id.hostname = Some(h.trim().to_string());
             }
         }
-        Some(other) => log!("oem: \"hostname\" {other} is not a string; ignored"),
+        Some(other) => id.notes.push(format!("oem: \"hostname\" {other} is not a string; ignored")),
         None => {}
     }
-    let keys: Vec<String> = c
+    id.keys = c
         .get("ssh_authorized_keys")
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|k| k.as_str()).map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
         .unwrap_or_default();
-    if !keys.is_empty() {
-        let (oem, _) = Oem::from_value(c);
-        log!("oem: {} SSH key(s) (from {})", keys.len(), by("ssh_authorized_keys"));
-        match install_keys(root, oem.user.as_deref().unwrap_or("root"), &keys) {
+    let (oem, _) = Oem::from_value(c);
+    id.user = oem.user.unwrap_or_else(|| "root".into());
+    if !id.keys.is_empty() {
+        id.notes.push(format!("oem: {} SSH key(s) (from {})", id.keys.len(), by("ssh_authorized_keys")));
+    }
+    id
+}
+
+/// Hostname and SSH keys from the effective OEM configuration ([`identity`]):
+/// `hostname` → `sethostname` and `ROOT/etc/hostname`;
+/// `ssh_authorized_keys` → `~USER/.ssh/authorized_keys`, USER from `user`
+/// (default `root`). Absent keys change nothing.
+pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
+    let id = identity(cfg);
+    for n in &id.notes {
+        log!("{n}");
+    }
+    if let Some(h) = &id.hostname {
+        set_hostname(root, h);
+    }
+    if !id.keys.is_empty() {
+        match install_keys(root, &id.user, &id.keys) {
             Ok(what) => log!("cloud: {what}"),
             Err(e) => log!("cloud: SSH keys not installed: {e}"),
         }
@@ -886,6 +928,22 @@ mod tests {
         let e = install_keys(root, "admin", &keys).unwrap_err();
         assert!(e.contains("user admin is not in") && e.contains("does not create users"), "{e}");
         assert!(!root.join("home/admin").exists());
+    }
+
+    /// Found by fuzz/ (target `meta_data`): a home in the root's passwd
+    /// (which user_data may have written) with `..` had the keys written
+    /// outside the root. Nothing is written; the reason is given.
+    #[test]
+    fn a_home_that_climbs_out_of_the_root_gets_no_keys() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "core:x:0:0::/../../x:/bin/sh\nrel:x:0:0::home/../..:/bin/sh\n").unwrap();
+        for user in ["core", "rel"] {
+            let e = install_keys(&root, user, &["ssh-ed25519 AAAA a@x".to_string()]).unwrap_err();
+            assert!(e.contains("climbs out of the root") && e.contains(user), "{e}");
+        }
+        assert!(!t.path().join("x").exists() && !t.path().join(".ssh").exists());
     }
 
     #[test]

@@ -30,7 +30,9 @@ impl RootSpec {
         if v.is_empty() {
             return None;
         }
-        let upper = |p: &str| v.len() > p.len() && v[..p.len()].eq_ignore_ascii_case(p);
+        // `get`: the value may be any UTF-8, and byte p.len() need not be
+        // a character boundary (a panic here was found by fuzz/).
+        let upper = |p: &str| v.len() > p.len() && v.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
         Some(if upper("PARTUUID=") {
             RootSpec::PartUuid(v["PARTUUID=".len()..].to_ascii_lowercase())
         } else if upper("PARTLABEL=") {
@@ -188,6 +190,18 @@ pub fn parse_argv_file(s: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/ (target `cmdline`): a `root=` value with a
+    /// multi-byte character where `PARTUUID=`, `UUID=`… would end panicked
+    /// (a byte index inside the character).
+    #[test]
+    fn root_values_with_multibyte_characters() {
+        for v in ["PARTUUI\u{fffd}x", "UUI\u{fffd}", "LABEL\u{e9}x", "\u{fffd}\u{fffd}\u{fffd}\u{fffd}"] {
+            let c = Cmdline::parse(&format!("root={v} ro"));
+            assert_eq!(c.root, Some(RootSpec::Path(v.to_string())), "{v}");
+        }
+        assert_eq!(RootSpec::parse("label=r\u{e9}seau"), Some(RootSpec::Label("r\u{e9}seau".into())));
+    }
 
     #[test]
     fn typical_debian_line() {

@@ -278,7 +278,10 @@ pub fn requested(cmdline: &str) -> Option<String> {
         if k == "agent.grow" {
             v = val.filter(|s| !s.is_empty()).map(|s| {
                 let s = s.trim();
-                let s = if s.len() > 9 && s[..9].eq_ignore_ascii_case("PARTUUID=") { &s[9..] } else { s };
+                let s = match s.get(..9) {
+                    Some(p) if s.len() > 9 && p.eq_ignore_ascii_case("PARTUUID=") => &s[9..],
+                    _ => s,
+                };
                 s.to_ascii_lowercase()
             });
         }
@@ -798,5 +801,9 @@ mod tests {
         assert_eq!(requested("agent.grow=PARTUUID=AB"), Some("ab".into()));
         assert_eq!(requested("agent.grow= root=x"), None);
         assert_eq!(requested("root=x -- agent.grow=a"), None);
+        // Found by fuzz/ (target `cmdline`): a multi-byte character across
+        // byte 9 panicked.
+        assert_eq!(requested("agent.grow=PARTUUI\u{e9}x"), Some("partuui\u{e9}x".into()));
+        assert_eq!(requested("agent.grow=\u{fffd}\u{fffd}\u{fffd}\u{fffd}"), Some("\u{fffd}\u{fffd}\u{fffd}\u{fffd}".into()));
     }
 }

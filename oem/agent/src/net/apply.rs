@@ -1,8 +1,13 @@
 //! Apply a [`NetConfig`] to the machine's NICs: match links by MAC, set the
 //! MTU and bring them up, add static addresses and routes, run DHCPv4 where
 //! asked, and leave IPv6 SLAAC to the kernel.
+//!
+//! [`apply_with`] does it through [`NetOps`] (rtnetlink in the guest, a
+//! recorder in the fuzz target) on given interfaces with given DHCP
+//! discoveries; [`apply`] is that with the machine's.
 
 use std::fs;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,37 @@ use crate::log;
 
 /// How long one DHCP exchange may take before the caller's next fallback.
 pub const DHCP_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// The changes [`apply_with`] and [`configure_lease`] make to the machine:
+/// [`Rtnl`] (rtnetlink and the IPv6 sysctls) in the guest.
+pub trait NetOps {
+    /// Set the MTU (if given) and bring the link up.
+    fn link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()>;
+    /// Add (or replace) `addr/prefix`, valid for `secs` (`u32::MAX`: forever).
+    fn add_address_for(&mut self, index: u32, addr: IpAddr, prefix: u8, secs: u32) -> io::Result<()>;
+    /// Add (or replace) the route `dest/prefix` via `gateway` (or on-link).
+    fn add_route(&mut self, index: u32, dest: IpAddr, prefix: u8, gateway: Option<IpAddr>) -> io::Result<()>;
+    /// Let the kernel autoconfigure IPv6 from router advertisements on `ifname`.
+    fn accept_ra(&mut self, ifname: &str);
+}
+
+impl NetOps for Rtnl {
+    fn link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()> {
+        Rtnl::link_up(self, index, mtu)
+    }
+    fn add_address_for(&mut self, index: u32, addr: IpAddr, prefix: u8, secs: u32) -> io::Result<()> {
+        Rtnl::add_address_for(self, index, addr, prefix, secs)
+    }
+    fn add_route(&mut self, index: u32, dest: IpAddr, prefix: u8, gateway: Option<IpAddr>) -> io::Result<()> {
+        Rtnl::add_route(self, index, dest, prefix, gateway)
+    }
+    fn accept_ra(&mut self, ifname: &str) {
+        // accept_ra defaults to 1 without forwarding; set both anyway. The
+        // name comes from /sys/class/net, never from the configuration.
+        let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/accept_ra"), "1");
+        let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/autoconf"), "1");
+    }
+}
 
 /// A network interface as `/sys/class/net` shows it.
 #[derive(Debug, Clone)]
@@ -103,7 +139,12 @@ pub fn loopback_up(nl: &mut Rtnl) {
 /// `default_route`: whether the machine has a default route already (then
 /// the lease's router does not replace it: with DHCP on several NICs the
 /// first one's stays); set when this lease adds one.
-pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut bool) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
+pub fn dhcp_on(
+    nl: &mut impl NetOps,
+    i: &Iface,
+    mtu: Option<u32>,
+    default_route: &mut bool,
+) -> Result<(String, Vec<IpAddr>, Dhcp4), String> {
     nl.link_up(i.index, mtu).map_err(|e| format!("bringing {} up: {e}", i.name))?;
     let o = Discovery::start(i, DHCP_TIMEOUT).wait();
     take_lease(nl, i, o, mtu, default_route)
@@ -113,7 +154,7 @@ pub fn dhcp_on(nl: &mut Rtnl, i: &Iface, mtu: Option<u32>, default_route: &mut b
 /// address lifetime is what is left of the lease now: the exchange may
 /// have finished a while ago, while earlier NICs' were awaited.
 fn take_lease(
-    nl: &mut Rtnl,
+    nl: &mut impl NetOps,
     i: &Iface,
     o: Outcome,
     mtu: Option<u32>,
@@ -139,7 +180,7 @@ fn take_lease(
 /// first router unless `default_route` says there is one (set when this
 /// adds it). Returns the summary line and the prefix length.
 pub fn configure_lease(
-    nl: &mut Rtnl,
+    nl: &mut impl NetOps,
     i: &Iface,
     lease: &dhcp::Reply,
     mtu: Option<u32>,
@@ -185,7 +226,15 @@ pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
     Ok(Applied { summary: vec![line], dns, dhcp: vec![i.name], links: vec![link], static_dns: Vec::new() })
 }
 
-/// Apply `cfg`. Interfaces in `leased` already hold a DHCP lease: an
+/// Apply `cfg` to the machine's Ethernet interfaces over rtnetlink, with
+/// real DHCP discoveries: [`apply_with`].
+pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applied, String> {
+    let ifaces = ether_interfaces(Duration::from_secs(2));
+    apply_with(nl, &ifaces, cfg, leased, &|i: &Iface| Discovery::start(i, DHCP_TIMEOUT))
+}
+
+/// Apply `cfg` to `ifaces` (the Ethernet interfaces, by ifindex) through
+/// `nl`, starting DHCP on an interface with `discover`. Interfaces in `leased` already hold a DHCP lease: an
 /// `ipv4_dhcp` network on them is left as it is. Every link is matched
 /// before anything is changed, so a configuration naming a NIC that is not
 /// there changes nothing.
@@ -197,8 +246,13 @@ pub fn dhcp_first_link(nl: &mut Rtnl) -> Result<Applied, String> {
 /// without a DHCP server: [`DHCP_TIMEOUT`]), not the sum, and the result
 /// is the same as one NIC after the other: the first lease in link order
 /// sets the default route.
-pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applied, String> {
-    let ifaces = ether_interfaces(Duration::from_secs(2));
+pub fn apply_with(
+    nl: &mut impl NetOps,
+    ifaces: &[Iface],
+    cfg: &NetConfig,
+    leased: &[String],
+    discover: &dyn Fn(&Iface) -> Discovery,
+) -> Result<Applied, String> {
     let mut matched: Vec<&Iface> = Vec::new();
     for l in &cfg.links {
         let i = match l.mac {
@@ -240,7 +294,7 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                 return None;
             }
             asked.push(&i.name);
-            Some(Discovery::start(i, DHCP_TIMEOUT))
+            Some(discover(i))
         })
         .collect();
     // An early return below drops the discoveries still running, which
@@ -249,7 +303,7 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
         let i = matched[n.link];
         match &n.kind {
             NetKind::Static { addr, prefix, routes } => {
-                nl.add_address(i.index, *addr, *prefix).map_err(|e| format!("adding {addr}/{prefix} to {}: {e}", i.name))?;
+                nl.add_address_for(i.index, *addr, *prefix, u32::MAX).map_err(|e| format!("adding {addr}/{prefix} to {}: {e}", i.name))?;
                 let mut line = format!("{} {addr}/{prefix}", i.name);
                 for r in routes {
                     nl.add_route(i.index, r.dest, r.prefix, Some(r.gateway))
@@ -306,9 +360,8 @@ pub fn apply(nl: &mut Rtnl, cfg: &NetConfig, leased: &[String]) -> Result<Applie
                     log!("net: {}: DHCPv6 is not supported yet; using SLAAC on {}", n.id, i.name);
                 }
                 // The kernel autoconfigures from router advertisements on an
-                // up link (accept_ra defaults to 1 without forwarding).
-                let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{}/accept_ra", i.name), "1");
-                let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{}/autoconf", i.name), "1");
+                // up link.
+                nl.accept_ra(&i.name);
                 log!("net: {}: {} IPv6 by SLAAC (kernel)", n.id, i.name);
                 out.summary.push(format!("{} SLAAC", i.name));
                 got[n.link].get_or_insert_with(|| new_link(n.link)).ipv6_ra = true;

@@ -214,9 +214,27 @@ pub trait Host {
     }
 }
 
+/// The datagram socket a lease is kept over: UDP port 68 on the interface
+/// in the guest ([`UdpSocket`]), a scripted server in the fuzz target.
+pub trait Wire {
+    fn send_to(&self, buf: &[u8], dest: SocketAddrV4) -> io::Result<usize>;
+    /// Wait at most `wait` (more than zero) for one datagram; its length.
+    fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize>;
+}
+
+impl Wire for UdpSocket {
+    fn send_to(&self, buf: &[u8], dest: SocketAddrV4) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, dest)
+    }
+    fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
+        self.set_read_timeout(Some(wait))?;
+        self.recv_from(buf).map(|(n, _)| n)
+    }
+}
+
 /// Where the REQUESTs go.
-pub struct Endpoints {
-    pub sock: UdpSocket,
+pub struct Endpoints<W = UdpSocket> {
+    pub sock: W,
     pub mac: [u8; 6],
     /// The server's port (67).
     pub server_port: u16,
@@ -237,16 +255,16 @@ pub enum Ended {
     Stopped,
 }
 
-fn recv_reply(ep: &Endpoints, clock: &mut impl Clock, xid: u32, deadline: Duration) -> Option<Reply> {
+fn recv_reply(ep: &Endpoints<impl Wire>, clock: &mut impl Clock, xid: u32, deadline: Duration) -> Option<Reply> {
     let mut buf = [0u8; 1500];
     loop {
         let wait = clock.reply_wait(deadline);
-        if wait.is_zero() || ep.sock.set_read_timeout(Some(wait)).is_err() {
+        if wait.is_zero() {
             clock.timed_out(deadline);
             return None;
         }
-        match ep.sock.recv_from(&mut buf) {
-            Ok((n, _)) => {
+        match ep.sock.recv(&mut buf, wait) {
+            Ok(n) => {
                 if let Some(r) = dhcp::parse(&buf[..n], xid, &ep.mac).filter(|r| r.msg_type == ACK || r.msg_type == NAK) {
                     return Some(r);
                 }
@@ -264,7 +282,7 @@ fn recv_reply(ep: &Endpoints, clock: &mut impl Clock, xid: u32, deadline: Durati
 /// `ifname` is for the log.
 pub fn maintain(
     ifname: &str,
-    ep: &Endpoints,
+    ep: &Endpoints<impl Wire>,
     mut lease: Reply,
     start: Duration,
     min_retry: Duration,
