@@ -42,17 +42,8 @@ pub fn guid_bytes(s: &str) -> [u8; 16] {
     b
 }
 
-/// CRC32 as GPT uses it.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
+/// CRC32 as GPT uses it: the agent's own.
+pub use guest_agent::gpt::crc32;
 
 /// One 128-byte entry.
 pub fn entry(p: &Part) -> [u8; 128] {

@@ -45,6 +45,14 @@ const NOT_READY: &str = "coreos-node: NOT READY";
 /// starting in each.
 const BOOT_WITHIN: Duration = Duration::from_secs(900);
 
+/// As another user than root these tests say why and pass.
+fn skipped_without_root() -> bool {
+    if !is_root() {
+        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    }
+    !is_root()
+}
+
 fn recipe() -> serde_json::Value {
     serde_json::from_slice(&fs::read(root().join("recipes").join(RECIPE)).unwrap()).unwrap()
 }
@@ -288,8 +296,7 @@ fn meta_data(name: &str, key: &SshKey) -> String {
 
 #[test]
 fn boots_by_uefi_and_bios_and_is_driven_over_ssh() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    if skipped_without_root() {
         return;
     }
     let b = built();
@@ -446,15 +453,8 @@ fn boot_seed(b: &Built, name: &str, firmware: Firmware, user_data: &str) -> Stri
         extra: vec![],
     };
     let mut m = Machine::start(t.path(), &spec, &key);
-    let line = m.wait_for(&[READY, NOT_READY], BOOT_WITHIN).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("coreos_node: {name} after {:.0} s: {line}", m.started.elapsed().as_secs_f64());
     // Logged in on port 2345: the seed's sshd.socket replaced the image's.
-    let state =
-        m.ssh_retry("core", "systemctl is-system-running", Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}\n{}", m.tail(80)));
-    if state != "running" {
-        let (_, failed, _) = m.ssh("core", "systemctl --failed --no-legend --plain; journalctl -b -p warning --no-pager | tail -40");
-        panic!("{name}: systemctl is-system-running: {state}\n{failed}");
-    }
+    let line = wait_running(&mut m);
     assert!(line.contains(READY) && !line.contains(NOT_READY), "{name}: {line}");
     assert_eq!(m.ssh_ok("core", "hostname"), "node01", "{name}: the seed's hostname");
     assert_eq!(
@@ -477,8 +477,7 @@ fn boot_seed(b: &Built, name: &str, firmware: Firmware, user_data: &str) -> Stri
 
 #[test]
 fn the_seeds_ignition_example_is_applied_in_the_initramfs() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    if skipped_without_root() {
         return;
     }
     let b = built();
@@ -494,8 +493,7 @@ fn the_seeds_ignition_example_is_applied_in_the_initramfs() {
 
 #[test]
 fn the_seeds_cloud_config_example_is_applied() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    if skipped_without_root() {
         return;
     }
     let b = built();
@@ -541,8 +539,7 @@ fn wait_running(m: &mut Machine) -> String {
 /// the disk between the boots.
 #[test]
 fn ignition_formats_a_data_disk_that_survives_a_reboot() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    if skipped_without_root() {
         return;
     }
     let b = built();
@@ -594,8 +591,7 @@ fn ignition_formats_a_data_disk_that_survives_a_reboot() {
 /// initramfs, with the JSON path on the console; the OS never starts.
 #[test]
 fn invalid_ignition_stops_the_boot_with_the_json_path() {
-    if !is_root() {
-        eprintln!("coreos_node: skipped: needs root (the build runs mmdebstrap --mode=root in a network namespace)");
+    if skipped_without_root() {
         return;
     }
     let b = built();
