@@ -30,9 +30,9 @@ use sha2::{Digest, Sha256};
 
 use super::{probe, ReadOnlyPart};
 
-/// The agent's limits (oem/agent/src/cloud.rs `MAX_USER_DATA`, `MAX_DOCUMENT`).
-const MAX_USER_DATA: u64 = 16 << 20;
-const MAX_DOCUMENT: u64 = 4 << 20;
+/// The agent's limits.
+const MAX_USER_DATA: u64 = provision::userdata::MAX_USER_DATA as u64;
+const MAX_DOCUMENT: u64 = provision::userdata::MAX_DOCUMENT as u64;
 
 /// What `inspect --config-drive` reports.
 #[derive(Debug, Clone, Serialize)]

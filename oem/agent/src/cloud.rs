@@ -37,13 +37,8 @@ use crate::{log, probe};
 
 pub const OEM_JSON: &str = "/etc/agent/oem.json";
 pub const USER_DATA: &str = "/run/agent/user_data";
-/// The largest `user_data` the agent takes, from either source (Ignition
-/// and cloud-init set none; OpenStack Nova's own limit is 64 KiB, so this
-/// only guards the initramfs's memory). Larger is logged and ignored.
-pub const MAX_USER_DATA: usize = 16 << 20;
-/// The largest `meta_data.json` or `network_data.json` (and any other
-/// metadata document) the agent reads; larger is logged and ignored.
-pub const MAX_DOCUMENT: usize = 4 << 20;
+/// The limits, shared with the builder's `inspect --config-drive`.
+pub use provision::userdata::{MAX_DOCUMENT, MAX_USER_DATA};
 /// Where [`USER_DATA`] came from (`config drive` or `metadata service`).
 pub const USER_DATA_SOURCE: &str = "/run/agent/user_data.source";
 const DRIVE_MOUNT: &str = "/run/agent/config-drive";

@@ -310,8 +310,7 @@ fn data_filesystem(
             steps.push(
                 json!({"action": "filesystem created", "target": f.device, "device": shown, "format": format, "label": label, "from": at}),
             );
-            let head = read_head(&dev).map_err(|e| format!("reading {shown} back: {e}"))?;
-            info = crate::probe::probe(&head);
+            info = crate::boot::find_device(&shown, 0)?.1;
         }
     }
     let Some(path) = f.path.as_deref().filter(|p| !p.is_empty()) else { return Ok(()) };
@@ -346,13 +345,6 @@ fn data_filesystem(
     log!("provisioning: ignition: {at}: mounted at {path} for the files stage; /etc/systemd/system/{name} mounts it by UUID {uuid} on every boot");
     steps.push(json!({"action": "mount unit", "target": format!("/etc/systemd/system/{name}"), "what": format!("/dev/disk/by-uuid/{uuid}"), "from": at}));
     Ok(())
-}
-
-fn read_head(dev: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut b = Vec::new();
-    fs::File::open(dev)?.take(crate::probe::PROBE_LEN as u64).read_to_end(&mut b)?;
-    Ok(b)
 }
 
 /// A fresh filesystem UUID from the kernel's generator.
@@ -451,7 +443,7 @@ fn run_cloudconfig(root: &Path, data: &[u8], first: bool, oem_user: &str, hostna
     }
     let units = runtime_units(&report);
     if !units.is_empty() {
-        if crate::boot::exists_in_root(root, "/usr/lib/systemd/systemd") || crate::boot::exists_in_root(root, "/lib/systemd/systemd") {
+        if has_systemd(root) {
             match write_runtime_units(Path::new("/run/systemd/system"), &units) {
                 Ok(()) => {
                     for (name, _, wanted_by) in &units {
@@ -473,6 +465,11 @@ fn run_cloudconfig(root: &Path, data: &[u8], first: bool, oem_user: &str, hostna
     );
 }
 
+/// Whether the root boots systemd (which runs the runtime units).
+fn has_systemd(root: &Path) -> bool {
+    crate::boot::exists_in_root(root, "/usr/lib/systemd/systemd") || crate::boot::exists_in_root(root, "/lib/systemd/systemd")
+}
+
 /// Where a `#!` user_data script is kept in the root.
 pub const SCRIPT: &str = "var/lib/agent/user-data.script";
 
@@ -488,7 +485,7 @@ pub fn script_unit() -> String {
 fn run_script(root: &Path, data: &[u8], source: &str, rec: &mut Value) {
     use std::os::unix::fs::PermissionsExt;
     let interp = String::from_utf8_lossy(data.split(|&b| b == b'\n').next().unwrap_or_default()).trim().to_string();
-    if !(crate::boot::exists_in_root(root, "/usr/lib/systemd/systemd") || crate::boot::exists_in_root(root, "/lib/systemd/systemd")) {
+    if !has_systemd(root) {
         log!("provisioning: #! script from the {source} ({interp}): the root has no systemd, so it is not run");
         rec["skipped"] = json!("the root has no systemd");
         return;

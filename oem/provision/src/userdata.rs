@@ -20,6 +20,15 @@
 //! A UTF-8 byte order mark before the first line is skipped, as cloud-init
 //! does. Detection never fails and never panics, whatever the bytes.
 
+/// The largest `user_data` the agent takes, from either source (Ignition
+/// and cloud-init set none; OpenStack Nova's own limit is 64 KiB, so this
+/// only guards the initramfs's memory). Larger is logged and ignored; the
+/// builder's `inspect --config-drive` reports it the same way.
+pub const MAX_USER_DATA: usize = 16 << 20;
+/// The largest `meta_data.json` or `network_data.json` (and any other
+/// metadata document) the agent reads.
+pub const MAX_DOCUMENT: usize = 4 << 20;
+
 /// The kind of a `user_data` document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
