@@ -10,7 +10,7 @@
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
 #   ./build.sh agent        build the static guest agent alone, for agent development (build-image embeds
-#                           its own): target/x86_64-unknown-linux-gnu/release/guest-agent
+#                           its own): target/x86_64-unknown-linux-gnu/agent/guest-agent
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -154,8 +154,8 @@ schema)
     ;;
 agent)
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build -p guest-agent --release --target x86_64-unknown-linux-gnu
-    echo "target/x86_64-unknown-linux-gnu/release/guest-agent" >&2
+        cargo build -p guest-agent --profile agent --target x86_64-unknown-linux-gnu
+    echo "target/x86_64-unknown-linux-gnu/agent/guest-agent" >&2
     ;;
 bench)
     deps

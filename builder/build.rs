@@ -2,7 +2,7 @@
 //! `build-image`, so that one binary builds bootable images anywhere.
 //!
 //! By default this builds the agent as `./build.sh agent` does (static,
-//! `--release --target x86_64-unknown-linux-gnu`, `+crt-static`), with the
+//! `--profile agent --target x86_64-unknown-linux-gnu`, `+crt-static`), with the
 //! same `cargo`, into its own target folder `<target>/embedded-agent`: not
 //! the outer build's folder, whose lock the outer cargo holds while this
 //! script runs (a nested build there would wait forever), and not `OUT_DIR`,
@@ -74,7 +74,7 @@ fn build_agent(workspace: &Path, out_dir: &Path) -> PathBuf {
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
-        .args(["-p", "guest-agent", "--release", "--target", TARGET, "--target-dir"])
+        .args(["-p", "guest-agent", "--profile", "agent", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
     // The outer build has already resolved the workspace and written
     // Cargo.lock: the agent is built from exactly that lock, and never
@@ -106,12 +106,12 @@ fn build_agent(workspace: &Path, out_dir: &Path) -> PathBuf {
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("running {}: {e}", cargo.to_string_lossy())));
     if !status.success() {
         fail(&format!(
-            "building the guest agent failed (`cargo build -p guest-agent --release --target {TARGET}` into {}, see above). \
+            "building the guest agent failed (`cargo build -p guest-agent --profile agent --target {TARGET}` into {}, see above). \
              To embed a prebuilt agent instead: BUILD_IMAGE_EMBED_AGENT=/path/to/static/guest-agent",
             target_dir.display()
         ));
     }
-    let bin = target_dir.join(TARGET).join("release/guest-agent");
+    let bin = target_dir.join(TARGET).join("agent/guest-agent");
     watch_dep_info(&bin.with_extension("d"), workspace);
     bin
 }
