@@ -5,8 +5,11 @@
 //! test logs in over SSH with the key that the config drive handed to the
 //! machine; there is no other way in.
 //!
-//! A [`Machine`] is killed when dropped, so a failing test leaves no qemu
-//! behind.
+//! Machines share a private network through a [`Switch`] (a second NIC
+//! each, with the static address its `network_data.json` gives).
+//!
+//! A [`Machine`] (and a [`Switch`]) is killed when dropped, so a failing
+//! test leaves no qemu behind.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -68,6 +71,58 @@ pub struct Spec<'a> {
     pub memory_mib: u32,
     /// More qemu arguments (NICs on other networks, drives).
     pub extra: Vec<String>,
+}
+
+/// A private L2 network between machines: Debian's `vde_switch` on a unix
+/// socket in the test's folder (no multicast, no tap, no root). Each
+/// machine plugs a NIC into it with [`Switch::nic`]. The switch ends when
+/// dropped (killed, and its console's stdin closes, on which it exits too).
+pub struct Switch {
+    child: Child,
+    _stdin: std::process::ChildStdin,
+    pub sock: PathBuf,
+}
+
+impl Switch {
+    pub fn start(dir: &Path) -> Switch {
+        let sock = dir.join("vde.ctl");
+        let log = fs::File::create(dir.join("vde_switch.log")).unwrap();
+        let mut child = Command::new("vde_switch")
+            .arg("--sock")
+            .arg(&sock)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("vde_switch (./build.sh deps installs vde2)");
+        let stdin = child.stdin.take().unwrap();
+        let t = Instant::now();
+        while !sock.join("ctl").exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("vde_switch exited ({st}): {}", fs::read_to_string(dir.join("vde_switch.log")).unwrap_or_default());
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "vde_switch made no {} in 20 s", sock.join("ctl").display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Switch { child, _stdin: stdin, sock }
+    }
+
+    /// qemu arguments for a virtio NIC with `mac` on this switch.
+    pub fn nic(&self, id: &str, mac: &str) -> Vec<String> {
+        vec![
+            "-netdev".into(),
+            format!("vde,id={id},sock={}", self.sock.display()),
+            "-device".into(),
+            format!("virtio-net-pci,netdev={id},mac={mac}"),
+        ]
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A running machine.
