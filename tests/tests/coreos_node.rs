@@ -661,17 +661,26 @@ fn two_port_network_data(user_mac: &str, private_mac: &str, ip: &str) -> String 
     .to_string()
 }
 
-/// The seed's etcd2 cloud-config for the member at `ip`, with a static
-/// `initial-cluster` in place of the discovery URL (no internet here). As
-/// in the seed there is no `name:`: etcd's unit names the member after the
-/// host name, which the config drive gives.
-fn etcd_cloud_config(ip: &str, cluster: &str) -> String {
+/// How the members find each other: the seed's `discovery:` URL, or a
+/// static `initial-cluster` in its place.
+enum Bootstrap {
+    Discovery(String),
+    Static(String),
+}
+
+/// The seed's etcd2 cloud-config for the member at `ip`. As in the seed
+/// there is no `name:`: etcd's unit names the member after the host name,
+/// which the config drive gives.
+fn etcd_cloud_config(ip: &str, how: &Bootstrap) -> String {
+    let bootstrap = match how {
+        Bootstrap::Discovery(url) => format!("    discovery: {url}\n"),
+        Bootstrap::Static(cluster) => {
+            format!("    initial-cluster: {cluster}\n    initial-cluster-state: new\n    initial-cluster-token: vpc-etcd\n")
+        }
+    };
     format!(
         "#cloud-config\n\
-         coreos:\n  etcd2:\n\
-         \x20   initial-cluster: {cluster}\n\
-         \x20   initial-cluster-state: new\n\
-         \x20   initial-cluster-token: vpc-etcd\n\
+         coreos:\n  etcd2:\n{bootstrap}\
          \x20   advertise-client-urls: http://{ip}:2379,http://{ip}:4001\n\
          \x20   initial-advertise-peer-urls: http://{ip}:2380\n\
          \x20   listen-client-urls: http://0.0.0.0:2379,http://0.0.0.0:4001\n\
@@ -696,6 +705,70 @@ fn power_off(m: &mut Machine) {
     m.wait_exit(Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The seed's address of member `i` on the private network.
+fn private_ip(i: usize) -> String {
+    format!("192.168.0.{}", 10 + i)
+}
+
+/// Three members `node00`..`node02`, each with its config drive (name, the
+/// test's key, two ports, the etcd cloud-config) and a NIC on `switch`.
+fn etcd_members(dir: &Path, key: &SshKey, switch: &common::guest::Switch, how: &Bootstrap) -> Vec<Member> {
+    (0..3)
+        .map(|i| {
+            let (name, ip) = (format!("node0{i}"), private_ip(i));
+            let dir = dir.join(&name);
+            fs::create_dir_all(&dir).unwrap();
+            let (mac, private_mac) = (format!("52:54:00:c1:00:1{i}"), format!("52:54:00:c2:00:1{i}"));
+            let drive = config_drive(
+                &dir,
+                &[
+                    ("meta_data.json", &meta_data(&name, key)),
+                    ("network_data.json", &two_port_network_data(&mac, &private_mac, &ip)),
+                    ("user_data", &etcd_cloud_config(&ip, how)),
+                ],
+            );
+            let extra = switch.nic("vpc", &private_mac);
+            Member { name, dir, drive, ip, mac, extra }
+        })
+        .collect()
+}
+
+/// Every member's client URL on port 2379 is reported healthy.
+fn assert_all_healthy(health: &str, ips: &[String]) {
+    for ip in ips {
+        assert!(health.contains(&format!("http://{ip}:2379 is healthy")), "member {ip} is not healthy:\n{health}");
+    }
+}
+
+/// Start the three members at once and wait until the cluster is healthy;
+/// check the member list (named by host name) and the private addresses.
+fn etcd_cold_start(b: &Built, members: &[Member], key: &SshKey, what: &str) -> Vec<Machine> {
+    let cold = Instant::now();
+    let mut ms: Vec<Machine> = members.iter().map(|m| Machine::start(&m.dir, &m.spec(b), key)).collect();
+    wait_all_running(&mut ms);
+    let running = cold.elapsed();
+    let health = ms[0]
+        .ssh_retry("core", "etcdctl endpoint health --cluster 2>&1", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", ms[0].ssh("core", "journalctl -u etcd --no-pager | tail -30").1));
+    eprintln!(
+        "coreos_node: etcd cluster ({what}): all three running {:.0} s and healthy {:.0} s after a cold start:\n{health}",
+        running.as_secs_f64(),
+        cold.elapsed().as_secs_f64()
+    );
+    let ips: Vec<String> = members.iter().map(|m| m.ip.clone()).collect();
+    assert_all_healthy(&health, &ips);
+    let list = ms[2].ssh_ok("core", "etcdctl member list");
+    for (i, ip) in ips.iter().enumerate() {
+        assert!(list.lines().any(|l| l.contains(&format!(", node0{i}, http://{ip}:2380,"))), "node0{i} in the member list:\n{list}");
+    }
+    // Each node's private address is its own, on the NIC the MAC names.
+    for (m, member) in ms.iter().zip(members) {
+        let addrs = m.ssh_ok("core", "ip -4 -o addr show");
+        assert!(addrs.contains(&format!("inet {}/24", member.ip)), "{}: {addrs}", m.name);
+    }
+    ms
+}
+
 /// The seed's etcd cluster: three machines from one image, started at the
 /// same time, each with its own config drive (name, key, a static address
 /// on a private network shared by a vde switch) and the seed's `coreos.etcd2`
@@ -713,54 +786,10 @@ fn the_seeds_etcd_cluster_forms_on_a_private_network_and_survives_a_member_and_r
     let t = tempfile::tempdir().unwrap();
     let key = SshKey::new(t.path());
     let switch = common::guest::Switch::start(t.path());
-    let ips: Vec<String> = (0..3).map(|i| format!("192.168.0.{}", 10 + i)).collect();
-    let cluster: Vec<String> = ips.iter().enumerate().map(|(i, ip)| format!("node0{i}=http://{ip}:2380")).collect();
-    let cluster = cluster.join(",");
-    let members: Vec<Member> = (0..3)
-        .map(|i| {
-            let name = format!("node0{i}");
-            let dir = t.path().join(&name);
-            fs::create_dir_all(&dir).unwrap();
-            let (mac, private_mac) = (format!("52:54:00:c1:00:1{i}"), format!("52:54:00:c2:00:1{i}"));
-            let drive = config_drive(
-                &dir,
-                &[
-                    ("meta_data.json", &meta_data(&name, &key)),
-                    ("network_data.json", &two_port_network_data(&mac, &private_mac, &ips[i])),
-                    ("user_data", &etcd_cloud_config(&ips[i], &cluster)),
-                ],
-            );
-            let extra = switch.nic("vpc", &private_mac);
-            Member { name, dir, drive, ip: ips[i].clone(), mac, extra }
-        })
-        .collect();
-
-    // Cold start, in parallel.
-    let cold = Instant::now();
-    let mut ms: Vec<Machine> = members.iter().map(|m| Machine::start(&m.dir, &m.spec(b), &key)).collect();
-    wait_all_running(&mut ms);
-    let running = cold.elapsed();
-    let health = ms[0]
-        .ssh_retry("core", "etcdctl endpoint health --cluster 2>&1", Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}\n{}", ms[0].ssh("core", "journalctl -u etcd --no-pager | tail -30").1));
-    eprintln!(
-        "coreos_node: etcd cluster: all three running {:.0} s and healthy {:.0} s after a cold start:\n{health}",
-        running.as_secs_f64(),
-        cold.elapsed().as_secs_f64()
-    );
-    for ip in &ips {
-        assert!(health.contains(&format!("http://{ip}:2379 is healthy")), "member {ip} is not healthy:\n{health}");
-    }
-    // The members are the three hosts, named by their host names.
-    let list = ms[2].ssh_ok("core", "etcdctl member list");
-    for (i, ip) in ips.iter().enumerate() {
-        assert!(list.lines().any(|l| l.contains(&format!(", node0{i}, http://{ip}:2380,"))), "node0{i} in the member list:\n{list}");
-    }
-    // Each node's private address is its own, on the NIC the MAC names.
-    for (m, member) in ms.iter().zip(&members) {
-        let addrs = m.ssh_ok("core", "ip -4 -o addr show");
-        assert!(addrs.contains(&format!("inet {}/24", member.ip)), "{}: {addrs}", m.name);
-    }
+    let cluster: Vec<String> = (0..3).map(|i| format!("node0{i}=http://{}:2380", private_ip(i))).collect();
+    let members = etcd_members(t.path(), &key, &switch, &Bootstrap::Static(cluster.join(",")));
+    let ips: Vec<String> = members.iter().map(|m| m.ip.clone()).collect();
+    let mut ms = etcd_cold_start(b, &members, &key, "a static initial-cluster");
 
     // A key put on node00 is read on node02.
     ms[0].ssh_ok("core", "etcdctl put /seed/first written-on-node00");
@@ -787,7 +816,7 @@ fn the_seeds_etcd_cluster_forms_on_a_private_network_and_survives_a_member_and_r
     assert_eq!(got, "written-on-node02");
     eprintln!("coreos_node: node01 rejoined {:.0} s after it was started again", back.elapsed().as_secs_f64());
     let health = ms[1].ssh_retry("core", "etcdctl endpoint health --cluster 2>&1", Duration::from_secs(120)).unwrap();
-    assert_eq!(health.matches(" is healthy").count(), 3, "{health}");
+    assert_all_healthy(&health, &ips);
 
     // Every node powered off, then all three started again at once: the
     // cluster forms again from what each kept on its Btrfs root.
@@ -799,12 +828,115 @@ fn the_seeds_etcd_cluster_forms_on_a_private_network_and_survives_a_member_and_r
         members.iter().enumerate().map(|(i, m)| Machine::start_again(&m.dir, &m.spec(b), &key, if i == 1 { 3 } else { 2 })).collect();
     wait_all_running(&mut ms);
     let health = ms[2].ssh_retry("core", "etcdctl endpoint health --cluster 2>&1", Duration::from_secs(300)).unwrap();
-    assert_eq!(health.matches(" is healthy").count(), 3, "{health}");
+    assert_all_healthy(&health, &ips);
     eprintln!("coreos_node: etcd cluster healthy {:.0} s after all three were started again", rebooted.elapsed().as_secs_f64());
     for m in &ms {
         let v = m.ssh_ok("core", "etcdctl get --print-value-only /seed/first; etcdctl get --print-value-only /seed/while-down");
         assert_eq!(v, "written-on-node00\nwritten-on-node02", "{}: the keys after a reboot", m.name);
     }
+    drop(ms);
+    drop(switch);
+}
+
+/// An etcd on the host's loopback that serves the v2 discovery protocol, as
+/// discovery.etcd.io does (it is an etcd v2 keyspace): the binary of the
+/// locked `etcd-server` package, from the package cache. The machines reach
+/// it through their user-network port (qemu forwards 10.0.2.2 to the host's
+/// loopback); nothing listens beyond 127.0.0.1.
+struct DiscoveryEtcd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl DiscoveryEtcd {
+    fn start(dir: &Path) -> DiscoveryEtcd {
+        let lock: serde_json::Value = serde_json::from_slice(&fs::read(lock_path()).unwrap()).unwrap();
+        let p = lock["packages"].as_array().unwrap().iter().find(|p| p["name"] == "etcd-server").expect("etcd-server in the lock");
+        let deb = cache().join("debs").join(Path::new(p["filename"].as_str().unwrap()).file_name().unwrap());
+        let x = dir.join("etcd-server");
+        let (ok, out) = tool("dpkg-deb", &["-x", deb.to_str().unwrap(), x.to_str().unwrap()]);
+        assert!(ok, "dpkg-deb -x {}: {out} (./build.sh fetch)", deb.display());
+        let (port, peer) = (common::guest::free_port(), common::guest::free_port());
+        let log = fs::File::create(dir.join("discovery-etcd.log")).unwrap();
+        let child = Command::new(x.join("usr/bin/etcd"))
+            .args(["--name", "discovery", "--enable-v2=true"])
+            .arg("--data-dir")
+            .arg(dir.join("discovery.etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-cluster=discovery=http://127.0.0.1:{peer}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = DiscoveryEtcd { child, port };
+        let t = Instant::now();
+        while !d.curl(&["/health"]).0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the discovery etcd did not answer:\n{}",
+                fs::read_to_string(dir.join("discovery-etcd.log")).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    /// `curl -fsS http://127.0.0.1:PORT<path> ARGS...`: (success, output).
+    fn curl(&self, args: &[&str]) -> (bool, String) {
+        let url = format!("http://127.0.0.1:{}{}", self.port, args[0]);
+        let mut a = vec!["-fsS", "--max-time", "10", url.as_str()];
+        a.extend(&args[1..]);
+        tool("curl", &a)
+    }
+}
+
+impl Drop for DiscoveryEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed's own bootstrap: each member's cloud-config carries a
+/// `discovery:` URL (here a token on the test's discovery etcd, with the
+/// cluster size 3 set as discovery.etcd.io's `/new?size=3` sets it); the
+/// three register there and form the cluster.
+#[test]
+fn the_seeds_etcd_discovery_url_forms_the_cluster() {
+    if skipped_without_root() {
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let key = SshKey::new(t.path());
+    let disco = DiscoveryEtcd::start(t.path());
+    let token = "ec42cfef0450bd8a99090ee3d3294493";
+    let registry = format!("/v2/keys/_etcd/registry/{token}");
+    let (ok, out) = disco.curl(&[&format!("{registry}/_config/size"), "-X", "PUT", "-d", "value=3"]);
+    assert!(ok, "setting the discovery size: {out}");
+    let switch = common::guest::Switch::start(t.path());
+    let url = format!("http://10.0.2.2:{}{registry}", disco.port);
+    let members = etcd_members(t.path(), &key, &switch, &Bootstrap::Discovery(url));
+    let ms = etcd_cold_start(b, &members, &key, "the seed's discovery URL");
+    // The three registered themselves under the token.
+    let (ok, reg) = disco.curl(&[&registry]);
+    assert!(ok, "{reg}");
+    let reg: serde_json::Value = serde_json::from_str(&reg).unwrap();
+    let mut names: Vec<String> = reg["node"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["value"].as_str())
+        .map(|v| v.split('=').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["node00", "node01", "node02"], "the discovery registry: {reg}");
+    ms[0].ssh_ok("core", "etcdctl put /seed/discovered yes");
+    assert_eq!(ms[1].ssh_ok("core", "etcdctl get --print-value-only /seed/discovered"), "yes");
     drop(ms);
     drop(switch);
 }
