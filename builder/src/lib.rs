@@ -72,10 +72,38 @@ pub enum Error {
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{0}")]
     Other(String),
+    /// The output folder's filesystem filled up (ENOSPC, EDQUOT).
+    #[error(
+        "no space left in the output folder {}: {free} bytes free there{}; free some space or build with --out on a larger filesystem (the outputs already there are unchanged, and nothing of this build was left)",
+        dir.display(),
+        match image { Some(n) => format!(", and this build's disk image alone is up to {n} bytes (written sparse: its data only)"), None => String::new() }
+    )]
+    NoSpace {
+        dir: std::path::PathBuf,
+        free: u64,
+        image: Option<u64>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { what: what.into(), source }
+    }
+
+    /// Whether an I/O error in this error's chain is "no space left on
+    /// device" or "disk quota exceeded".
+    pub fn is_no_space(&self) -> bool {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(x) = e {
+            if let Some(io) = x.downcast_ref::<std::io::Error>() {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                    return true;
+                }
+            }
+            e = x.source();
+        }
+        false
     }
 }

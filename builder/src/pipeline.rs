@@ -76,7 +76,7 @@ pub const OEM_TREE: &str = "<oem>";
 
 /// A finished temp file waiting to be renamed to its final name.
 struct Pending {
-    tmp: tempfile::NamedTempFile,
+    tmp: crate::files::TempOut,
     dest: PathBuf,
 }
 
@@ -88,21 +88,54 @@ pub fn build(recipe_path: &Path, opts: &BuildOptions) -> Result<BuildResult, Err
     // pinned, and this machine can install it.
     crate::debian::check(&loaded)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(format!("creating the output folder {}", opts.out_dir.display()), e))?;
-    let mut trees = resolve_trees(&loaded, &opts.out_dir, &progress)?;
+    let disk_size = std::cell::Cell::new(None);
+    build_in(&loaded, opts, &progress, &disk_size).map_err(|e| {
+        if e.is_no_space() && !matches!(e, Error::NoSpace { .. }) {
+            Error::NoSpace { dir: opts.out_dir.clone(), free: free_bytes(&opts.out_dir), image: disk_size.get(), source: Box::new(e) }
+        } else {
+            e
+        }
+    })
+}
+
+/// Free bytes for this user on the filesystem of `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path; statvfs fills `st` on success.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialised.
+    let st = unsafe { st.assume_init() };
+    st.f_bavail.saturating_mul(st.f_frsize)
+}
+
+/// [`build`] once the recipe is loaded and the output folder exists;
+/// `disk_size` gets the disk image's size once it is planned (for the
+/// message when the folder fills up).
+fn build_in(
+    loaded: &Loaded,
+    opts: &BuildOptions,
+    progress: &Progress,
+    disk_size: &std::cell::Cell<Option<u64>>,
+) -> Result<BuildResult, Error> {
+    let mut trees = resolve_trees(loaded, &opts.out_dir, progress)?;
     let pending_dirs = std::mem::take(&mut trees.pending_dirs);
     let mut inputs = std::mem::take(&mut trees.inputs);
     // The `dir` inputs' digests read every file again: do it on the second
     // core while the image is written and hashed.
     std::thread::scope(|scope| {
         let digests = scope.spawn(|| Trees::digest_dirs(&pending_dirs, &mut inputs).map(|()| inputs));
-        let result = build_outputs(&loaded, opts, &trees, &progress).and_then(|(pending, plan, boot)| {
-            let artifacts = hash_outputs(&pending, &progress)?;
+        let result = build_outputs(loaded, opts, &trees, progress, disk_size).and_then(|(pending, plan, boot)| {
+            let artifacts = hash_outputs(&pending, progress)?;
             Ok((pending, plan, boot, artifacts))
         });
         let inputs = digests.join().expect("digest thread panicked");
         let (pending, plan, boot_info, artifacts) = result?;
         let warnings = boot_info.as_ref().and_then(grub_cmdline_warning).into_iter().collect();
-        let mut res = finish(&loaded, opts, pending, artifacts, &plan, inputs?, boot_info)?;
+        let mut res = finish(loaded, opts, pending, artifacts, &plan, inputs?, boot_info)?;
         res.warnings = warnings;
         Ok(res)
     })
@@ -129,10 +162,12 @@ fn build_outputs(
     opts: &BuildOptions,
     trees: &Trees,
     progress: &Progress,
+    disk_size: &std::cell::Cell<Option<u64>>,
 ) -> Result<(Vec<Pending>, Plan, Option<crate::output::manifest::BootInfo>), Error> {
     let recipe = &loaded.recipe;
     let progress = progress.clone();
     let plan = plan_for(loaded, trees)?;
+    disk_size.set(Some(plan.disk_size));
 
     let mut pending = Vec::new();
     let dest = |ext: &str| opts.out_dir.join(format!("{}.{ext}", recipe.name));
@@ -308,7 +343,7 @@ fn finish(
     // Everything succeeded: move the outputs into place, manifest last.
     for p in pending {
         set_output_mode(p.tmp.as_file());
-        p.tmp.persist(&p.dest).map_err(|e| Error::io(format!("renaming into {}", p.dest.display()), e.error))?;
+        p.tmp.persist(&p.dest).map_err(|e| Error::io(format!("renaming into {}", p.dest.display()), e))?;
     }
     if let Ok(d) = File::open(&opts.out_dir) {
         let _ = d.sync_all();

@@ -23,9 +23,9 @@ pub struct BootParts {
     pub kernel: Kernel,
     pub cmdline: String,
     /// The compressed initramfs.
-    pub initramfs: tempfile::NamedTempFile,
+    pub initramfs: crate::files::TempOut,
     /// The UKI, when UEFI boot or the `uki` output asks for it.
-    pub uki: Option<tempfile::NamedTempFile>,
+    pub uki: Option<crate::files::TempOut>,
     /// Files the builder adds to the ESP: (tree path, content).
     pub esp_files: Vec<(String, Content)>,
     /// Modules in the initramfs, in load order.
@@ -235,7 +235,7 @@ pub fn assemble(
 }
 
 /// A content reference to a finished temp file.
-fn shared(f: &tempfile::NamedTempFile, what: &str) -> Result<Content, Error> {
+fn shared(f: &crate::files::TempOut, what: &str) -> Result<Content, Error> {
     let file = f.as_file().try_clone().map_err(|e| Error::io(format!("reopening the {what}"), e))?;
     let len = file.metadata().map_err(|e| Error::io(format!("reading the {what}"), e))?.len();
     let source = Arc::new(SourceFile { path: f.path().to_path_buf(), file });

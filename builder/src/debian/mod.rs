@@ -130,6 +130,48 @@ pub fn check(loaded: &Loaded) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// The lock file in a `.debian-*` temp folder.
+const LOCK: &str = ".lock";
+
+/// Take an exclusive `flock` on `dir/.lock`; released when the file closes
+/// (when the process ends, however it ends).
+fn lock_folder(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let f = File::create(dir.join(LOCK))?;
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// Remove the `.debian-*` temp folders of builds that were killed before
+/// they could remove them: those whose lock no process holds (or that
+/// never got a lock file and are over a minute old). Best effort: what
+/// cannot be removed is left for a later build.
+fn sweep_stale(spool_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(spool_dir) else { return };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".debian-") || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let p = e.path();
+        let stale = match std::fs::OpenOptions::new().write(true).open(p.join(LOCK)) {
+            Ok(f) => {
+                use std::os::unix::io::AsRawFd;
+                // SAFETY: flock on an open descriptor; released when `f` closes.
+                unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            }
+            Err(_) => {
+                e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 60)
+            }
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
 /// What a `debian` layer used, for the manifest: (package name, sha256).
 pub type Used = Vec<(String, String)>;
 
@@ -145,10 +187,14 @@ pub fn apply(tree: &mut Tree, layer: &DebianLayer, loaded: &Loaded, spool_dir: &
     let mode = Host::probe().mode().map_err(DebianError::Host)?;
 
     let io = |what: String| move |source: std::io::Error| DebianError::Io { what, source };
+    sweep_stale(spool_dir);
     let dir = tempfile::Builder::new()
         .prefix(".debian-")
         .tempdir_in(spool_dir)
         .map_err(io(format!("creating a temp folder in {}", spool_dir.display())))?;
+    // Held until the folder is removed: a build killed before removing it
+    // (SIGKILL) leaves it unlocked, and the next build sweeps it.
+    let _lock = lock_folder(dir.path()).map_err(io(format!("locking {}", dir.path().display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -381,6 +427,28 @@ fn write_subtree<W: std::io::Write>(t: &Tree, id: usize, prefix: &str, b: &mut t
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_folders_of_killed_builds_are_swept_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, dead, other) = (d.path().join(".debian-live"), d.path().join(".debian-dead"), d.path().join("keep"));
+        for p in [&live, &dead, &other] {
+            std::fs::create_dir(p).unwrap();
+            std::fs::write(p.join("root.tar"), b"x").unwrap();
+        }
+        let held = lock_folder(&live).unwrap();
+        drop(lock_folder(&dead).unwrap());
+        // A fresh folder without a lock file (its build is just starting).
+        let young = d.path().join(".debian-young");
+        std::fs::create_dir(&young).unwrap();
+        sweep_stale(d.path());
+        assert!(live.join("root.tar").exists(), "a folder whose lock is held was removed");
+        assert!(!dead.exists(), "a folder whose lock nobody holds was kept");
+        assert!(other.exists() && young.exists());
+        drop(held);
+        sweep_stale(d.path());
+        assert!(!live.exists());
+    }
 
     fn locked(name: &str, priority: &str, essential: bool, depends: &[&str]) -> Locked {
         Locked {

@@ -43,11 +43,7 @@ pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>, sync
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".convert.")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(format!("creating a temp file in {}", dir.display()), e))?;
+    let tmp = crate::files::temp_in(&dir, "convert")?;
     let what = format!("writing {}", dest.display());
     let threads = crate::parallel::threads();
     match to {
@@ -82,6 +78,6 @@ pub fn convert(raw: &Path, to: Format, compress: bool, dest: Option<&Path>, sync
         use std::os::unix::fs::PermissionsExt;
         let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
     }
-    tmp.persist(&dest).map_err(|e| Error::io(format!("renaming into {}", dest.display()), e.error))?;
+    tmp.persist(&dest).map_err(|e| Error::io(format!("renaming into {}", dest.display()), e))?;
     Ok(dest)
 }
