@@ -207,16 +207,20 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 /// Apply a layer's whiteouts to the tree before its entries are added: they
 /// only ever hide what lower layers put there, whatever their order within
 /// the layer.
-fn apply_whiteouts(tree: &mut Tree, ar: &Archive, base: &[u8]) -> Result<(), LayerError> {
+fn apply_whiteouts(tree: &mut Tree, ar: &Archive, base: &[u8], max_members: usize) -> Result<(), LayerError> {
     let err = |msg: String| LayerError::Archive { archive: ar.source.path.clone(), msg };
     let mut reader = ar.reader();
     let mut t = tar::Archive::new(&mut reader);
     let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
-    for entry in entries {
+    for (index, entry) in entries.enumerate() {
+        if index >= max_members {
+            return Err(err(format!("more than {max_members} members: refusing the archive (the limit on members per archive)")));
+        }
         let entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
         let name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&name).into_owned();
         let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
+        check_path(base, &rel, index, &shown).map_err(err)?;
         let Some((last, dir)) = rel.split_last() else { continue };
         if !last.starts_with(WH) {
             continue;
@@ -247,6 +251,42 @@ fn apply_whiteouts(tree: &mut Tree, ar: &Archive, base: &[u8]) -> Result<(), Lay
 
 /// Walk an uncompressed tar and add its entries under `to`.
 pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteouts: Whiteouts) -> Result<(), LayerError> {
+    unpack_limited(tree, ar, to, spool_dir, whiteouts, MAX_MEMBERS)
+}
+
+/// The most members (entries, pax and long-name headers included) one
+/// archive may have: 4 Mi. A Debian root has about 20,000 files and a big
+/// container image a few hundred thousand; the tree costs roughly 150 bytes
+/// of memory per entry, so this bounds an archive made to exhaust memory
+/// at well under 1 GiB.
+pub const MAX_MEMBERS: usize = 4 << 20;
+
+/// The longest path an entry may have inside the tree (after `to`), in
+/// bytes: Linux's PATH_MAX, 4096. It bounds the depth too (at most 2,048
+/// components), which the tree's recursive walks rely on.
+pub const MAX_PATH: usize = 4096;
+
+/// An entry's path in the tree (`base` + `rel`) within [`MAX_PATH`].
+fn check_path(base: &[u8], rel: &[&[u8]], index: usize, shown: &str) -> Result<(), String> {
+    let len = base.len() + rel.iter().map(|c| c.len() + 1).sum::<usize>();
+    if len <= MAX_PATH {
+        return Ok(());
+    }
+    let head: String = shown.chars().take(60).collect();
+    Err(format!(
+        "entry {index} (`{head}…`) has a path of {len} bytes in the tree, over the {MAX_PATH}-byte limit (PATH_MAX): refusing the archive"
+    ))
+}
+
+/// [`unpack`] with another member limit (tests).
+fn unpack_limited(
+    tree: &mut Tree,
+    ar: &Archive,
+    to: &str,
+    spool_dir: &Path,
+    whiteouts: Whiteouts,
+    max_members: usize,
+) -> Result<(), LayerError> {
     let source = &ar.source;
     let archive_path = source.path.clone();
     let err = |msg: String| LayerError::Archive { archive: archive_path.clone(), msg };
@@ -256,13 +296,16 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
         base.extend_from_slice(c);
     }
     if whiteouts == Whiteouts::Apply {
-        apply_whiteouts(tree, ar, &base)?;
+        apply_whiteouts(tree, ar, &base, max_members)?;
     }
     let mut raw_pax: Option<BTreeMap<u64, PaxRecords>> = None;
     let mut reader = ar.reader();
     let mut t = tar::Archive::new(&mut reader);
     let entries = t.entries_with_seek().map_err(|e| err(format!("not a tar archive: {e}")))?;
-    for entry in entries {
+    for (index, entry) in entries.enumerate() {
+        if index >= max_members {
+            return Err(err(format!("more than {max_members} members: refusing the archive (the limit on members per archive)")));
+        }
         let mut entry = entry.map_err(|e| err(format!("reading entries: {e}")))?;
         // The entry's pax records, each whole: from the tar crate when it
         // parsed them all, else from the raw header (a value had a newline,
@@ -286,6 +329,7 @@ pub fn unpack(tree: &mut Tree, ar: &Archive, to: &str, spool_dir: &Path, whiteou
         let name = pax_name.unwrap_or_else(|| entry.path_bytes().into_owned());
         let shown = String::from_utf8_lossy(&name).into_owned();
         let rel = components(&name).map_err(|_| err(format!("entry `{shown}` escapes the tree (`..`): refusing the archive")))?;
+        check_path(&base, &rel, index, &shown).map_err(err)?;
         if whiteouts == Whiteouts::Apply && rel.last().is_some_and(|l| l.starts_with(WH)) {
             continue;
         }
@@ -549,6 +593,70 @@ mod tests {
     /// Found by `fuzz/` (target `archive`): an entry whose size runs past
     /// the end of the archive was taken as a slice of it, and the build
     /// failed later with "source file shrank". It is refused when read.
+    /// A plain tar of empty files at `paths` (long ones through PAX).
+    fn files_tar(dir: &Path, paths: &[String]) -> Archive {
+        let mut b = tar::Builder::new(Vec::new());
+        for p in paths {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(0);
+            b.append_data(&mut h, p, &[][..]).unwrap();
+        }
+        let path = dir.join("t.tar");
+        std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        Archive { source: Arc::new(SourceFile { path, file }), start: 0, len }
+    }
+
+    #[test]
+    fn member_count_limit_at_and_past_it() {
+        let d = tempfile::tempdir().unwrap();
+        let paths: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+        let ar = files_tar(d.path(), &paths);
+        for w in [Whiteouts::Keep, Whiteouts::Apply] {
+            let mut t = Tree::new(0);
+            unpack_limited(&mut t, &ar, "/", d.path(), w, 100).unwrap();
+            assert!(t.lookup(b"/f99").unwrap().is_some());
+            let e = unpack_limited(&mut Tree::new(0), &ar, "/", d.path(), w, 99).unwrap_err().to_string();
+            assert!(e.contains("more than 99 members"), "{e}");
+        }
+    }
+
+    #[test]
+    fn path_length_limit_at_and_past_it() {
+        let d = tempfile::tempdir().unwrap();
+        // Components of 99 bytes + '/': the path in the tree is "/" + each.
+        let at_limit = |to: &str, total: usize| -> String {
+            let mut p = String::new();
+            let mut len = to.trim_end_matches('/').len();
+            while len + 100 <= total {
+                if !p.is_empty() {
+                    p.push('/');
+                }
+                p.push_str(&"d".repeat(99));
+                len += 100;
+            }
+            let rest = total - len;
+            if rest > 1 {
+                p.push('/');
+                p.push_str(&"f".repeat(rest - 1));
+            }
+            p
+        };
+        for to in ["/", "/opt/x"] {
+            let ok = at_limit(to, MAX_PATH);
+            let mut t = Tree::new(0);
+            unpack(&mut t, &files_tar(d.path(), std::slice::from_ref(&ok)), to, d.path(), Whiteouts::Apply).unwrap();
+            let full = format!("{}/{ok}", to.trim_end_matches('/'));
+            assert_eq!(full.len(), MAX_PATH);
+            assert!(t.lookup(full.as_bytes()).unwrap().is_some(), "{to}: the entry at the limit is in the tree");
+            let over = format!("{ok}x");
+            let e = unpack(&mut Tree::new(0), &files_tar(d.path(), &[over]), to, d.path(), Whiteouts::Keep).unwrap_err().to_string();
+            assert!(e.contains(&format!("has a path of {} bytes", MAX_PATH + 1)) && e.contains("entry 0"), "{e}");
+        }
+    }
+
     #[test]
     fn an_entry_past_the_end_of_the_archive_is_refused() {
         let d = tempfile::tempdir().unwrap();
