@@ -1,11 +1,14 @@
 //! The `oci` output (`NAME.oci.tar`), checked with the real tools: GNU
 //! `tar`, `sha256sum`, `skopeo` (inspect, copy to a docker-archive and to
-//! an OCI layout folder) and `umoci unpack` (the rootfs it makes, file by
-//! file). Reproducible across folders, TZ and umask; bad recipes fail with
-//! the JSON path and leave nothing behind.
+//! an OCI layout folder), `umoci unpack` (the rootfs it makes, file by
+//! file) and, as root, Debian 12's Docker 20.10 (`docker load`, `docker
+//! run`; the daemon from the locked docker.io package, in its own
+//! namespaces). Reproducible across folders, TZ and umask; bad recipes fail
+//! with the JSON path and leave nothing behind.
 //!
-//! Needs the pinned packages (`./build.sh fetch`: busybox-static) and
-//! `skopeo` and `umoci` (`./build.sh deps`).
+//! Needs the pinned packages (`./build.sh fetch`: busybox-static, and
+//! docker.io, containerd and runc for the Docker test) and `skopeo` and
+//! `umoci` (`./build.sh deps`).
 
 mod common;
 
@@ -348,4 +351,119 @@ fn bad_oci_recipes_fail_with_the_json_path_and_leave_nothing() {
     assert!(err.contains("output `oci`") && err.contains("/etc/.wh.passwd") && err.contains("whiteout"), "{err}");
     assert_eq!(listing(&w.join("out")), good, "a temp file or a partial output was left");
     assert_eq!(sha256(&w.join("out/bad.oci.tar")), before);
+}
+
+/// A Docker daemon from the locked Debian 12 packages (docker.io 20.10,
+/// containerd, runc), in its own mount, network and PID namespaces with its
+/// state in `state`; killed with everything it started when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    sock: PathBuf,
+    sys: PathBuf,
+}
+
+impl Dockerd {
+    fn start(w: &Path, state: &Path) -> Dockerd {
+        let packages = build_image::boot::packages::Packages::open(&root()).unwrap();
+        let sys = w.join("docker-root");
+        for name in ["docker.io", "containerd", "runc"] {
+            let deb = cache().join("debs").join(packages.entry(name).unwrap().file_name());
+            assert!(deb.is_file(), "{} is not in the package cache: ./build.sh fetch", deb.display());
+            ok("dpkg-deb", &["-x", deb.to_str().unwrap(), sys.to_str().unwrap()]);
+        }
+        let script = r#"export PATH="$SYS/usr/bin:$SYS/usr/sbin:$PATH"; ip link set lo up 2>/dev/null
+exec dockerd --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" -H "unix://$STATE/d.sock" \
+  --storage-driver vfs --iptables=false --ip6tables=false --bridge=none --ip-forward=false --ip-masq=false --userland-proxy=false"#;
+        let log = fs::File::create(state.join("dockerd.log")).unwrap();
+        let child = Command::new("unshare")
+            .args(["--mount", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", script])
+            .env("SYS", &sys)
+            .env("STATE", state)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("unshare");
+        let d = Dockerd { child, sock: state.join("d.sock"), sys };
+        let start = std::time::Instant::now();
+        while !d.docker(&["version"]).0 {
+            let log = fs::read_to_string(state.join("dockerd.log")).unwrap_or_default();
+            assert!(start.elapsed() < std::time::Duration::from_secs(60), "dockerd did not come up:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        d
+    }
+
+    /// The 20.10 client from the same package.
+    fn docker(&self, args: &[&str]) -> (bool, String) {
+        let host = format!("unix://{}", self.sock.display());
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        tool(self.sys.join("usr/bin/docker").to_str().unwrap(), &all)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGKILL to dockerd, unshare's child and the PID namespace's init:
+        // the kernel kills the rest of the namespace (containerd), and
+        // unshare reaps dockerd and exits. (Killing unshare first would
+        // leave dockerd a zombie of the host's PID 1.)
+        let id = self.child.id();
+        let children = fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a child of our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if children.trim().is_empty() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian 12's Docker (20.10, which reads only `manifest.json`) loads the
+/// image under its tag with our config as its ID and our layer as its
+/// one layer, and runs a container from it with the image's user,
+/// working folder and environment. As root only (the daemon needs it).
+#[test]
+fn docker_20_10_loads_and_runs_the_image() {
+    if !is_root() {
+        eprintln!("oci_output: docker_20_10_loads_and_runs_the_image skipped: dockerd needs root");
+        return;
+    }
+    let t = scratch();
+    let w = t.path();
+    project(w, &recipe());
+    run_ok(w, &["-q", "r.json", "--out", "out"]);
+    let m = json(&fs::read_to_string(w.join("out/ocitest.manifest.json")).unwrap());
+    // A short path for the daemon's sockets (at most 108 bytes).
+    let state = tempfile::tempdir().unwrap();
+    let d = Dockerd::start(w, state.path());
+    let (ok, version) = d.docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(ok && version.starts_with("20.10."), "{version}");
+    let (ok, out) = d.docker(&["load", "-i", w.join("out/ocitest.oci.tar").to_str().unwrap()]);
+    assert!(ok && out.contains(&format!("Loaded image: {TAG}")), "docker load: {out}");
+    let (ok, out) =
+        d.docker(&["image", "inspect", TAG, "--format", "{{.Id}} {{json .RootFS.Layers}} {{.Os}}/{{.Architecture}} {{.Created}}"]);
+    assert!(ok, "{out}");
+    let want = format!(
+        "{} [\"{}\"] linux/amd64 2023-11-14T22:13:20Z",
+        m["oci"]["config_digest"].as_str().unwrap(),
+        m["oci"]["layer_digest"].as_str().unwrap()
+    );
+    assert_eq!(out.trim(), want);
+    let (ok, out) = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/busybox",
+        TAG,
+        "sh",
+        "-c",
+        "echo $GREETING; pwd; id -u; stat -c '%a %u:%g' /usr/local/bin/hello /etc/app.conf; cat /srv/www/index.html /data/hard",
+    ]);
+    assert!(ok, "docker run: {out}");
+    assert_eq!(out, "hello oci\n/srv/www\n1000\n4755 0:0\n600 1000:1000\n<h1>hello from the layer</h1>\nhard linked\n");
 }
