@@ -35,9 +35,9 @@
 //!
 //! An uncompressed tar (`application/vnd.oci.image.layer.v1.tar`), so its
 //! digest is its `diff_id` and nothing depends on a compressor's version;
-//! `skopeo copy --dest-compress` compresses it on the way to a registry if
-//! wanted. Entries come in the tree's walk order (parents first, names
-//! sorted), as the initramfs's do; paths are relative without `./`
+//! `skopeo copy` and `docker push` gzip it on the way to a registry.
+//! Entries come in the tree's walk order (parents first, names sorted), as
+//! the initramfs's do; paths are relative without `./`
 //! (`etc/passwd`, directories with a trailing `/`, as Docker's own layers).
 //! The root directory is an entry (`./`) only when its mode, owner, mtime
 //! or xattrs differ from what a runtime assumes (0755 root, the epoch, none).
@@ -115,8 +115,8 @@ pub enum OciError {
 pub struct OciReport {
     /// The tag as `docker load` names the image (`nginx:1.22`).
     pub tag: String,
-    /// `sha256:…` of the image manifest: the image's digest in a registry
-    /// (`skopeo inspect`'s `Digest`).
+    /// `sha256:…` of the image manifest: the image's digest (`skopeo
+    /// inspect`'s `Digest`), until a copy recompresses the layer.
     pub manifest_digest: String,
     /// `sha256:…` of the config: Docker's image ID.
     pub config_digest: String,
