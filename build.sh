@@ -18,9 +18,10 @@ cd "$(dirname "$0")"
 # cloud-init and ignition only for their validators (`cloud-init schema`,
 # `ignition-validate`) on the cloud-config/ignition outputs; xorriso makes
 # the ISO 9660 config drive of the vpc test; vde2's switch is the private
-# network between the machines of the cluster tests.
+# network between the machines of the cluster tests; skopeo and umoci read
+# the `oci` output (inspect, copy, unpack).
 TEST_PACKAGES=(curl qemu-utils qemu-system-x86 ovmf binutils kmod gdisk fdisk util-linux mount dosfstools mtools cpio e2fsprogs btrfs-progs debootstrap xz-utils zstd gzip file time python3-yaml
-    python3 python3-venv python3-pip cloud-init ignition xorriso mmdebstrap uidmap openssh-client vde2)
+    python3 python3-venv python3-pip cloud-init ignition xorriso mmdebstrap uidmap openssh-client vde2 skopeo umoci)
 
 # The commands the tests and the build call, each with the package that has it.
 # `deps` checks every one after installing, so a machine that lost one
@@ -34,6 +35,7 @@ REQUIRED_COMMANDS=(
     /usr/bin/time:time python3:python3 cloud-init:cloud-init ignition-validate:ignition xorriso:xorriso
     dpkg-deb:dpkg apt-get:apt mmdebstrap:mmdebstrap newuidmap:uidmap unshare:util-linux setpriv:util-linux chroot:coreutils
     ssh:openssh-client ssh-keygen:openssh-client ssh-keyscan:openssh-client vde_switch:vde2
+    skopeo:skopeo umoci:umoci tar:tar sha256sum:coreutils
 )
 OVMF_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd)
 

@@ -70,6 +70,12 @@ pub enum Error {
     Agent(#[from] boot::agent::AgentError),
     #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
+    #[error("output `oci` (the container image of tree `{tree}`)")]
+    Oci {
+        tree: String,
+        #[source]
+        source: output::oci::OciError,
+    },
     #[error("{0}")]
     Other(String),
     /// The output folder's filesystem filled up (ENOSPC, EDQUOT).

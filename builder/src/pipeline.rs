@@ -128,14 +128,14 @@ fn build_in(
     // core while the image is written and hashed.
     std::thread::scope(|scope| {
         let digests = scope.spawn(|| Trees::digest_dirs(&pending_dirs, &mut inputs).map(|()| inputs));
-        let result = build_outputs(loaded, opts, &trees, progress, disk_size).and_then(|(pending, plan, boot)| {
-            let artifacts = hash_outputs(&pending, progress)?;
-            Ok((pending, plan, boot, artifacts))
+        let result = build_outputs(loaded, opts, &trees, progress, disk_size).and_then(|built| {
+            let artifacts = hash_outputs(&built.pending, progress)?;
+            Ok((built, artifacts))
         });
         let inputs = digests.join().expect("digest thread panicked");
-        let (pending, plan, boot_info, artifacts) = result?;
-        let warnings = boot_info.as_ref().and_then(grub_cmdline_warning).into_iter().collect();
-        let mut res = finish(loaded, opts, pending, artifacts, &plan, inputs?, boot_info)?;
+        let (built, artifacts) = result?;
+        let warnings = built.boot.as_ref().and_then(grub_cmdline_warning).into_iter().collect();
+        let mut res = finish(loaded, opts, built, artifacts, inputs?)?;
         res.warnings = warnings;
         Ok(res)
     })
@@ -156,6 +156,14 @@ fn grub_cmdline_warning(b: &crate::output::manifest::BootInfo) -> Option<String>
     ))
 }
 
+/// The finished (not yet renamed) outputs and what the manifest says of them.
+struct Built {
+    pending: Vec<Pending>,
+    plan: Plan,
+    boot: Option<crate::output::manifest::BootInfo>,
+    oci: Option<crate::output::oci::OciReport>,
+}
+
 /// Everything up to the finished (not yet renamed) outputs.
 fn build_outputs(
     loaded: &Loaded,
@@ -163,7 +171,7 @@ fn build_outputs(
     trees: &Trees,
     progress: &Progress,
     disk_size: &std::cell::Cell<Option<u64>>,
-) -> Result<(Vec<Pending>, Plan, Option<crate::output::manifest::BootInfo>), Error> {
+) -> Result<Built, Error> {
     let recipe = &loaded.recipe;
     let progress = progress.clone();
     let plan = plan_for(loaded, trees)?;
@@ -300,7 +308,20 @@ fn build_outputs(
             emit("ign", crate::oem::to_json(&crate::output::coreos::ignition(&c)))?;
         }
     }
-    Ok((pending, plan, boot_info))
+    let mut oci = None;
+    if recipe.outputs.contains(&Output::Oci) {
+        let image = recipe.oci.as_ref().expect("validated: `oci` output has its section");
+        let reference =
+            crate::recipe::ImageRef::parse(&image.tag_or_default(&recipe.name)).map_err(|e| Error::Other(format!("oci.tag: {e}")))?;
+        let tmp = temp_in(&opts.out_dir, &recipe.name)?;
+        let step = progress.step(format!("writing the container image of tree `{}` as {}", image.tree, reference.familiar()));
+        let report = crate::output::oci::write(&trees.trees[&image.tree], image, &reference, recipe.epoch(), tmp.as_file())
+            .map_err(|source| Error::Oci { tree: image.tree.clone(), source })?;
+        step.done();
+        pending.push(Pending { tmp, dest: dest("oci.tar") });
+        oci = Some(report);
+    }
+    Ok(Built { pending, plan, boot: boot_info, oci })
 }
 
 /// Sync and hash every finished output.
@@ -324,17 +345,11 @@ fn hash_outputs(pending: &[Pending], progress: &Progress) -> Result<Vec<Artifact
 }
 
 /// Write the manifest and move everything into place, manifest last.
-fn finish(
-    loaded: &Loaded,
-    opts: &BuildOptions,
-    mut pending: Vec<Pending>,
-    artifacts: Vec<Artifact>,
-    plan: &Plan,
-    inputs: Vec<Input>,
-    boot_info: Option<crate::output::manifest::BootInfo>,
-) -> Result<BuildResult, Error> {
+fn finish(loaded: &Loaded, opts: &BuildOptions, built: Built, artifacts: Vec<Artifact>, inputs: Vec<Input>) -> Result<BuildResult, Error> {
     let recipe = &loaded.recipe;
-    let manifest = Manifest::new(loaded, plan, artifacts, inputs, boot_info);
+    let Built { mut pending, plan, boot, oci } = built;
+    let mut manifest = Manifest::new(loaded, &plan, artifacts, inputs, boot);
+    manifest.oci = oci;
     let manifest_path = opts.out_dir.join(format!("{}.manifest.json", recipe.name));
     let mut mtmp = temp_in(&opts.out_dir, &recipe.name)?;
     mtmp.write_all(manifest.to_json().as_bytes()).map_err(|e| Error::io("writing the manifest", e))?;

@@ -131,6 +131,10 @@ pub struct Manifest {
     /// How it boots: firmware, kernel release, command line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootInfo>,
+    /// The `oci` output's tag and digests (the image's digest in a
+    /// registry, Docker's image ID, the layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oci: Option<crate::output::oci::OciReport>,
     /// The builder that made it.
     pub builder: String,
 }
@@ -168,6 +172,7 @@ impl Manifest {
             disk: (!plan.partitions.is_empty()).then(|| plan.clone()),
             smoke: loaded.recipe.smoke.clone(),
             boot,
+            oci: None,
             builder: format!("build-image {}", env!("CARGO_PKG_VERSION")),
         }
     }

@@ -4,6 +4,7 @@ pub mod convert;
 pub mod coreos;
 pub mod grains;
 pub mod manifest;
+pub mod oci;
 pub mod qcow2;
 pub mod vhd;
 pub mod vmdk;

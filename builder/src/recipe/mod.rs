@@ -6,6 +6,7 @@
 //! replace) → deserialize into [`Recipe`] tracking the path of any type error
 //! or unknown field → semantic checks ([`validate`]).
 
+pub mod image_ref;
 pub mod layer;
 pub mod size;
 pub mod validate;
@@ -17,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use image_ref::ImageRef;
 pub use layer::Layer;
 pub use size::Size;
 
@@ -82,7 +84,8 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<Smoke>,
     /// What to write into the output folder: `raw`, `initramfs`, `qcow2`,
-    /// `vmdk`, `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`.
+    /// `vmdk`, `vhd`, `uki`, `kernel+initramfs`, `cloud-config`, `ignition`,
+    /// `oci`.
     #[serde(default = "default_outputs")]
     pub outputs: Vec<Output>,
     /// Options of the `qcow2` output.
@@ -91,6 +94,54 @@ pub struct Recipe {
     /// Options of the `vmdk` output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmdk: Option<VmdkOptions>,
+    /// The `oci` output: which tree becomes the container image, its tag
+    /// and its run configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciImage>,
+}
+
+/// `"oci": {"tree": "root", "tag": "nginx:1.22", "entrypoint": [...], ...}`:
+/// the container image the `oci` output writes (`NAME.oci.tar`, an OCI
+/// image layout and a `docker save` archive in one). Only `tree` is
+/// required; the run configuration has only the keys given.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciImage {
+    /// The tree (in `trees`) that becomes the image's one layer.
+    pub tree: String,
+    /// `[REGISTRY/]REPOSITORY[:TAG]`, as `docker tag` takes it (no
+    /// `@digest`); `:latest` when no tag is given. Default `NAME:latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The config's `Entrypoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The config's `Cmd` (the arguments after the entrypoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// The config's `Env`: `KEY=VALUE` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// The config's `WorkingDir`: an absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The config's `User`: `NAME`, `UID`, `UID:GID`, `NAME:GROUP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The config's `ExposedPorts`: `PORT` or `PORT/tcp`, `PORT/udp`,
+    /// `PORT/sctp` (`80` is `80/tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<Vec<String>>,
+    /// The config's `Labels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl OciImage {
+    /// The tag as written, or `NAME:latest` from the recipe's name.
+    pub fn tag_or_default(&self, recipe_name: &str) -> String {
+        self.tag.clone().unwrap_or_else(|| format!("{recipe_name}:latest"))
+    }
 }
 
 /// `"qcow2": {"compress": true}`.
@@ -311,6 +362,10 @@ pub enum Output {
     Ignition,
     /// `NAME.vmdk`: streamOptimized VMDK (VMware ESXi, OVA), compressed.
     Vmdk,
+    /// `NAME.oci.tar`: a container image of the `oci` section's tree, one
+    /// tar that is both an OCI image layout (`skopeo copy oci-archive:`)
+    /// and a `docker save` archive (`docker load`).
+    Oci,
 }
 
 /// `"initramfs": {"tree": "NAME", "compression": "gzip"}`.

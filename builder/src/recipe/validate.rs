@@ -216,12 +216,64 @@ pub fn validate(r: &Recipe) -> Check {
     {
         return fail("disk", format!("output `{o:?}` needs a `disk` with partitions (or drop it from `outputs`)").to_lowercase());
     }
+    check_oci(r)?;
     if let Some(l) = r.qcow2.as_ref().and_then(|q| q.level) {
         if !(1..=9).contains(&l) {
             return fail("qcow2.level", format!("{l} is not a compression level: use 1 (fast) to 9 (small)"));
         }
     }
     Ok(())
+}
+
+/// The `oci` output and its section.
+fn check_oci(r: &Recipe) -> Check {
+    let Some(o) = &r.oci else {
+        if r.outputs.contains(&super::Output::Oci) {
+            return fail(
+                "outputs",
+                "output `oci` needs an `oci` section naming the tree to put in the image, e.g. \"oci\": {\"tree\": \"root\"}",
+            );
+        }
+        return Ok(());
+    };
+    if !r.trees.contains_key(&o.tree) {
+        return fail("oci.tree", format!("no tree named `{}` in `trees` (have: {})", o.tree, names(r)));
+    }
+    let tag = o.tag_or_default(&r.name);
+    if let Err(e) = super::ImageRef::parse(&tag) {
+        let hint = if o.tag.is_none() { " (the default `NAME:latest`, from `name`): set `oci.tag`, e.g. \"appliance:1.0\"" } else { "" };
+        return fail("oci.tag", format!("{e}{hint}"));
+    }
+    for (i, e) in o.env.iter().flatten().enumerate() {
+        if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) || e.contains('\0') {
+            return fail(format!("oci.env[{i}]"), format!("`{e}` is not `KEY=VALUE`, e.g. \"PATH=/usr/bin:/bin\""));
+        }
+    }
+    if let Some(w) = &o.working_dir {
+        if !w.starts_with('/') {
+            return fail("oci.working_dir", format!("`{w}` must be an absolute path, like \"/srv/www\""));
+        }
+    }
+    for (i, p) in o.exposed_ports.iter().flatten().enumerate() {
+        if exposed_port(p).is_none() {
+            return fail(
+                format!("oci.exposed_ports[{i}]"),
+                format!("`{p}` is not a port: PORT (1–65535) or PORT/tcp, PORT/udp, PORT/sctp, e.g. \"80/tcp\""),
+            );
+        }
+    }
+    if o.labels.iter().flatten().any(|(k, _)| k.is_empty()) {
+        return fail("oci.labels", "a label needs a name");
+    }
+    Ok(())
+}
+
+/// An `exposed_ports` entry as the image config's `ExposedPorts` key:
+/// `80` → `80/tcp`; `None` when it is not a port.
+pub fn exposed_port(p: &str) -> Option<String> {
+    let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let n: u16 = port.parse().ok().filter(|n| *n > 0 && !port.starts_with(['0', '+']))?;
+    matches!(proto, "tcp" | "udp" | "sctp").then(|| format!("{n}/{proto}"))
 }
 
 /// A login name: `[a-z_][a-z0-9_-]*`, at most 32 characters.
@@ -475,6 +527,52 @@ mod tests {
         assert!(check(serde_json::json!({"oem": {"platform": "aws"}})).is_err());
         assert!(check(serde_json::json!({"oem": {"usr": "core"}})).is_err());
         assert!(check(serde_json::json!({"trees": {"t": [{"oci": "x.tar", "to": "relative"}]}})).is_err());
+    }
+
+    #[test]
+    fn oci_output_section() {
+        let tree = serde_json::json!({"root": [{"mkdir": "/x"}], "etc": []});
+        let ok = |v: serde_json::Value| {
+            let mut r = serde_json::json!({"trees": tree, "outputs": ["oci"]});
+            crate::recipe::merge(&mut r, v);
+            check(r)
+        };
+        assert_eq!(ok(serde_json::json!({"oci": {"tree": "root"}})), Ok(()));
+        assert_eq!(
+            ok(serde_json::json!({"oci": {"tree": "root", "tag": "example.com:5000/team/app:1.0", "entrypoint": ["/bin/sh"], "cmd": [],
+                "env": ["A=", "PATH=/bin"], "working_dir": "/", "user": "", "exposed_ports": ["80", "53/udp"], "labels": {"k": "v"}}})),
+            Ok(())
+        );
+        let (f, m) = ok(serde_json::json!({})).unwrap_err();
+        assert_eq!(f, "outputs");
+        assert!(m.contains("`oci` section"), "{m}");
+        let (f, m) = ok(serde_json::json!({"oci": {"tree": "x"}})).unwrap_err();
+        assert_eq!(f, "oci.tree");
+        assert!(m.contains("no tree named `x`") && m.contains("etc, root"), "{m}");
+        for (v, field) in [
+            (serde_json::json!({"tag": "Nginx:1"}), "oci.tag"),
+            (serde_json::json!({"tag": "nginx@sha256:00"}), "oci.tag"),
+            (serde_json::json!({"env": ["A=1", "B"]}), "oci.env[1]"),
+            (serde_json::json!({"env": ["=x"]}), "oci.env[0]"),
+            (serde_json::json!({"working_dir": "srv"}), "oci.working_dir"),
+            (serde_json::json!({"exposed_ports": ["80/tcp", "0"]}), "oci.exposed_ports[1]"),
+            (serde_json::json!({"exposed_ports": ["80/icmp"]}), "oci.exposed_ports[0]"),
+            (serde_json::json!({"exposed_ports": ["65536"]}), "oci.exposed_ports[0]"),
+            (serde_json::json!({"labels": {"": "v"}}), "oci.labels"),
+        ] {
+            let mut o = serde_json::json!({"tree": "root"});
+            crate::recipe::merge(&mut o, v.clone());
+            assert_eq!(ok(serde_json::json!({"oci": o})).unwrap_err().0, field, "{v}");
+        }
+        // The default tag comes from the name; a name Docker refuses needs a tag.
+        let (f, m) = ok(serde_json::json!({"name": "a..b", "oci": {"tree": "root"}})).unwrap_err();
+        assert_eq!(f, "oci.tag");
+        assert!(m.contains("set `oci.tag`"), "{m}");
+        assert_eq!(ok(serde_json::json!({"name": "a..b", "oci": {"tree": "root", "tag": "ab"}})), Ok(()));
+        // Unknown keys are type errors.
+        assert!(ok(serde_json::json!({"oci": {"tree": "root", "ports": []}})).unwrap_err().1.contains("unknown field"));
+        assert_eq!(exposed_port("80").as_deref(), Some("80/tcp"));
+        assert_eq!(exposed_port("053"), None);
     }
 
     #[test]
