@@ -101,19 +101,24 @@ fn extracted(deb: &Path) -> PathBuf {
     dir
 }
 
-/// Build the static agent as `./build.sh agent` does; returns a stripped copy.
+/// Build the static agent as `builder/build.rs` does, into the same folder
+/// (`<target>/embedded-agent`) with the same flags, so that it is already
+/// there when build-image was built (the LTO build takes a minute); returns
+/// a stripped copy.
 fn build_agent(dest: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target")).join("embedded-agent");
     let st = Command::new(cargo)
-        .args(["build", "-q", "-p", "guest-agent", "--profile", "agent", "--target", "x86_64-unknown-linux-gnu"])
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "-q", "--locked", "-p", "guest-agent", "--profile", "agent", "--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
         .current_dir(root())
         .status()
         .expect("running cargo build");
     assert!(st.success(), "cargo build of guest-agent failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     let bin = target.join("x86_64-unknown-linux-gnu/agent/guest-agent");
     let (_, f) = tool("file", &[bin.to_str().unwrap()]);
     assert!(f.contains("statically linked") || f.contains("static-pie linked"), "agent is not static: {f}");
