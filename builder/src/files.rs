@@ -129,6 +129,42 @@ fn link_unnamed(file: &File, dir: &Path, name: &str) -> std::io::Result<std::pat
     Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("no free temporary name in {}", dir.display())))
 }
 
+/// Where streaming a file's content failed.
+pub enum CopyError {
+    /// Reading its source (a source shorter than the size given is
+    /// `UnexpectedEof`: it changed while building).
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Stream `size` bytes of `content` (holes read as zeros) into `w` through
+/// `buf`: the cpio and tar writers' common loop.
+pub fn copy_content(
+    content: &crate::tree::content::Content,
+    size: u64,
+    w: &mut dyn std::io::Write,
+    buf: &mut [u8],
+) -> Result<(), CopyError> {
+    if size == 0 {
+        return Ok(());
+    }
+    let reader = content.open().map_err(CopyError::Read)?;
+    let mut off = 0u64;
+    while off < size {
+        let want = buf.len().min((size - off) as usize);
+        let n = reader.read_at(&mut buf[..want], off).map_err(CopyError::Read)?;
+        if n == 0 {
+            return Err(CopyError::Read(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the source ended at {off} of {size} bytes (did it change while building?)"),
+            )));
+        }
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
 /// sha256 of a whole file, streamed.
 pub fn sha256_file(f: &File) -> std::io::Result<String> {
     use std::os::unix::fs::FileExt;

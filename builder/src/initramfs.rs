@@ -268,25 +268,10 @@ pub fn write_cpio(tree: &Tree, out: &mut dyn Write) -> Result<u64, InitramfsErro
 
 /// Stream `size` bytes of `content` into `w`.
 fn copy_content(content: &Content, size: u64, w: &mut dyn Write, buf: &mut [u8], shown: &dyn Fn() -> String) -> Result<(), InitramfsError> {
-    if size == 0 {
-        return Ok(());
-    }
-    let read_err = |source: io::Error| InitramfsError::Read { path: shown(), origin: content.origin(), source };
-    let reader = content.open().map_err(read_err)?;
-    let mut off = 0u64;
-    while off < size {
-        let want = buf.len().min((size - off) as usize);
-        let n = reader.read_at(&mut buf[..want], off).map_err(read_err)?;
-        if n == 0 {
-            return Err(read_err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the source ended at {off} of {size} bytes (did it change while building?)"),
-            )));
-        }
-        w.write_all(&buf[..n]).map_err(|source| InitramfsError::Entry { path: shown(), source })?;
-        off += n as u64;
-    }
-    Ok(())
+    crate::files::copy_content(content, size, w, buf).map_err(|e| match e {
+        crate::files::CopyError::Read(source) => InitramfsError::Read { path: shown(), origin: content.origin(), source },
+        crate::files::CopyError::Write(source) => InitramfsError::Entry { path: shown(), source },
+    })
 }
 
 /// Passes writes on and ignores `flush`.

@@ -472,26 +472,10 @@ fn write_layer(tree: &Tree, w: &mut dyn Write) -> Result<(u64, u64), OciError> {
 
 /// Stream a file's content (holes read as zeros) into `w`.
 fn copy_content(content: &Content, w: &mut dyn Write, buf: &mut [u8], shown: &dyn Fn() -> String) -> Result<(), OciError> {
-    let size = content.len();
-    if size == 0 {
-        return Ok(());
-    }
-    let read_err = |source: io::Error| OciError::Read { path: shown(), origin: content.origin(), source };
-    let reader = content.open().map_err(read_err)?;
-    let mut off = 0u64;
-    while off < size {
-        let want = buf.len().min((size - off) as usize);
-        let n = reader.read_at(&mut buf[..want], off).map_err(read_err)?;
-        if n == 0 {
-            return Err(read_err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the source ended at {off} of {size} bytes (did it change while building?)"),
-            )));
-        }
-        w.write_all(&buf[..n]).map_err(OciError::Write)?;
-        off += n as u64;
-    }
-    Ok(())
+    crate::files::copy_content(content, content.len(), w, buf).map_err(|e| match e {
+        crate::files::CopyError::Read(source) => OciError::Read { path: shown(), origin: content.origin(), source },
+        crate::files::CopyError::Write(e) => OciError::Write(e),
+    })
 }
 
 #[cfg(test)]
