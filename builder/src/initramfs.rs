@@ -196,72 +196,57 @@ pub fn write_cpio(tree: &Tree, out: &mut dyn Write) -> Result<u64, InitramfsErro
     let mut next_ino: u32 = 1;
     let mut entries = 0u64;
     let mut buf = vec![0u8; 256 << 10];
-    let mut failed: Option<InitramfsError> = None;
 
-    tree.walk(|v| {
-        if failed.is_some() {
-            return;
+    tree.try_walk(|v| -> Result<(), InitramfsError> {
+        let inode = tree.inode(v.ino);
+        let shown = || show(v.path);
+        let name =
+            if v.path.is_empty() { "." } else { std::str::from_utf8(v.path).map_err(|_| InitramfsError::NonUtf8Name { path: shown() })? };
+        if inos[v.ino] == 0 {
+            inos[v.ino] = next_ino;
+            next_ino = next_ino.checked_add(1).ok_or(InitramfsError::TooManyInodes)?;
         }
-        let r = (|| -> Result<(), InitramfsError> {
-            let inode = tree.inode(v.ino);
-            let shown = || show(v.path);
-            let name = if v.path.is_empty() {
-                "."
-            } else {
-                std::str::from_utf8(v.path).map_err(|_| InitramfsError::NonUtf8Name { path: shown() })?
-            };
-            if inos[v.ino] == 0 {
-                inos[v.ino] = next_ino;
-                next_ino = next_ino.checked_add(1).ok_or(InitramfsError::TooManyInodes)?;
-            }
-            let nlink = counts[v.ino];
-            let is_dir = matches!(inode.kind, Kind::Dir(_));
-            // Data goes on the last name of a hardlinked non-directory.
-            let carries_data = if is_dir || nlink <= 1 {
-                true
-            } else {
-                names_left[v.ino] -= 1;
-                names_left[v.ino] == 0
-            };
-            let mtime = inode.meta.mtime.clamp(0, u32::MAX as i64) as u32;
-            let mut b = cpio::newc::Builder::new(name)
-                .ino(inos[v.ino])
-                .mode(inode.st_mode())
-                .uid(inode.meta.uid)
-                .gid(inode.meta.gid)
-                .nlink(nlink)
-                .mtime(mtime);
-            if let Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } = inode.kind {
-                b = b.rdev_major(major).rdev_minor(minor);
-            }
-            let entry_err = |source: io::Error| InitramfsError::Entry { path: shown(), source };
-            match &inode.kind {
-                Kind::File(content) if carries_data => {
-                    let size = content.len();
-                    let size32 = u32::try_from(size).map_err(|_| InitramfsError::TooLarge { path: shown(), size })?;
-                    let mut w = b.write(&mut *out, size32);
-                    copy_content(content, size, &mut w, &mut buf, &shown)?;
-                    w.finish().map_err(entry_err)?;
-                }
-                Kind::Symlink(target) => {
-                    let mut w = b.write(&mut *out, target.len() as u32);
-                    w.write_all(target).map_err(entry_err)?;
-                    w.finish().map_err(entry_err)?;
-                }
-                _ => {
-                    b.write(&mut *out, 0).finish().map_err(entry_err)?;
-                }
-            }
-            entries += 1;
-            Ok(())
-        })();
-        if let Err(e) = r {
-            failed = Some(e);
+        let nlink = counts[v.ino];
+        let is_dir = matches!(inode.kind, Kind::Dir(_));
+        // Data goes on the last name of a hardlinked non-directory.
+        let carries_data = if is_dir || nlink <= 1 {
+            true
+        } else {
+            names_left[v.ino] -= 1;
+            names_left[v.ino] == 0
+        };
+        let mtime = inode.meta.mtime.clamp(0, u32::MAX as i64) as u32;
+        let mut b = cpio::newc::Builder::new(name)
+            .ino(inos[v.ino])
+            .mode(inode.st_mode())
+            .uid(inode.meta.uid)
+            .gid(inode.meta.gid)
+            .nlink(nlink)
+            .mtime(mtime);
+        if let Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } = inode.kind {
+            b = b.rdev_major(major).rdev_minor(minor);
         }
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
+        let entry_err = |source: io::Error| InitramfsError::Entry { path: shown(), source };
+        match &inode.kind {
+            Kind::File(content) if carries_data => {
+                let size = content.len();
+                let size32 = u32::try_from(size).map_err(|_| InitramfsError::TooLarge { path: shown(), size })?;
+                let mut w = b.write(&mut *out, size32);
+                copy_content(content, size, &mut w, &mut buf, &shown)?;
+                w.finish().map_err(entry_err)?;
+            }
+            Kind::Symlink(target) => {
+                let mut w = b.write(&mut *out, target.len() as u32);
+                w.write_all(target).map_err(entry_err)?;
+                w.finish().map_err(entry_err)?;
+            }
+            _ => {
+                b.write(&mut *out, 0).finish().map_err(entry_err)?;
+            }
+        }
+        entries += 1;
+        Ok(())
+    })?;
     cpio::newc::trailer(&mut *out).map_err(|source| InitramfsError::Entry { path: "TRAILER!!!".into(), source })?;
     Ok(entries)
 }

@@ -360,111 +360,96 @@ fn write_layer(tree: &Tree, w: &mut dyn Write) -> Result<(u64, u64), OciError> {
     let mut first: BTreeMap<InodeId, Vec<u8>> = BTreeMap::new();
     let mut buf = vec![0u8; 256 << 10];
     let (mut entries, mut sockets) = (0u64, 0u64);
-    let mut failed = None;
-    tree.walk(|v| {
-        if failed.is_some() {
-            return;
-        }
+    tree.try_walk(|v| -> Result<(), OciError> {
         let inode = tree.inode(v.ino);
         let shown = || show(v.path);
-        let r = (|| -> Result<(), OciError> {
-            let is_dir = matches!(inode.kind, Kind::Dir(_));
-            let mut name = v.path.to_vec();
-            if v.depth == 0 {
-                if default_root(&inode.meta, tree.epoch()) {
-                    return Ok(());
-                }
-                name = b"./".to_vec();
-            } else if let Some(target) = v.name.strip_prefix(b".wh.") {
-                return Err(OciError::Whiteout { path: shown(), target: String::from_utf8_lossy(target).into_owned() });
-            } else if is_dir {
-                name.push(b'/');
-            }
-            if matches!(inode.kind, Kind::Socket) {
-                sockets += 1;
+        let is_dir = matches!(inode.kind, Kind::Dir(_));
+        let mut name = v.path.to_vec();
+        if v.depth == 0 {
+            if default_root(&inode.meta, tree.epoch()) {
                 return Ok(());
             }
-            let earlier = if !is_dir && counts[v.ino] > 1 {
-                match first.entry(v.ino) {
-                    std::collections::btree_map::Entry::Occupied(e) => Some(e.get().clone()),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(v.path.to_vec());
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            use tar::EntryType as T;
-            let (kind, size, link, dev): (T, u64, &[u8], Option<(u32, u32)>) = match (&earlier, &inode.kind) {
-                (Some(target), _) => (T::Link, 0, target.as_slice(), None),
-                (None, Kind::Dir(_)) => (T::Directory, 0, b"", None),
-                (None, Kind::File(c)) => (T::Regular, c.len(), b"", None),
-                (None, Kind::Symlink(t)) => (T::Symlink, 0, t.as_slice(), None),
-                (None, Kind::CharDev { major, minor }) => (T::Char, 0, b"", Some((*major, *minor))),
-                (None, Kind::BlockDev { major, minor }) => (T::Block, 0, b"", Some((*major, *minor))),
-                (None, Kind::Fifo) => (T::Fifo, 0, b"", None),
-                (None, Kind::Socket) => unreachable!("left out above"),
-            };
-            let m = &inode.meta;
-            let mtime = m.mtime.max(0) as u64;
-            let (uid, gid) = (u64::from(m.uid), u64::from(m.gid));
-            let mut pax = Vec::new();
-            if name.len() > 100 {
-                pax_record(&mut pax, b"path", &name);
-            }
-            if link.len() > 100 {
-                pax_record(&mut pax, b"linkpath", link);
-            }
-            for (key, value, max) in [
-                (&b"uid"[..], uid, MAX_OCTAL_7),
-                (b"gid", gid, MAX_OCTAL_7),
-                (b"size", size, MAX_OCTAL_11),
-                (b"mtime", mtime, MAX_OCTAL_11),
-            ] {
-                if value > max {
-                    pax_record(&mut pax, key, value.to_string().as_bytes());
-                }
-            }
-            for (k, val) in &m.xattrs {
-                let mut key = b"SCHILY.xattr.".to_vec();
-                key.extend_from_slice(k);
-                pax_record(&mut pax, &key, val);
-            }
-            let out = |w: &mut dyn Write, b: &[u8]| w.write_all(b).map_err(OciError::Write);
-            if !pax.is_empty() {
-                let base = if v.name.is_empty() { &b"."[..] } else { v.name };
-                let mut pname = b"PaxHeaders/".to_vec();
-                pname.extend_from_slice(&base[..base.len().min(100 - pname.len())]);
-                out(w, header(&pname, T::XHeader, 0o644, 0, 0, mtime.min(MAX_OCTAL_11), pax.len() as u64, b"").as_bytes())?;
-                pax.resize(pax.len() + padding(pax.len() as u64), 0);
-                out(w, &pax)?;
-            }
-            let mut h = header(&name, kind, m.mode, uid, gid, mtime, size, link);
-            if let Some((major, minor)) = dev {
-                if u64::from(major) > MAX_OCTAL_7 || u64::from(minor) > MAX_OCTAL_7 {
-                    return Err(OciError::Device { path: shown(), major, minor });
-                }
-                let u = h.as_ustar_mut().expect("a ustar header");
-                u.set_device_major(major);
-                u.set_device_minor(minor);
-                h.set_cksum();
-            }
-            out(w, h.as_bytes())?;
-            if let (T::Regular, Kind::File(content)) = (kind, &inode.kind) {
-                copy_content(content, w, &mut buf, &shown)?;
-                out(w, &[0u8; BLOCK as usize][..padding(size)])?;
-            }
-            entries += 1;
-            Ok(())
-        })();
-        if let Err(e) = r {
-            failed = Some(e);
+            name = b"./".to_vec();
+        } else if let Some(target) = v.name.strip_prefix(b".wh.") {
+            return Err(OciError::Whiteout { path: shown(), target: String::from_utf8_lossy(target).into_owned() });
+        } else if is_dir {
+            name.push(b'/');
         }
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
+        if matches!(inode.kind, Kind::Socket) {
+            sockets += 1;
+            return Ok(());
+        }
+        let earlier = if !is_dir && counts[v.ino] > 1 {
+            match first.entry(v.ino) {
+                std::collections::btree_map::Entry::Occupied(e) => Some(e.get().clone()),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v.path.to_vec());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        use tar::EntryType as T;
+        let (kind, size, link, dev): (T, u64, &[u8], Option<(u32, u32)>) = match (&earlier, &inode.kind) {
+            (Some(target), _) => (T::Link, 0, target.as_slice(), None),
+            (None, Kind::Dir(_)) => (T::Directory, 0, b"", None),
+            (None, Kind::File(c)) => (T::Regular, c.len(), b"", None),
+            (None, Kind::Symlink(t)) => (T::Symlink, 0, t.as_slice(), None),
+            (None, Kind::CharDev { major, minor }) => (T::Char, 0, b"", Some((*major, *minor))),
+            (None, Kind::BlockDev { major, minor }) => (T::Block, 0, b"", Some((*major, *minor))),
+            (None, Kind::Fifo) => (T::Fifo, 0, b"", None),
+            (None, Kind::Socket) => unreachable!("left out above"),
+        };
+        let m = &inode.meta;
+        let mtime = m.mtime.max(0) as u64;
+        let (uid, gid) = (u64::from(m.uid), u64::from(m.gid));
+        let mut pax = Vec::new();
+        if name.len() > 100 {
+            pax_record(&mut pax, b"path", &name);
+        }
+        if link.len() > 100 {
+            pax_record(&mut pax, b"linkpath", link);
+        }
+        for (key, value, max) in
+            [(&b"uid"[..], uid, MAX_OCTAL_7), (b"gid", gid, MAX_OCTAL_7), (b"size", size, MAX_OCTAL_11), (b"mtime", mtime, MAX_OCTAL_11)]
+        {
+            if value > max {
+                pax_record(&mut pax, key, value.to_string().as_bytes());
+            }
+        }
+        for (k, val) in &m.xattrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            pax_record(&mut pax, &key, val);
+        }
+        let out = |w: &mut dyn Write, b: &[u8]| w.write_all(b).map_err(OciError::Write);
+        if !pax.is_empty() {
+            let base = if v.name.is_empty() { &b"."[..] } else { v.name };
+            let mut pname = b"PaxHeaders/".to_vec();
+            pname.extend_from_slice(&base[..base.len().min(100 - pname.len())]);
+            out(w, header(&pname, T::XHeader, 0o644, 0, 0, mtime.min(MAX_OCTAL_11), pax.len() as u64, b"").as_bytes())?;
+            pax.resize(pax.len() + padding(pax.len() as u64), 0);
+            out(w, &pax)?;
+        }
+        let mut h = header(&name, kind, m.mode, uid, gid, mtime, size, link);
+        if let Some((major, minor)) = dev {
+            if u64::from(major) > MAX_OCTAL_7 || u64::from(minor) > MAX_OCTAL_7 {
+                return Err(OciError::Device { path: shown(), major, minor });
+            }
+            let u = h.as_ustar_mut().expect("a ustar header");
+            u.set_device_major(major);
+            u.set_device_minor(minor);
+            h.set_cksum();
+        }
+        out(w, h.as_bytes())?;
+        if let (T::Regular, Kind::File(content)) = (kind, &inode.kind) {
+            copy_content(content, w, &mut buf, &shown)?;
+            out(w, &[0u8; BLOCK as usize][..padding(size)])?;
+        }
+        entries += 1;
+        Ok(())
+    })?;
     w.write_all(&[0u8; 2 * BLOCK as usize]).map_err(OciError::Write)?;
     w.flush().map_err(OciError::Write)?;
     Ok((entries, sockets))

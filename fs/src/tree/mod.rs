@@ -417,6 +417,20 @@ impl Tree {
         self.walk_dir(Self::ROOT, &mut path, 1, &mut f);
     }
 
+    /// [`Tree::walk`] with a visitor that can fail: no entry is visited
+    /// after the first error, which is returned.
+    pub fn try_walk<E>(&self, mut f: impl FnMut(Visit<'_>) -> Result<(), E>) -> Result<(), E> {
+        let mut failed = None;
+        self.walk(|v| {
+            if failed.is_none() {
+                if let Err(e) = f(v) {
+                    failed = Some(e);
+                }
+            }
+        });
+        failed.map_or(Ok(()), Err)
+    }
+
     fn walk_dir(&self, dir: InodeId, path: &mut Vec<u8>, depth: usize, f: &mut impl FnMut(Visit<'_>)) {
         let Kind::Dir(children) = &self.inodes[dir].kind else { return };
         for (name, &id) in children {
