@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -191,4 +192,81 @@ fn flash_onto_loop_devices_unmounted_and_mounted() {
     // And the filesystem is still there.
     let (ok, o) = tool(fsck, &["-n", &lp.dev]);
     assert!(ok, "{fsck}: {o}");
+}
+
+/// Bytes `pid` has written so far (`wchar` of /proc/PID/io), or None once
+/// it is gone.
+fn written(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// `flash` SIGKILLed half way through the image onto a file full of old
+/// data: the first MiB (protective MBR and GPT) still holds the old data
+/// while later data is already the image's, so nothing sees a partition
+/// table over a half-written disk (`sgdisk -v` finds none) and nothing
+/// reported it good; a rerun completes, verifies, and the target reads
+/// back as the image.
+#[test]
+fn flash_killed_half_way_leaves_no_partition_table_and_a_rerun_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    // 128 MiB of data in the ESP, so that the write takes long enough to
+    // be caught in the middle.
+    fs::create_dir_all(w.join("esp/data")).unwrap();
+    for i in 0..4 {
+        fs::write(w.join(format!("esp/data/{i}.bin")), bytes(100 + i, 32 << 20)).unwrap();
+    }
+    let img = build(w, "half", "192MiB", "160MiB");
+    let len = fs::metadata(&img).unwrap().len();
+    let target = w.join("disk.img");
+    let mut caught = None;
+    for attempt in 0..10 {
+        fill(&target, len, 0xA5);
+        let mut child = Command::new(bin())
+            .args(["-q", "flash", img.to_str().unwrap(), target.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut at = None;
+        while let Some(n) = written(pid) {
+            if n >= len / 3 {
+                // SAFETY: kill(2) on the child this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                at = Some(n);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let o = child.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        if at.is_some() && o.status.signal() == Some(libc::SIGKILL) {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!err.contains("verified"), "a killed flash reported the target good: {err}");
+            caught = at;
+            eprintln!("flash killed after {} of {len} bytes written (attempt {attempt})", at.unwrap());
+            break;
+        }
+    }
+    let at = caught.expect("flash was never caught in the middle of writing in 10 attempts");
+    assert!(at < len, "killed after writing it all");
+
+    // The first MiB is the old data; some of the image is already there.
+    let data = fs::read(&target).unwrap();
+    let image = fs::read(&img).unwrap();
+    assert!(data[..1 << 20].iter().all(|b| *b == 0xA5), "the first MiB was written before the rest");
+    let same = data.chunks(1 << 20).zip(image.chunks(1 << 20)).skip(1).filter(|(a, b)| a == b).count();
+    assert!(same > 0, "no MiB of the image reached the target before the kill");
+    // sgdisk finds no GPT there (it makes an empty one in memory).
+    let (_, o) = tool("sgdisk", &["-v", target.to_str().unwrap()]);
+    assert!(o.contains("Creating new GPT entries in memory"), "sgdisk -v finds a partition table on a half-written target:\n{o}");
+
+    // A rerun completes and verifies.
+    let err = run_ok(w, &["flash", img.to_str().unwrap(), target.to_str().unwrap()]);
+    assert!(err.contains("verified"), "{err}");
+    assert_eq!(sha256(&target), sha256(&img), "the target reads back as the image");
+    let (ok, o) = tool("sgdisk", &["-v", target.to_str().unwrap()]);
+    assert!(ok && o.contains("No problems found"), "sgdisk -v after the rerun: {o}");
 }

@@ -283,3 +283,153 @@ tok, uid = h["X-Subject-Token"], b["token"]["user"]["id"]
 _, ac = call(f"/users/{uid}/application_credentials", {"application_credential": {"name": "build-image-test"}}, tok)
 print(json.dumps({"token": tok, "app_id": ac["application_credential"]["id"], "app_secret": ac["application_credential"]["secret"]}))
 "#;
+
+/// What [`FaultProxy`] does to the image data (`PUT /v2/images/ID/file`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Forward everything: a healthy path to Glance.
+    None,
+    /// Take the whole body, never pass it on, and answer `500 Internal
+    /// Server Error` (a store that failed after the upload).
+    Status500,
+    /// Pass on the first `CUT` bytes of the body, then close both
+    /// connections (a load balancer or a node dying mid-stream).
+    Close,
+}
+
+/// Bytes of the body passed on before [`Fault::Close`] closes.
+const CUT: u64 = 8 << 20;
+
+/// An HTTP/1.1 proxy on 127.0.0.1 in front of a real Glance that injects
+/// a [`Fault`] into the image-data request and forwards everything else
+/// byte for byte (requests are read head by head, so keep-alive works).
+struct FaultProxy {
+    port: u16,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+}
+
+impl FaultProxy {
+    fn start(upstream: u16) -> FaultProxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let fault = std::sync::Arc::new(std::sync::Mutex::new(Fault::None));
+        let f = fault.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::serve(c, upstream, &f);
+                });
+            }
+        });
+        FaultProxy { port, fault }
+    }
+
+    fn set(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+    }
+
+    fn serve(client: std::net::TcpStream, upstream: u16, fault: &std::sync::Mutex<Fault>) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
+        // Answers go back untouched.
+        let (mut s_read, mut c_write) = (server.try_clone()?, client.try_clone()?);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut s_read, &mut c_write);
+            let _ = c_write.shutdown(std::net::Shutdown::Both);
+        });
+        let mut from_client = BufReader::new(client.try_clone()?);
+        let mut to_server = server.try_clone()?;
+        loop {
+            let mut head = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                if from_client.read_until(b'\n', &mut line)? == 0 {
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                    return Ok(());
+                }
+                head.extend_from_slice(&line);
+                if line == b"\r\n" {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let length: u64 = text
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let data = text.starts_with("PUT ") && text.lines().next().is_some_and(|l| l.contains("/file "));
+            let f = if data { *fault.lock().unwrap() } else { Fault::None };
+            let mut body = (&mut from_client).take(length);
+            match f {
+                Fault::None => {
+                    to_server.write_all(&head)?;
+                    std::io::copy(&mut body, &mut to_server)?;
+                }
+                Fault::Status500 => {
+                    std::io::copy(&mut body, &mut std::io::sink())?;
+                    let msg = "{\"message\": \"injected: the store failed\"}";
+                    let mut c = client.try_clone()?;
+                    write!(
+                        c,
+                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                        msg.len()
+                    )?;
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+                Fault::Close => {
+                    to_server.write_all(&head)?;
+                    std::io::copy(&mut body.take(CUT), &mut to_server)?;
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Glance behind a proxy that fails the image data: answering 500 after
+/// the body, then closing the connection after 8 MiB of it. Each time the
+/// upload fails naming the step (`PUT …/file`) and what became of the
+/// image (deleted), no image of that name is left, let alone `active`;
+/// then the proxy passes everything and the same command succeeds, with
+/// Glance's hash of the stored data equal to the file's.
+#[test]
+fn glance_failing_mid_upload_leaves_no_image_and_a_retry_succeeds() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let img = w.join("data.raw");
+    fs::write(&img, bytes(11, 48 << 20)).unwrap();
+    let port = free_port();
+    let state = w.join("glance");
+    let _g = glance(&state, port);
+    let proxy = FaultProxy::start(port);
+    clouds_yaml(w, proxy.port, None);
+    let upload = || cmd().args(["-q", "upload", "data.raw", "--cloud", "local", "--name", "faulty"]).current_dir(w).output().unwrap();
+    for (fault, says) in [(Fault::Status500, "HTTP 500"), (Fault::Close, "PUT")] {
+        proxy.set(fault);
+        let o = upload();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{fault:?}: the upload reported success: {err}");
+        assert!(err.contains("/file") && err.contains("PUT") && err.contains(says), "{fault:?}: the step is not named: {err}");
+        assert!(err.contains("deleted the half-made image"), "{fault:?}: what became of the image: {err}");
+        let imgs = get(port, "/v2/images?name=faulty");
+        assert!(imgs["images"].as_array().unwrap().is_empty(), "{fault:?}: an image is left behind: {imgs}");
+        eprintln!("{fault:?}: {}", err.trim());
+    }
+    proxy.set(Fault::None);
+    let o = upload();
+    assert!(o.status.success(), "the retry failed: {}", String::from_utf8_lossy(&o.stderr));
+    let imgs = get(port, "/v2/images?name=faulty");
+    let list = imgs["images"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{imgs}");
+    assert_eq!(list[0]["status"], "active");
+    assert_eq!(list[0]["os_hash_value"], sha512(&img), "Glance's hash of what it stored");
+    assert_eq!(list[0]["size"], 48 << 20);
+}
