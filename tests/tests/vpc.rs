@@ -863,3 +863,129 @@ fn address_without_prefix_or_netmask_falls_back_to_dhcp() {
     );
     falls_back_to_dhcp("vpc-bad-addr", &nd, "has neither a /prefix nor a netmask");
 }
+
+/// How [`hostile_metadata`] answers every request.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// `200 OK` announcing 100 000 bytes, then one byte a second.
+    SlowLoris,
+    /// `500 Internal Server Error`.
+    Status500,
+    /// `200 OK` with a 100 MiB body.
+    Huge,
+}
+
+/// A metadata service on 127.0.0.1 that misbehaves as `how` says on every
+/// request (the guest reaches it through qemu's `guestfwd`, one stream for
+/// all its connections, as [`metadata_server`] explains).
+fn hostile_metadata(how: Hostile) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut b = [0u8; 4096];
+                let mut req = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut b) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&b[..n]);
+                    while let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        req.drain(..end + 4);
+                        let r = match how {
+                            Hostile::SlowLoris => {
+                                // Drip on a thread of its own; reading goes on.
+                                let mut w = s.try_clone().unwrap();
+                                std::thread::spawn(move || {
+                                    let _ = w.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                                    for _ in 0..100_000 {
+                                        if w.write_all(b"{").is_err() {
+                                            return;
+                                        }
+                                        std::thread::sleep(Duration::from_secs(1));
+                                    }
+                                });
+                                Ok(())
+                            }
+                            Hostile::Status500 => s.write_all(b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops\n"),
+                            Hostile::Huge => {
+                                let chunk = vec![b' '; 1 << 20];
+                                s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", 100 << 20).as_bytes())
+                                    .and_then(|_| (0..100).try_for_each(|_| s.write_all(&chunk)))
+                            }
+                        };
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// No config drive and a metadata service that hangs, fails or floods:
+/// the agent logs the source and what went wrong, gives the service no
+/// more than its time budget (docs/agent.md), and the machine comes up
+/// on the DHCP lease it took to reach the service, serving its page.
+/// The network is `restrict=on`: nothing leaves qemu but the forwards.
+#[test]
+fn a_hostile_metadata_service_is_survived_on_the_dhcp_lease() {
+    appliance();
+    for (how, says) in [
+        (Hostile::SlowLoris, "no complete answer within the deadline"),
+        (Hostile::Status500, "HTTP 500"),
+        // Through slirp under TCG the flood may come slower than the
+        // deadline allows: either bound ends it (the limit itself is
+        // tested against a fast server in the agent's unit tests).
+        (Hostile::Huge, "is larger than the limit of 4194304 bytes|no complete answer within the deadline"),
+    ] {
+        let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tempfile::tempdir().unwrap();
+        let md = hostile_metadata(how);
+        let port = free_port();
+        let netdev = format!(
+            "user,id=n0,restrict=on,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:{md},hostfwd=tcp:127.0.0.1:{port}-169.254.0.15:80"
+        );
+        let mut vm = boot(t.path(), &netdev, None);
+        let page = vm.http(port, "/", Duration::from_secs(240));
+        let serial = vm.serial();
+        assert!(page.is_some(), "{how:?}: the machine is not reachable; serial:\n{serial}");
+        let said = serial
+            .lines()
+            .find(|l| l.contains("cloud: metadata service unreachable: GET http://169.254.169.254:80/openstack/latest/meta_data.json"));
+        assert!(said.is_some_and(|l| says.split('|').any(|s| l.contains(s))), "{how:?}: expected {says:?} in the agent's log:\n{serial}");
+        assert!(serial.contains("network configured from DHCP"), "{how:?}: {serial}");
+        assert!(!serial.contains("panicked"), "{how:?}: {serial}");
+        eprintln!("{how:?}: network configured {:?} s after kernel start", network_time(&serial));
+    }
+}
+
+/// A config drive cut short (the image ends in the middle of its data):
+/// the agent says the drive is unusable or its documents unreadable, and
+/// the machine comes up on DHCP.
+#[test]
+fn a_truncated_config_drive_falls_back_to_dhcp() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let big = format!("{{\"hostname\": \"vpc-cut\", \"pad\": \"{}\"}}", "x".repeat(600 << 10));
+    let drive = config_drive(t.path(), &[("meta_data.json", &big), ("network_data.json", &network_data_static(MAC))]);
+    let len = fs::metadata(&drive).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&drive).unwrap().set_len(len / 4).unwrap();
+    let port = free_port();
+    let mut vm = boot(t.path(), &format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:80"), Some(&drive));
+    let page = vm.http(port, "/", Duration::from_secs(240));
+    let serial = vm.serial();
+    assert!(page.is_some(), "the machine is not reachable; serial:\n{serial}");
+    assert!(!page.unwrap().contains("host vpc-cut"), "a document from past the end was read");
+    let cloud: Vec<&str> = serial.lines().filter(|l| l.contains("cloud:")).collect();
+    assert!(cloud.iter().any(|l| l.contains("config drive")), "the config drive is not mentioned:\n{serial}");
+    assert!(serial.contains("network configured from DHCP"), "{serial}");
+    assert!(!serial.contains("panicked"), "{serial}");
+    eprintln!("truncated config drive: {}\nnetwork configured {:?} s after kernel start", cloud.join("\n"), network_time(&serial));
+}

@@ -43,6 +43,13 @@ pub use provision::userdata::{MAX_DOCUMENT, MAX_USER_DATA};
 pub const USER_DATA_SOURCE: &str = "/run/agent/user_data.source";
 const DRIVE_MOUNT: &str = "/run/agent/config-drive";
 const METADATA: &str = "169.254.169.254:80";
+/// One metadata request (connect, ask, the whole answer) gets at most
+/// this long: the 2 s read timeout alone would let a service that drips a
+/// byte a second (a slow loris) hold the boot for as long as it likes.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// All requests to the metadata service together, retries included, get
+/// at most this long; what is not fetched by then is logged and skipped.
+const METADATA_BUDGET: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------------ pure parsing
 
@@ -327,10 +334,19 @@ fn save_user_data(ud: &[u8], source: &str) {
     }
 }
 
-/// One HTTP/1.0 GET; (status, body).
-fn http_get(addr: &str, path: &str, timeout: Duration, max_body: usize) -> Result<(u16, Vec<u8>), String> {
+/// One HTTP/1.0 GET; (status, body). Each read waits at most `timeout`,
+/// and the whole exchange must end by `deadline`.
+fn http_get(addr: &str, path: &str, timeout: Duration, deadline: Instant, max_body: usize) -> Result<(u16, Vec<u8>), String> {
     let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let left = |what: &str| {
+        let l = deadline.saturating_duration_since(Instant::now());
+        if l.is_zero() {
+            Err(format!("{what} {addr} for {path}: no complete answer within the deadline"))
+        } else {
+            Ok(l.min(timeout))
+        }
+    };
+    let mut s = TcpStream::connect_timeout(&sa, left("connecting to")?).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
     let host = addr.split(':').next().unwrap_or(addr);
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n")
@@ -345,12 +361,17 @@ fn http_get(addr: &str, path: &str, timeout: Duration, max_body: usize) -> Resul
                 break;
             }
         }
+        s.set_read_timeout(Some(left("reading from")?)).map_err(|e| e.to_string())?;
         match s.read(&mut chunk) {
             Ok(0) => break,
             // The body plus room for the status line and headers.
             Ok(n) if buf.len() + n <= max_body + (64 << 10) => buf.extend_from_slice(&chunk[..n]),
             Ok(_) => return Err(format!("response from {addr} for {path} is larger than the limit of {max_body} bytes")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A read that timed out at the deadline is the deadline's doing.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) && Instant::now() >= deadline => {
+                left("reading from")?;
+            }
             Err(e) => return Err(format!("reading from {addr}: {e}")),
         }
     }
@@ -362,15 +383,27 @@ fn http_get(addr: &str, path: &str, timeout: Duration, max_body: usize) -> Resul
 }
 
 /// GET with retries (the service may come up late); `Ok(None)` for a 404.
-fn metadata_get(path: &str) -> Result<Option<String>, String> {
-    Ok(metadata_get_bytes(path, MAX_DOCUMENT)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+/// Nothing is asked after `budget` (the end of the metadata service's
+/// time, [`METADATA_BUDGET`]).
+fn metadata_get(path: &str, budget: Instant) -> Result<Option<String>, String> {
+    Ok(metadata_get_bytes(path, MAX_DOCUMENT, budget)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 /// [`metadata_get`] as bytes (user_data may be anything).
-fn metadata_get_bytes(path: &str, max_body: usize) -> Result<Option<Vec<u8>>, String> {
+fn metadata_get_bytes(path: &str, max_body: usize, budget: Instant) -> Result<Option<Vec<u8>>, String> {
     let mut last = String::new();
     for attempt in 1..=3 {
-        match http_get(METADATA, path, Duration::from_secs(2), max_body) {
+        if Instant::now() >= budget {
+            last = format!(
+                "{}{}the metadata service's {} s are spent",
+                last,
+                if last.is_empty() { "" } else { "; " },
+                METADATA_BUDGET.as_secs()
+            );
+            break;
+        }
+        let deadline = (Instant::now() + REQUEST_DEADLINE).min(budget);
+        match http_get(METADATA, path, Duration::from_secs(2), deadline, max_body) {
             Ok((200, body)) => return Ok(Some(body)),
             Ok((404, _)) => return Ok(None),
             Ok((code, _)) => last = format!("HTTP {code}"),
@@ -617,8 +650,9 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
                 leased = a.dhcp.clone();
                 bootstrap = Some(a.clone());
                 let base = "/openstack/latest";
+                let budget = Instant::now() + METADATA_BUDGET;
                 if meta.is_none() {
-                    match metadata_get(&format!("{base}/meta_data.json")) {
+                    match metadata_get(&format!("{base}/meta_data.json"), budget) {
                         Ok(Some(j)) => match parse_meta_data(&j) {
                             Ok(m) => {
                                 log!(
@@ -637,7 +671,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
                 }
                 // user_data, unless a config drive gave it (a 404 is "none").
                 if meta.is_some() && !Path::new(USER_DATA).exists() {
-                    match metadata_get_bytes(&format!("{base}/user_data"), MAX_USER_DATA) {
+                    match metadata_get_bytes(&format!("{base}/user_data"), MAX_USER_DATA, budget) {
                         Ok(Some(ud)) => save_user_data(&ud, "metadata service"),
                         Ok(None) => log!("cloud: metadata service has no user_data (404)"),
                         Err(e) => log!("cloud: metadata service: user_data: {e}"),
@@ -645,7 +679,7 @@ pub fn run(root: &Path, cfg: &mut crate::oem::Effective) -> Option<(Applied, &'s
                 }
                 // Only ask for network_data if the service answered at all.
                 if applied.is_none() && meta.is_some() {
-                    match metadata_get(&format!("{base}/network_data.json")) {
+                    match metadata_get(&format!("{base}/network_data.json"), budget) {
                         Ok(Some(j)) => {
                             applied = try_network(&mut nl, "metadata service", &j, &leased).map(|a| (a, "metadata service"));
                             cloud_net = applied.as_ref().map(|_| j);
@@ -799,6 +833,57 @@ pub fn apply_identity(root: &Path, cfg: &crate::oem::Effective) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server on loopback that answers each connection with `answer`,
+    /// written in pieces of `piece` bytes `gap` apart; its address.
+    fn server(answer: Vec<u8>, piece: usize, gap: Duration) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut req = [0u8; 1024];
+                    let _ = c.read(&mut req);
+                    for p in answer.chunks(piece) {
+                        if c.write_all(p).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(gap);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn ok_answer(body: &[u8]) -> Vec<u8> {
+        let mut a = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    #[test]
+    fn a_slow_loris_is_cut_off_at_the_deadline() {
+        // One byte every 100 ms, each within the 2 s read timeout: without
+        // the deadline the whole answer (about 5 s) would come back.
+        let addr = server(ok_answer(b"{}"), 1, Duration::from_millis(100));
+        let e = http_get(&addr, "/x", Duration::from_secs(2), Instant::now() + Duration::from_millis(700), 1 << 20).unwrap_err();
+        assert!(e.contains("no complete answer within the deadline") && e.contains("/x"), "{e}");
+        // The same server, with time enough: the answer.
+        let (code, body) = http_get(&addr, "/x", Duration::from_secs(2), Instant::now() + Duration::from_secs(60), 1 << 20).unwrap();
+        assert_eq!((code, body.as_slice()), (200, &b"{}"[..]));
+    }
+
+    #[test]
+    fn an_answer_past_the_limit_is_refused_while_reading() {
+        // 8 MiB announced and sent to a reader that takes 1 MiB.
+        let addr = server(ok_answer(&vec![b'x'; 8 << 20]), 1 << 16, Duration::ZERO);
+        let e = http_get(&addr, "/big", Duration::from_secs(2), Instant::now() + Duration::from_secs(60), 1 << 20).unwrap_err();
+        assert!(e.contains("larger than the limit of 1048576 bytes"), "{e}");
+        let (code, body) = http_get(&addr, "/big", Duration::from_secs(2), Instant::now() + Duration::from_secs(60), 8 << 20).unwrap();
+        assert_eq!((code, body.len()), (200, 8 << 20));
+    }
 
     #[test]
     fn documents_are_read_up_to_their_limit_and_refused_past_it() {
