@@ -223,7 +223,7 @@ fn flash_killed_half_way_leaves_no_partition_table_and_a_rerun_completes() {
     let mut caught = None;
     for attempt in 0..10 {
         fill(&target, len, 0xA5);
-        let mut child = Command::new(bin())
+        let child = Command::new(bin())
             .args(["-q", "flash", img.to_str().unwrap(), target.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -242,11 +242,11 @@ fn flash_killed_half_way_leaves_no_partition_table_and_a_rerun_completes() {
         }
         let o = child.wait_with_output().unwrap();
         use std::os::unix::process::ExitStatusExt;
-        if at.is_some() && o.status.signal() == Some(libc::SIGKILL) {
+        if let (Some(n), Some(libc::SIGKILL)) = (at, o.status.signal()) {
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(!err.contains("verified"), "a killed flash reported the target good: {err}");
             caught = at;
-            eprintln!("flash killed after {} of {len} bytes written (attempt {attempt})", at.unwrap());
+            eprintln!("flash killed after {n} of {len} bytes written (attempt {attempt})");
             break;
         }
     }
