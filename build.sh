@@ -34,7 +34,7 @@ REQUIRED_COMMANDS=(
     mkfs.btrfs:btrfs-progs btrfs:btrfs-progs debootstrap:debootstrap xz:xz-utils zstd:zstd gzip:gzip file:file
     /usr/bin/time:time python3:python3 cloud-init:cloud-init ignition-validate:ignition xorriso:xorriso
     dpkg-deb:dpkg apt-get:apt mmdebstrap:mmdebstrap newuidmap:uidmap unshare:util-linux setpriv:util-linux chroot:coreutils
-    ssh:openssh-client ssh-keygen:openssh-client ssh-keyscan:openssh-client vde_switch:vde2
+    ssh:openssh-client scp:openssh-client ssh-keygen:openssh-client ssh-keyscan:openssh-client vde_switch:vde2
     skopeo:skopeo umoci:umoci tar:tar sha256sum:coreutils
 )
 OVMF_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd)

@@ -636,6 +636,9 @@ struct Member {
     drive: PathBuf,
     ip: String,
     mac: String,
+    /// Options for qemu's user network before its SSH `hostfwd` (more
+    /// forwards), or empty.
+    user_net: String,
     extra: Vec<String>,
 }
 
@@ -653,7 +656,7 @@ impl Member {
             mac: &self.mac,
             guest_ip: "10.0.2.15",
             guest_port: 22,
-            user_net: "",
+            user_net: &self.user_net,
             memory_mib: 1536,
             extra,
         }
@@ -744,7 +747,7 @@ fn etcd_members(dir: &Path, key: &SshKey, switch: &common::guest::Switch, cluste
                 ],
             );
             let extra = switch.nic("vpc", &private_mac);
-            Member { name, dir, drive, ip, mac, extra }
+            Member { name, dir, drive, ip, mac, user_net: String::new(), extra }
         })
         .collect()
 }
@@ -914,4 +917,255 @@ impl Drop for DiscoveryEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ------------------------------------------------------------ Docker Swarm
+
+/// The seed's swarm addresses: manager0 at .100, the workers after it.
+const SWARM: [(&str, &str); 3] = [("manager0", "192.168.0.100"), ("worker0", "192.168.0.101"), ("worker1", "192.168.0.102")];
+/// Where the swarm's nginx image lives: Debian's `docker-registry` on manager0.
+const REGISTRY: &str = "192.168.0.100:5000";
+
+/// The cloud-config of a swarm node: Docker trusts the VPC's plain-HTTP
+/// registry on manager0 (`/etc/docker/daemon.json`, written before
+/// Docker starts); manager0 starts the registry, with Debian's
+/// configuration less its `htpasswd` section (a registry for the private
+/// network, no accounts); etcd is not part of the swarm and is masked.
+fn swarm_cloud_config(manager: bool) -> String {
+    let (config, unit) = if manager {
+        (
+            "  - path: /etc/docker/registry/config.yml\n\
+             \x20   content: |\n\
+             \x20     version: 0.1\n\
+             \x20     storage:\n\
+             \x20       filesystem:\n\
+             \x20         rootdirectory: /var/lib/docker-registry\n\
+             \x20       delete:\n\
+             \x20         enabled: true\n\
+             \x20     http:\n\
+             \x20       addr: :5000\n\
+             \x20       headers:\n\
+             \x20         X-Content-Type-Options: [nosniff]\n",
+            "    - name: docker-registry.service\n      command: start\n",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "#cloud-config\n\
+         write_files:\n\
+         \x20 - path: /etc/docker/daemon.json\n\
+         \x20   permissions: '0644'\n\
+         \x20   content: |\n\
+         \x20     {{ \"insecure-registries\": [\"{REGISTRY}\"] }}\n\
+         {config}\
+         coreos:\n\
+         \x20 units:\n\
+         {unit}\
+         \x20   - name: etcd.service\n\
+         \x20     mask: true\n"
+    )
+}
+
+/// The swarm's three machines: name, address, cloud-config, a NIC on
+/// `switch`, and port 80 of each forwarded from the host's loopback (the
+/// returned ports), as a VPC's floating addresses would reach them.
+fn swarm_members(dir: &Path, key: &SshKey, switch: &common::guest::Switch) -> (Vec<Member>, Vec<u16>) {
+    SWARM
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ip))| {
+            let dir = dir.join(name);
+            fs::create_dir_all(&dir).unwrap();
+            let (mac, private_mac) = (format!("52:54:00:c1:01:1{i}"), format!("52:54:00:c2:01:1{i}"));
+            let drive = config_drive(
+                &dir,
+                &[
+                    ("meta_data.json", &meta_data(name, key)),
+                    ("network_data.json", &two_port_network_data(&mac, &private_mac, ip)),
+                    ("user_data", &swarm_cloud_config(i == 0)),
+                ],
+            );
+            let http = common::guest::free_port();
+            let member = Member {
+                name: name.to_string(),
+                dir,
+                drive,
+                ip: ip.to_string(),
+                mac,
+                user_net: format!("hostfwd=tcp:127.0.0.1:{http}-10.0.2.15:80"),
+                extra: switch.nic("vpc", &private_mac),
+            };
+            (member, http)
+        })
+        .unzip()
+}
+
+/// `GET /` on the host's loopback `port` (a node's forwarded port 80):
+/// the page, or why not.
+fn http_get(port: u16) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}/");
+    let (ok, out) = tool("curl", &["-fsS", "--max-time", "10", &url]);
+    if ok {
+        Ok(out)
+    } else {
+        Err(out)
+    }
+}
+
+/// Retry [`http_get`] until the page is nginx's, within `within`.
+fn wait_page(name: &str, port: u16, within: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        match http_get(port) {
+            Ok(page) if page.contains("Welcome to nginx!") => return page,
+            r if t.elapsed() > within => panic!("{name}: port 80 gave no nginx page within {within:?}: {r:?}"),
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// The nodes running a task of `webserver` (desired and current state
+/// running), sorted.
+fn webserver_nodes(manager: &Machine) -> Vec<String> {
+    let ps = manager.ssh_ok("core", "docker service ps webserver --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'");
+    let mut nodes: Vec<String> =
+        ps.lines().filter(|l| l.contains(" Running ")).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+    nodes.sort();
+    nodes
+}
+
+/// Poll [`webserver_nodes`] until `done` holds; the nodes then.
+fn wait_tasks(manager: &Machine, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let nodes = webserver_nodes(manager);
+        if done(&nodes) {
+            return nodes;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            panic!("webserver: {what} did not happen within 600 s:\n{}", manager.ssh("core", "docker service ps webserver --no-trunc").1);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+/// `docker node ls` as `HOSTNAME STATUS AVAILABILITY` lines, sorted.
+fn swarm_nodes(manager: &Machine) -> Vec<String> {
+    let ls = manager.ssh_ok("core", "docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}'");
+    let mut v: Vec<String> = ls.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// The seed's Docker Swarm: manager0, worker0 and worker1 from the one
+/// image, started at once on the private network, driven over SSH as
+/// `core` with the seed's commands. The nginx image is built from the
+/// locked Debian packages by `recipes/nginx-oci.json` (the `oci` output),
+/// copied to manager0 and pushed to the VPC's own registry there (Debian's
+/// `docker-registry`, started by manager0's cloud-config); the workers
+/// pull it from there. Checked: three nodes Ready with manager0 drained;
+/// `webserver` runs on a worker and port 80 of every node answers (the
+/// routing mesh); the worker running it is powered off and the task moves
+/// to the other worker; that worker started again, `--replicas 2` puts one
+/// task on each worker.
+#[test]
+fn the_seeds_docker_swarm_serves_nginx_on_every_node_and_survives_a_worker() {
+    if skipped_without_root() {
+        return;
+    }
+    let b = built();
+    let t = tempfile::tempdir().unwrap();
+    let oci = t.path().join("nginx");
+    let recipe: serde_json::Value = serde_json::from_slice(&fs::read(root().join("recipes/nginx-oci.json")).unwrap()).unwrap();
+    build_in_project(&recipe, &oci);
+    let tar = oci.join("nginx-oci.oci.tar");
+    let key = SshKey::new(t.path());
+    let switch = common::guest::Switch::start(t.path());
+    let (members, http) = swarm_members(t.path(), &key, &switch);
+    let cold = Instant::now();
+    let mut ms: Vec<Machine> = members.iter().map(|m| Machine::start(&m.dir, &m.spec(b), &key)).collect();
+    wait_all_running(&mut ms);
+    let running = cold.elapsed();
+
+    // The seed's commands: init on manager0, join with the token read over
+    // SSH, drain manager0.
+    let init = ms[0].ssh_ok("core", &format!("docker swarm init --advertise-addr {}", SWARM[0].1));
+    assert!(init.contains("is now a manager"), "docker swarm init: {init}");
+    let token = ms[0].ssh_ok("core", "docker swarm join-token -q worker");
+    for m in &ms[1..] {
+        let out = m.ssh_ok("core", &format!("docker swarm join --token {token} {}:2377", SWARM[0].1));
+        assert!(out.contains("This node joined a swarm as a worker"), "{}: {out}", m.name);
+    }
+    ms[0].ssh_ok("core", "docker node update --availability drain manager0");
+    assert_eq!(swarm_nodes(&ms[0]), ["manager0 Ready Drain", "worker0 Ready Active", "worker1 Ready Active"]);
+
+    // The image into the VPC's registry, from manager0.
+    ms[0].copy_to("core", &tar, "/tmp/nginx.oci.tar");
+    let loaded = ms[0].ssh_ok("core", "docker load -i /tmp/nginx.oci.tar && rm /tmp/nginx.oci.tar");
+    assert!(loaded.contains("Loaded image: nginx:1.22"), "docker load: {loaded}");
+    let image = format!("{REGISTRY}/nginx:1.22");
+    ms[0].ssh_ok("core", &format!("docker tag nginx:1.22 {image}"));
+    ms[0].ssh_retry("core", &format!("docker push {image}"), Duration::from_secs(120)).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            ms[0].ssh("core", "systemctl status docker-registry --no-pager; journalctl -u docker-registry --no-pager | tail").1
+        )
+    });
+
+    // webserver runs on a worker and every node's port 80 answers.
+    ms[0].ssh_ok("core", &format!("docker service create --detach --name webserver --replicas 1 --publish 80:80 {image}"));
+    let first = wait_tasks(&ms[0], "one task running", |n| n.len() == 1);
+    assert!(first[0].starts_with("worker"), "the drained manager0 runs the task: {first:?}");
+    for (m, port) in ms.iter().zip(&http) {
+        wait_page(&m.name, *port, Duration::from_secs(180));
+    }
+    let page_after = cold.elapsed();
+    // And from inside the VPC: manager0's private address, from a worker.
+    let inside = ms[1].ssh_ok(
+        "core",
+        &format!("timeout 20 bash -c 'exec 3<>/dev/tcp/{}/80; printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'", SWARM[0].1),
+    );
+    assert!(inside.starts_with("HTTP/1.1 200 OK") && inside.contains("Welcome to nginx!"), "worker0 → manager0:80: {inside}");
+    eprintln!(
+        "coreos_node: swarm: all 3 running {:.0} s and the page answering on every node {:.0} s after a cold start (task on {})",
+        running.as_secs_f64(),
+        page_after.as_secs_f64(),
+        first[0]
+    );
+
+    // The worker running it is powered off (hard, as from the VPC's panel):
+    // the task moves to the other worker and the page answers again.
+    let (gone, other) = if first[0] == "worker0" { (1, 2) } else { (2, 1) };
+    let lost = Instant::now();
+    drop(ms.remove(gone));
+    let other_i = if other > gone { other - 1 } else { other };
+    let moved = wait_tasks(&ms[0], "the task moving", |n| n == [SWARM[other].0]);
+    assert_eq!(moved, [SWARM[other].0]);
+    wait_page(&ms[0].name, http[0], Duration::from_secs(180));
+    wait_page(&ms[other_i].name, http[other], Duration::from_secs(180));
+    eprintln!(
+        "coreos_node: swarm: {} lost, the page answered from {} {:.0} s later",
+        SWARM[gone].0,
+        SWARM[other].0,
+        lost.elapsed().as_secs_f64()
+    );
+    let down = swarm_nodes(&ms[0]);
+    assert!(down.contains(&format!("{} Down Active", SWARM[gone].0)), "{down:?}");
+
+    // The worker started again, then `--replicas 2`: one task on each worker.
+    let mut back = Machine::start_again(&members[gone].dir, &members[gone].spec(b), &key, 2);
+    wait_running(&mut back);
+    let t2 = Instant::now();
+    while !swarm_nodes(&ms[0]).contains(&format!("{} Ready Active", SWARM[gone].0)) {
+        assert!(t2.elapsed() < Duration::from_secs(300), "{} not Ready again: {:?}", SWARM[gone].0, swarm_nodes(&ms[0]));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    ms[0].ssh_ok("core", "docker service update --detach --replicas 2 webserver");
+    let both = wait_tasks(&ms[0], "two tasks, one per worker", |n| n.len() == 2);
+    assert_eq!(both, ["worker0", "worker1"], "--replicas 2");
+    wait_page(&back.name, http[gone], Duration::from_secs(180));
+    drop(back);
+    drop(ms);
+    drop(switch);
 }

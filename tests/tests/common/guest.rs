@@ -296,6 +296,24 @@ impl Machine {
         }
     }
 
+    /// Copy the host file `local` to `remote` on the machine, as `user`
+    /// (`scp`, with this machine's key and known_hosts).
+    pub fn copy_to(&self, user: &str, local: &Path, remote: &str) {
+        let o = Command::new("scp")
+            .args(["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=20"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-P", &self.ssh_port.to_string()])
+            .arg(local)
+            .arg(format!("{user}@127.0.0.1:{remote}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scp (./build.sh deps installs openssh-client)");
+        assert!(o.status.success(), "{}: scp {} to {remote}: {}", self.name, local.display(), String::from_utf8_lossy(&o.stderr));
+    }
+
     /// The machine's SSH host keys as the SSH client received them
     /// (`ssh-keyscan`), sorted: "TYPE BASE64" lines.
     pub fn host_keys(&self) -> Vec<String> {
