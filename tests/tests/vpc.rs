@@ -455,7 +455,9 @@ type DhcpSeen = (f64, u8, Ipv4Addr, Ipv4Addr, bool, bool);
 /// leases `GUEST_IP` for `lease` seconds; ACKs the first renewal only; after
 /// the lease it let expire, ignores DISCOVERs for 5 s (so the guest's
 /// watcher sees the address gone) and then leases again.
-fn dhcp_frame_server(sock: UdpSocket, qemu: std::net::SocketAddr, lease: u32) -> Arc<Mutex<Vec<DhcpSeen>>> {
+/// Before each answer it sends one broken copy of it for each of `bad`
+/// (a function that breaks a reply in place).
+fn dhcp_frame_server(sock: UdpSocket, qemu: std::net::SocketAddr, lease: u32, bad: &'static [BreakReply]) -> Arc<Mutex<Vec<DhcpSeen>>> {
     use wire::*;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
@@ -517,14 +519,21 @@ fn dhcp_frame_server(sock: UdpSocket, qemu: std::net::SocketAddr, lease: u32) ->
                         };
                         seen2.lock().unwrap().push((t0.elapsed().as_secs_f64(), t, dst, ciaddr, opt50, answer.is_some()));
                         if let Some(mt) = answer {
-                            let reply = dhcp_reply(&l4[8..], mt, GUEST_IP, lease);
+                            let good = dhcp_reply(&l4[8..], mt, GUEST_IP, lease);
                             let bcast = ciaddr.is_unspecified() || l4[8 + 10] & 0x80 != 0;
-                            let frame = if bcast {
-                                ipv4([0xff; 6], SERVER_IP, Ipv4Addr::BROADCAST, 17, &udp_67_68(&reply))
-                            } else {
-                                ipv4(src_mac, SERVER_IP, ciaddr, 17, &udp_67_68(&reply))
-                            };
-                            let _ = sock.send_to(&frame, qemu);
+                            let replies = bad.iter().map(|b| {
+                                let mut r = good.clone();
+                                b(&mut r);
+                                r
+                            });
+                            for reply in replies.chain([good.clone()]) {
+                                let frame = if bcast {
+                                    ipv4([0xff; 6], SERVER_IP, Ipv4Addr::BROADCAST, 17, &udp_67_68(&reply))
+                                } else {
+                                    ipv4(src_mac, SERVER_IP, ciaddr, 17, &udp_67_68(&reply))
+                                };
+                                let _ = sock.send_to(&frame, qemu);
+                            }
                         }
                     }
                 }
@@ -606,9 +615,18 @@ fn lease_root(dir: &Path) -> PathBuf {
     dir.join("leaseroot.raw")
 }
 
+/// Breaks a DHCP reply (of [`wire::dhcp_reply`]'s layout) in place.
+type BreakReply = fn(&mut Vec<u8>);
+
 /// A qemu `dgram` netdev whose frames go to [`dhcp_frame_server`] (leases
 /// of `lease` seconds), and what that server saw.
 fn dhcp_frame_net(lease: u32) -> (String, Arc<Mutex<Vec<DhcpSeen>>>) {
+    dhcp_frame_net_with(lease, &[])
+}
+
+/// [`dhcp_frame_net`] whose server sends a broken copy of each answer for
+/// each of `bad` before the answer.
+fn dhcp_frame_net_with(lease: u32, bad: &'static [BreakReply]) -> (String, Arc<Mutex<Vec<DhcpSeen>>>) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let qemu_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let qemu: std::net::SocketAddr = format!("127.0.0.1:{qemu_port}").parse().unwrap();
@@ -616,7 +634,7 @@ fn dhcp_frame_net(lease: u32) -> (String, Arc<Mutex<Vec<DhcpSeen>>>) {
         "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={qemu_port},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
         sock.local_addr().unwrap().port()
     );
-    (netdev, dhcp_frame_server(sock, qemu, lease))
+    (netdev, dhcp_frame_server(sock, qemu, lease, bad))
 }
 
 /// Watch a booted guest whose DHCP server ([`dhcp_frame_server`], 20 s
@@ -988,4 +1006,60 @@ fn a_truncated_config_drive_falls_back_to_dhcp() {
     assert!(serial.contains("network configured from DHCP"), "{serial}");
     assert!(!serial.contains("panicked"), "{serial}");
     eprintln!("truncated config drive: {}\nnetwork configured {:?} s after kernel start", cloud.join("\n"), network_time(&serial));
+}
+
+/// Broken copies of each OFFER and ACK, each sent before the real one:
+/// cut short, no magic cookie, an option running past the end, a lease
+/// of 0 s, yiaddr 0.0.0.0, no message type. ([`wire::dhcp_reply`]'s
+/// options: 53 at 240, 54 at 243, 1 at 249, 3 at 255, 51 at 261.)
+const BROKEN_REPLIES: [BreakReply; 6] = [
+    |r| r.truncate(200),
+    |r| r[236] = 0,
+    |r| {
+        let t = r[242];
+        r.truncate(240);
+        r.extend_from_slice(&[53, 1, t, 6, 200, 1]);
+    },
+    |r| r[263..267].copy_from_slice(&[0; 4]),
+    |r| r[16..20].copy_from_slice(&[0; 4]),
+    |r| r[240..243].copy_from_slice(&[0; 3]),
+];
+
+/// A DHCP server that sends six broken copies before each OFFER and ACK:
+/// the agent logs each with the server and the byte offset, takes the real
+/// lease, and the machine comes up on it (its watcher sees the address).
+#[test]
+fn broken_dhcp_replies_are_logged_and_the_real_lease_taken() {
+    appliance();
+    let _g = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let (netdev, seen) = dhcp_frame_net_with(3600, &BROKEN_REPLIES);
+    let mut vm = boot_with(t.path(), &netdev, &[], "vpc.watch");
+    let want = format!("inet {}/24", wire::GUEST_IP);
+    let has = |serial: &str| serial.lines().any(|l| l.starts_with("vpc: addr [") && l.contains(&want));
+    while vm.start.elapsed() < Duration::from_secs(180) && !has(&vm.serial()) {
+        if let Ok(Some(_)) = vm.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let serial = vm.serial();
+    assert!(has(&serial), "no {want} from the guest's watcher:\n{serial}");
+    assert!(serial.contains("network configured from DHCP"), "{serial}");
+    assert!(!serial.contains("panicked"), "{serial}");
+    let from = format!("dhcp eth0: reply from {}:67 ignored: ", wire::SERVER_IP);
+    for why in [
+        "cut short: 200 bytes",
+        "no DHCP magic cookie at byte 236",
+        "option 6 (DNS servers) at byte 243: length 200 runs past the end",
+        "option 51 (lease time) at byte 261 is 0 seconds",
+        "yiaddr (byte 16) 0.0.0.0 cannot be this host's address",
+        "no message type (option 53)",
+    ] {
+        let n = serial.lines().filter(|l| l.contains(&from) && l.contains(why)).count();
+        assert_eq!(n, 2, "{why:?} logged once for the OFFER and once for the ACK:\n{serial}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|s| s.1 == 1).count(), 1, "one DISCOVER was enough: {seen:?}");
+    eprintln!("broken DHCP replies: network configured {:?} s after kernel start", network_time(&serial));
 }

@@ -97,6 +97,8 @@ pub struct Reply {
     pub rebind_secs: Option<u32>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
+    /// Options left out, each with its byte offset ([`check`]).
+    pub warnings: Vec<String>,
 }
 
 fn addrs(v: &[u8]) -> Vec<Ipv4Addr> {
@@ -104,10 +106,47 @@ fn addrs(v: &[u8]) -> Vec<Ipv4Addr> {
 }
 
 /// Parse a server reply for transaction `xid` and client `mac`; `None` if it
-/// is not one (another client's, malformed, not a BOOTREPLY).
+/// is not one (another client's, malformed, not a BOOTREPLY). [`check`]
+/// says why a reply for us was refused.
 pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
-    if p.len() < 240 || p[0] != 2 || p[4..8] != xid.to_be_bytes() || &p[28..34] != mac || p[236..240] != MAGIC {
-        return None;
+    check(p, xid, mac).ok().flatten()
+}
+
+fn option_name(code: u8) -> &'static str {
+    match code {
+        OPT_MASK => "subnet mask",
+        OPT_ROUTER => "router",
+        OPT_DNS => "DNS servers",
+        OPT_HOSTNAME => "host name",
+        OPT_MTU => "interface MTU",
+        OPT_LEASE => "lease time",
+        OPT_MSG_TYPE => "message type",
+        OPT_SERVER_ID => "server identifier",
+        OPT_T1 => "renewal time",
+        OPT_T2 => "rebinding time",
+        _ => "option",
+    }
+}
+
+/// A server reply for transaction `xid` and client `mac`:
+/// - `Ok(None)`: not for us (not a BOOTREPLY, another transaction or
+///   client); nothing to say;
+/// - `Err(why)`: for us but unusable (cut short, no magic cookie, an
+///   option running past the end, no message type, a lease time of 0, an
+///   address that cannot be a host's), `why` naming the byte offset;
+/// - `Ok(Some(reply))`: usable; options of the wrong length or value (a
+///   mask that is not contiguous, an MTU below 68, routers not in fours)
+///   are left out, as systemd-networkd leaves them out, and listed in
+///   `reply.warnings` with their offsets.
+pub fn check(p: &[u8], xid: u32, mac: &[u8; 6]) -> Result<Option<Reply>, String> {
+    if p.len() < 34 || p[0] != 2 || p[4..8] != xid.to_be_bytes() || &p[28..34] != mac {
+        return Ok(None);
+    }
+    if p.len() < 240 {
+        return Err(format!("cut short: {} bytes, the header and magic cookie take 240", p.len()));
+    }
+    if p[236..240] != MAGIC {
+        return Err(format!("no DHCP magic cookie at byte 236 (found {:02x?})", &p[236..240]));
     }
     let mut r = Reply {
         msg_type: 0,
@@ -121,6 +160,7 @@ pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
         rebind_secs: None,
         hostname: None,
         mtu: None,
+        warnings: Vec::new(),
     };
     let mut i = 240;
     while i < p.len() {
@@ -132,24 +172,74 @@ pub fn parse(p: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
             i += 1;
             continue;
         }
-        let len = *p.get(i + 1)? as usize;
-        let v = p.get(i + 2..i + 2 + len)?;
-        match code {
-            OPT_MSG_TYPE if len == 1 => r.msg_type = v[0],
-            OPT_SERVER_ID if len == 4 => r.server = addrs(v).first().copied(),
-            OPT_MASK if len == 4 => r.mask = addrs(v).first().copied(),
-            OPT_ROUTER => r.routers = addrs(v),
-            OPT_DNS => r.dns = addrs(v),
-            OPT_LEASE if len == 4 => r.lease_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
-            OPT_T1 if len == 4 => r.renew_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
-            OPT_T2 if len == 4 => r.rebind_secs = Some(u32::from_be_bytes(v.try_into().ok()?)),
-            OPT_HOSTNAME => r.hostname = Some(String::from_utf8_lossy(v).into_owned()),
-            OPT_MTU if len == 2 => r.mtu = Some(u16::from_be_bytes(v.try_into().ok()?)),
-            _ => {}
+        let Some(&len) = p.get(i + 1) else {
+            return Err(format!("option {code} at byte {i} has no length byte (the message ends)"));
+        };
+        let len = len as usize;
+        let Some(v) = p.get(i + 2..i + 2 + len) else {
+            return Err(format!(
+                "option {code} ({}) at byte {i}: length {len} runs past the end of the {}-byte message",
+                option_name(code),
+                p.len()
+            ));
+        };
+        let want = match code {
+            OPT_MSG_TYPE => Some(1),
+            OPT_MTU => Some(2),
+            OPT_MASK | OPT_SERVER_ID | OPT_LEASE | OPT_T1 | OPT_T2 => Some(4),
+            _ => None,
+        };
+        let be32 = |v: &[u8]| u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        if want.is_some_and(|w| w != len) {
+            if code == OPT_MSG_TYPE {
+                return Err(format!("option 53 (message type) at byte {i} has length {len}, not 1"));
+            }
+            r.warnings.push(format!(
+                "option {code} ({}) at byte {i} has length {len}, not {}; left out",
+                option_name(code),
+                want.unwrap_or(0)
+            ));
+        } else {
+            match code {
+                OPT_MSG_TYPE => r.msg_type = v[0],
+                OPT_SERVER_ID => r.server = addrs(v).first().copied(),
+                OPT_MASK => {
+                    let m = be32(v);
+                    if m.leading_ones() + m.trailing_zeros() == 32 {
+                        r.mask = Some(Ipv4Addr::from(m));
+                    } else {
+                        r.warnings
+                            .push(format!("option 1 (subnet mask) at byte {i}: {} is not a contiguous mask; left out", Ipv4Addr::from(m)));
+                    }
+                }
+                OPT_ROUTER | OPT_DNS if len == 0 || len % 4 != 0 => r
+                    .warnings
+                    .push(format!("option {code} ({}) at byte {i} has length {len}, not a multiple of 4; left out", option_name(code))),
+                OPT_ROUTER => r.routers = addrs(v),
+                OPT_DNS => r.dns = addrs(v),
+                OPT_LEASE if be32(v) == 0 => return Err(format!("option 51 (lease time) at byte {i} is 0 seconds")),
+                OPT_LEASE => r.lease_secs = Some(be32(v)),
+                OPT_T1 => r.renew_secs = Some(be32(v)),
+                OPT_T2 => r.rebind_secs = Some(be32(v)),
+                OPT_HOSTNAME => r.hostname = Some(String::from_utf8_lossy(v).into_owned()),
+                OPT_MTU if u16::from_be_bytes([v[0], v[1]]) < 68 => r.warnings.push(format!(
+                    "option 26 (interface MTU) at byte {i}: {} is below the minimum of 68; left out",
+                    u16::from_be_bytes([v[0], v[1]])
+                )),
+                OPT_MTU => r.mtu = Some(u16::from_be_bytes([v[0], v[1]])),
+                _ => {}
+            }
         }
         i += 2 + len;
     }
-    (r.msg_type != 0).then_some(r)
+    if r.msg_type == 0 {
+        return Err("no message type (option 53)".into());
+    }
+    let y = r.yiaddr;
+    if matches!(r.msg_type, OFFER | ACK) && (y.is_unspecified() || y.is_broadcast() || y.is_multicast() || y.is_loopback()) {
+        return Err(format!("yiaddr (byte 16) {y} cannot be this host's address"));
+    }
+    Ok(Some(r))
 }
 
 /// A transaction id from the clock and the MAC (no randomness source needed).
@@ -203,9 +293,16 @@ pub fn socket_on(ifname: &str) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// Wait for a reply of one of `types` until `deadline`.
-fn await_reply(s: &UdpSocket, xid: u32, mac: &[u8; 6], types: &[u8], deadline: Instant) -> io::Result<Option<Reply>> {
+/// Bad replies logged per exchange at most: a server that floods them
+/// costs log lines only up to this.
+const MAX_LOGGED_BAD: u32 = 8;
+
+/// Wait for a reply of one of `types` until `deadline`. A reply for us
+/// that is refused or has options left out is logged with the server's
+/// address and the byte offsets (`ifname` for the log).
+fn await_reply(s: &UdpSocket, ifname: &str, xid: u32, mac: &[u8; 6], types: &[u8], deadline: Instant) -> io::Result<Option<Reply>> {
     let mut buf = [0u8; 1500];
+    let mut bad = 0u32;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -213,13 +310,23 @@ fn await_reply(s: &UdpSocket, xid: u32, mac: &[u8; 6], types: &[u8], deadline: I
         }
         s.set_read_timeout(Some(left))?;
         match s.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                if let Some(r) = parse(&buf[..n], xid, mac) {
-                    if types.contains(&r.msg_type) {
-                        return Ok(Some(r));
+            Ok((n, from)) => match check(&buf[..n], xid, mac) {
+                Ok(Some(r)) if types.contains(&r.msg_type) => {
+                    for w in &r.warnings {
+                        crate::log!("dhcp {ifname}: reply from {from}: {w}");
+                    }
+                    return Ok(Some(r));
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    bad += 1;
+                    if bad <= MAX_LOGGED_BAD {
+                        crate::log!("dhcp {ifname}: reply from {from} ignored: {why}");
+                    } else if bad == MAX_LOGGED_BAD + 1 {
+                        crate::log!("dhcp {ifname}: more bad replies from {from} and others, not logged");
                     }
                 }
-            }
+            },
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -240,7 +347,7 @@ pub fn run(ifname: &str, mac: &[u8; 6], total: Duration) -> Result<Reply, String
         let xid = xid_for(mac).wrapping_add(attempt);
         let step_end = |w: Duration| (Instant::now() + w).min(start + total);
         s.send_to(&build(DISCOVER, xid, mac, None, None), bcast).map_err(|e| format!("sending DHCPDISCOVER on {ifname}: {e}"))?;
-        let offer = match await_reply(&s, xid, mac, &[OFFER], step_end(wait)).map_err(|e| format!("receiving on {ifname}: {e}"))? {
+        let offer = match await_reply(&s, ifname, xid, mac, &[OFFER], step_end(wait)).map_err(|e| format!("receiving on {ifname}: {e}"))? {
             Some(o) => o,
             None => {
                 crate::debug!("dhcp {ifname}: no offer within {wait:?} (attempt {attempt})");
@@ -250,7 +357,7 @@ pub fn run(ifname: &str, mac: &[u8; 6], total: Duration) -> Result<Reply, String
         };
         s.send_to(&build(REQUEST, xid, mac, Some(offer.yiaddr), offer.server), bcast)
             .map_err(|e| format!("sending DHCPREQUEST on {ifname}: {e}"))?;
-        match await_reply(&s, xid, mac, &[ACK, NAK], step_end(wait.max(Duration::from_secs(2))))
+        match await_reply(&s, ifname, xid, mac, &[ACK, NAK], step_end(wait.max(Duration::from_secs(2))))
             .map_err(|e| format!("receiving on {ifname}: {e}"))?
         {
             Some(r) if r.msg_type == ACK => return Ok(r),
@@ -351,5 +458,55 @@ mod tests {
         p.truncate(240);
         p.push(255);
         assert_eq!(parse(&p, 42, &MAC), None);
+    }
+
+    /// `reply(OFFER)` with its options replaced by `opts` (then END).
+    fn offer_with(opts: &[u8]) -> Vec<u8> {
+        let mut p = reply(OFFER, 42);
+        p.truncate(240);
+        p.extend_from_slice(opts);
+        p.push(255);
+        p
+    }
+
+    #[test]
+    fn refused_replies_say_why_and_where() {
+        let e = |p: &[u8]| check(p, 42, &MAC).unwrap_err();
+        assert_eq!(check(&reply(ACK, 42), 43, &MAC), Ok(None), "another transaction: not ours, nothing to say");
+        assert_eq!(e(&reply(ACK, 42)[..200]), "cut short: 200 bytes, the header and magic cookie take 240");
+        let mut p = reply(ACK, 42);
+        p[236] = 0;
+        assert!(e(&p).starts_with("no DHCP magic cookie at byte 236"), "{}", e(&p));
+        assert_eq!(
+            e(&offer_with(&[53, 1, 2, 6, 200, 1])),
+            "option 6 (DNS servers) at byte 243: length 200 runs past the end of the 247-byte message"
+        );
+        assert_eq!(e(&offer_with(&[53, 1, 2, 12])[..244]), "option 12 at byte 243 has no length byte (the message ends)");
+        assert_eq!(e(&offer_with(&[1, 4, 255, 255, 255, 0])), "no message type (option 53)");
+        assert_eq!(e(&offer_with(&[53, 2, 2, 2])), "option 53 (message type) at byte 240 has length 2, not 1");
+        assert_eq!(e(&offer_with(&[53, 1, 2, 51, 4, 0, 0, 0, 0])), "option 51 (lease time) at byte 243 is 0 seconds");
+        for y in [[0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 1], [127, 0, 0, 1]] {
+            let mut p = offer_with(&[53, 1, 2]);
+            p[16..20].copy_from_slice(&y);
+            assert!(e(&p).ends_with("cannot be this host's address"), "{y:?}: {}", e(&p));
+        }
+    }
+
+    #[test]
+    fn bad_options_are_left_out_with_their_offsets() {
+        let p = offer_with(&[53, 1, 2, 1, 4, 255, 0, 255, 0, 3, 3, 10, 0, 2, 26, 2, 0, 20, 54, 3, 1, 2, 3, 6, 4, 10, 0, 2, 3]);
+        let r = check(&p, 42, &MAC).unwrap().unwrap();
+        assert_eq!((r.mask, r.routers.len(), r.mtu, r.server), (None, 0, None, None));
+        assert_eq!(r.dns, [Ipv4Addr::new(10, 0, 2, 3)], "the good option is kept");
+        assert_eq!(
+            r.warnings,
+            [
+                "option 1 (subnet mask) at byte 243: 255.0.255.0 is not a contiguous mask; left out",
+                "option 3 (router) at byte 249 has length 3, not a multiple of 4; left out",
+                "option 26 (interface MTU) at byte 254: 20 is below the minimum of 68; left out",
+                "option 54 (server identifier) at byte 258 has length 3, not 4; left out",
+            ]
+        );
+        assert!(check(&reply(ACK, 42), 42, &MAC).unwrap().unwrap().warnings.is_empty(), "slirp's reply is clean");
     }
 }

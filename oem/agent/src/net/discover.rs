@@ -165,6 +165,7 @@ mod tests {
             rebind_secs: None,
             hostname: None,
             mtu: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -596,6 +596,7 @@ mod tests {
             rebind_secs: t2,
             hostname: None,
             mtu: None,
+            warnings: Vec::new(),
         }
     }
 
