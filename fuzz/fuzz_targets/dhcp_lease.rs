@@ -126,6 +126,7 @@ fuzz_target!(|data: &[u8]| {
         rebind_secs: i.t2,
         hostname: None,
         mtu: None,
+        warnings: Vec::new(),
     };
     let start = Duration::from_secs(i.start as u64);
     let now = Rc::new(Cell::new(start));

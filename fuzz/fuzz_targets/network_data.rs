@@ -170,6 +170,7 @@ fuzz_target!(|data: &[u8]| {
                 rebind_secs: None,
                 hostname: None,
                 mtu: l.mtu,
+                warnings: Vec::new(),
             }),
             None => Err("no DHCP server".into()),
         })
