@@ -5,7 +5,7 @@
 #   ./build.sh deps         only install the test dependencies (Debian packages), then check the commands
 #   ./build.sh check        only check that every command the tests call is present
 #   ./build.sh lint         cargo fmt --check and clippy -D warnings over the workspace
-#   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into out/cache/debs (strict)
+#   ./build.sh fetch [--update-lock] [--add NAME]   download the pinned Debian packages (kernel/packages.lock) into ~/.cache/build-image/debs (strict)
 #                           (--add: pin NAME and its dependencies into the lock first)
 #   ./build.sh schema       regenerate recipes/schema.json from the Rust types
 #   ./build.sh bench        run the benchmarks in bench/ (side by side with the peer tools)
@@ -86,8 +86,12 @@ check_tools() {
     echo "deps: all ${#REQUIRED_COMMANDS[@]} commands and ${#OVMF_FILES[@]} firmware files present" >&2
 }
 
-# This repository's builds and tests keep their downloaded packages in out/cache.
-export BUILD_IMAGE_CACHE=${BUILD_IMAGE_CACHE:-$PWD/out/cache}
+# Downloaded packages (checked against the lock's sha256 on every use), the
+# Glance/Keystone venvs and the debootstrap minbase live in build-image's own
+# default cache, outside the clone: ${XDG_CACHE_HOME:-~/.cache}/build-image,
+# shared by every clone on the machine, as cargo shares ~/.cargo. A fresh
+# machine fills it once; $BUILD_IMAGE_CACHE moves it.
+export BUILD_IMAGE_CACHE=${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}
 
 # The pinned packages, for this repository's own builds and tests.
 # `build-image fetch` is strict: it uses exactly the versions that
@@ -128,7 +132,7 @@ test)
     cargo build -q -p build-image
     use_lock ./target/debug/build-image
     # A real Debian root for the filesystem tests (debootstrap, cached).
-    export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$PWD/out/cache/minbase}
+    export BUILD_IMAGE_MINBASE=${BUILD_IMAGE_MINBASE:-$BUILD_IMAGE_CACHE/minbase}
     sh bench/minbase.sh "$BUILD_IMAGE_MINBASE"
     # OpenStack Glance + Keystone for the upload tests (a cached venv).
     tests/glance/venv.sh

@@ -19,7 +19,7 @@
 # package: ./build.sh fetch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export BUILD_IMAGE_CACHE=${BUILD_IMAGE_CACHE:-$PWD/out/cache}
+export BUILD_IMAGE_CACHE=${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}
 export BUILD_IMAGE_LOCK=${BUILD_IMAGE_LOCK:-$PWD/kernel/packages.lock}
 AGENT_TIMING_ROUNDS=${1:-5} cargo test -q -p e2e-tests --test agent_boot -- \
     --ignored --exact timing_against_a_busybox_init --nocapture 2>&1 |

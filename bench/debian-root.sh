@@ -29,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 runs=${RUNS:-3}
 lock=${BUILD_IMAGE_LOCK:-$repo/kernel/packages.lock}
-cache=${BUILD_IMAGE_CACHE:-$repo/out/cache}
+cache=${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}
 export BUILD_IMAGE_CACHE=$cache
 unset BUILD_IMAGE_LOCK # ours reads the project folder's copy of the lock
 [ "$(id -u)" -eq 0 ] || { echo "debian-root.sh: run as root (both sides use mmdebstrap --mode=root)" >&2; exit 1; }

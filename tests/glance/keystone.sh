@@ -12,7 +12,7 @@ state="$(mkdir -p "$1" && cd "$1" && pwd)"
 port="$2"
 password="$3"
 glance_url="${4:-}"
-venv="${BUILD_IMAGE_CACHE:-$root/out/cache}/keystone-venv"
+venv="${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}/keystone-venv"
 [ -x "$venv/bin/gunicorn" ] || "$root/tests/glance/venv.sh" >&2
 mkdir -p "$state/conf"
 cat > "$state/conf/keystone.conf" <<CONF

@@ -10,7 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 state="$(mkdir -p "$1" && cd "$1" && pwd)"
 port="$2"
-venv="${BUILD_IMAGE_CACHE:-$root/out/cache}/glance-venv"
+venv="${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}/glance-venv"
 [ -x "$venv/bin/gunicorn" ] || "$root/tests/glance/venv.sh" >&2
 mkdir -p "$state/conf" "$state/images" "$state/staging" "$state/tasks"
 cp "$venv/etc/glance/glance-api-paste.ini" "$state/conf/"

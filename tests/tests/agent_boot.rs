@@ -13,7 +13,7 @@
 //!   their timing (qemu start → marker, and guest time under `-icount`) is
 //!   a benchmark: `bench/agent-boot.sh`.
 //!
-//! Downloads (`apt-get download`) are cached in `out/cache/debs/`, the
+//! Downloads (`apt-get download`) are cached in the package cache's `debs/` (`~/.cache/build-image`), the
 //! extracted packages in `out/cache/agent-test/`.
 
 mod common;
@@ -54,9 +54,9 @@ fn sh(cmd: &str, cwd: &Path) -> String {
     out
 }
 
-/// A cached `PKG_*.deb` in `out/cache/debs/`, downloaded if absent.
+/// A cached `PKG_*.deb` in the package cache's `debs/`, downloaded if absent.
 fn cached_deb(pkg: &str) -> PathBuf {
-    let dir = root().join("out/cache/debs");
+    let dir = cache().join("debs");
     fs::create_dir_all(&dir).unwrap();
     let find = || {
         let mut v: Vec<PathBuf> = fs::read_dir(&dir)

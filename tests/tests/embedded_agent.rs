@@ -5,7 +5,7 @@
 //! as such, and fail loudly when unusable.
 //!
 //! Needs the pinned packages (`./build.sh fetch`), in `$BUILD_IMAGE_CACHE` or
-//! the project's `out/cache`.
+//! build-image's default, `~/.cache/build-image`.
 
 mod common;
 
@@ -52,10 +52,9 @@ fn build(exe: &Path, cwd: &Path, recipe_dir: &Path, out: &Path, extra: &[&str], 
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-/// The tests' package cache: `$BUILD_IMAGE_CACHE`, else the project's
-/// `out/cache` (as `./build.sh` keeps it).
+/// The tests' package cache ([`cache`]).
 fn package_cache() -> PathBuf {
-    std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("out/cache"))
+    cache()
 }
 
 fn manifest(out: &Path) -> serde_json::Value {

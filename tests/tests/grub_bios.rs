@@ -4,7 +4,7 @@
 //! prints a marker on the serial console. `sgdisk -v` must stay clean after
 //! the install, and core images must be reproducible.
 //!
-//! Inputs are Debian packages cached in `out/cache/debs/` (fetched with
+//! Inputs are Debian packages cached in `~/.cache/build-image/debs/` (fetched with
 //! `apt-get download` on first use): grub-pc-bin, busybox-static and the
 //! cloud kernel.
 
@@ -26,7 +26,7 @@ const MARKER: &str = "GRUB-BIOS-OK";
 
 /// The folder of cached packages.
 fn debs_dir() -> PathBuf {
-    let d = root().join("out/cache/debs");
+    let d = cache().join("debs");
     fs::create_dir_all(&d).unwrap();
     d
 }

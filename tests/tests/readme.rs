@@ -4,8 +4,8 @@
 //! the system's folders). `cd` is done by the test; `#` starts a comment.
 //! The last command (`build-image boot …`) must reach the image's marker.
 //!
-//! The package cache is the tests' (`$BUILD_IMAGE_CACHE`, else the project's
-//! `out/cache`), so nothing is downloaded again; it needs `./build.sh fetch` first, and
+//! The package cache is the tests' (`$BUILD_IMAGE_CACHE`, else build-image's
+//! `~/.cache/build-image`), so nothing is downloaded again; it needs `./build.sh fetch` first, and
 //! qemu + OVMF (`./build.sh deps`).
 
 mod common;
@@ -80,9 +80,8 @@ fn the_readme_quick_start_works_outside_the_checkout() {
     let work = home.join("work");
     fs::create_dir(&work).unwrap();
     let path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display());
-    // The tests' package cache: `$BUILD_IMAGE_CACHE`, else the project's.
-    let cache =
-        std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("out/cache"));
+    // The tests' package cache: `$BUILD_IMAGE_CACHE`, else build-image's default.
+    let cache = common::cache();
 
     let mut cwd: PathBuf = work.clone();
     let mut last = String::new();

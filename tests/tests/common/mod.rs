@@ -37,10 +37,15 @@ pub fn lock_path() -> PathBuf {
     std::env::var_os("BUILD_IMAGE_LOCK").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("kernel/packages.lock"))
 }
 
-/// The package cache the tests use: `$BUILD_IMAGE_CACHE`, else the
-/// project's `out/cache` (where `./build.sh` keeps it).
+/// The package cache the tests use: `$BUILD_IMAGE_CACHE`, else
+/// build-image's own default, `$XDG_CACHE_HOME/build-image` or
+/// `~/.cache/build-image` (where `./build.sh` keeps it).
 pub fn cache() -> PathBuf {
-    std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| root().join("out/cache"))
+    if let Some(c) = std::env::var_os("BUILD_IMAGE_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(c);
+    }
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    xdg.unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")).join("build-image")
 }
 
 /// A `build-image` command with the tests' package cache ([`cache`]).
