@@ -33,8 +33,8 @@ cache=${BUILD_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/build-image}
 export BUILD_IMAGE_CACHE=$cache
 unset BUILD_IMAGE_LOCK # ours reads the project folder's copy of the lock
 [ "$(id -u)" -eq 0 ] || { echo "debian-root.sh: run as root (both sides use mmdebstrap --mode=root)" >&2; exit 1; }
-for tool in mmdebstrap apt-ftparchive mkfs.btrfs sha256sum /usr/bin/time python3; do
-	command -v $tool >/dev/null || { echo "debian-root.sh: $tool is needed" >&2; exit 1; }
+for t in mmdebstrap:mmdebstrap apt-ftparchive:apt-utils mkfs.btrfs:btrfs-progs sha256sum:coreutils /usr/bin/time:time python3:python3; do
+	command -v "${t%%:*}" >/dev/null || { echo "debian-root.sh: ${t%%:*} is needed (apt-get install ${t##*:})" >&2; exit 1; }
 done
 work=$(mktemp -d /var/tmp/debian-root-bench.XXXXXX)
 chmod 755 "$work"
