@@ -347,7 +347,8 @@ fn http_get(addr: &str, path: &str, timeout: Duration, deadline: Instant, max_bo
         }
     };
     let mut s = TcpStream::connect_timeout(&sa, left("connecting to")?).map_err(|e| format!("connecting to {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).and_then(|_| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
+    // Each read sets its own timeout below; the request is sent within what is left.
+    s.set_write_timeout(Some(left("sending to")?)).map_err(|e| e.to_string())?;
     let host = addr.split(':').next().unwrap_or(addr);
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: guest-agent\r\nAccept: */*\r\n\r\n")
         .map_err(|e| format!("sending to {addr}: {e}"))?;
